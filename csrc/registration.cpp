@@ -1,0 +1,7 @@
+// The single TORCH_LIBRARY block: every fastser schema lives here.  Kernels are registered
+// per backend next to their implementation (csrc/<op>/<op>_cpu.cpp, csrc/<op>/<op>_cuda.cu)
+// with TORCH_LIBRARY_IMPL; fake kernels, autograd and FLOP formulas in fastser/ops/<op>.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastser, m) {
+}

@@ -1,0 +1,12 @@
+"""fastser: speech emotion recognition on fused C++/CUDA PyTorch custom operators.
+
+Importing fastser loads the compiled extension, which registers the ops under
+``torch.ops.fastser``; the public functions live in :mod:`fastser.ops`.
+"""
+
+__version__ = "0.1.0"
+
+from fastser import ops  # noqa: E402  (registers torch.ops.fastser.*)
+from fastser._config import build_config, show_config  # noqa: E402
+
+__all__ = ["__version__", "build_config", "ops", "show_config"]

@@ -1,0 +1,86 @@
+"""What this fastser installation contains: ``fastser.show_config()`` / ``fastser info``."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any, TextIO
+
+import torch
+
+from fastser.ops._library import has_kernel, library_path, registered_ops
+
+
+def _build_info() -> dict[str, Any]:
+    try:
+        from fastser._build_info import BUILD_INFO
+    except ImportError:  # pragma: no cover - setup.py always writes it
+        return {}
+    return dict(BUILD_INFO)
+
+
+def _forward_ops() -> list[str]:
+    return [n.split("::", 1)[1] for n in registered_ops() if not n.endswith("_backward")]
+
+
+def build_config() -> dict[str, Any]:
+    """The installation as a dict: versions, compiled backends, per-op kernels, threads."""
+    import fastser
+
+    info = _build_info()
+    ops = _forward_ops()
+    kernels = {op: [b for b in ("CPU", "CUDA") if has_kernel(op, b)] for op in ops}
+    backends = ["CPU"]
+    if info.get("cuda"):
+        backends.append("CUDA")
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if (
+        torch.cuda.is_available()
+    ) else []
+    return {
+        "fastser": fastser.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_built_against": info.get("torch_version"),
+        "library": library_path(),
+        "backends": backends,
+        "cuda_archs": info.get("cuda_archs", []),
+        "nvcc": info.get("nvcc"),
+        "ops": kernels,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": gpus,
+        "threads": torch.get_num_threads(),
+        "parallel_backend": _parallel_backend(),
+    }
+
+
+def _parallel_backend() -> str:
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def show_config(file: TextIO | None = None) -> None:
+    """Print :func:`build_config` as a short report."""
+    out = file or sys.stdout
+    cfg = build_config()
+    rows = [
+        ("fastser", cfg["fastser"]),
+        ("python", cfg["python"]),
+        ("torch", f"{cfg['torch']} (extension built against {cfg['torch_built_against']})"),
+        ("library", cfg["library"]),
+        ("compiled backends", ", ".join(cfg["backends"])),
+    ]
+    if "CUDA" in cfg["backends"]:
+        rows.append(("CUDA archs", " ".join(cfg["cuda_archs"])))
+        rows.append(("nvcc", cfg["nvcc"]))
+    gpus = ", ".join(cfg["gpus"]) if cfg["gpus"] else "none visible"
+    rows.append(("CUDA at run time", gpus))
+    rows.append(("CPU threads", f"{cfg['threads']} ({cfg['parallel_backend']})"))
+    width = max([len(k) for k, _ in rows] + [len(op) + 2 for op in cfg["ops"]])
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}", file=out)
+    if cfg["ops"]:
+        print("ops:", file=out)
+        for op, backends in cfg["ops"].items():
+            print(f"  {op:<{width - 2}}  {', '.join(backends) or 'no kernels'}", file=out)

@@ -1,0 +1,10 @@
+"""fastser's custom operators: the public functions (one module per op) and the naive
+reference versions (:mod:`fastser.ops.reference`) they are tested and benchmarked against.
+
+Each op module holds the public function, the fake (meta) kernel, the autograd registration
+and the FLOP formula; the kernels are in csrc/<op>/.
+"""
+
+from fastser.ops._library import has_kernel, library_path, registered_ops
+
+__all__ = ["has_kernel", "library_path", "registered_ops"]

@@ -1,0 +1,55 @@
+"""Argument checks for the fake (meta) kernels.
+
+They mirror csrc/common/checks.h, which guards the real kernels, so that a bad call raises the
+same ``ValueError`` ("fastser.<op>: <argument> ...") in eager mode, under ``torch.compile`` and
+in ``torch.export``.  Only metadata is checked here (shapes, dtypes, devices); values such as
+lengths are checked by the kernels, which see the data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fail(op: str, message: str) -> None:
+    raise ValueError(f"fastser.{op}: {message}")
+
+
+def check_floating(t: torch.Tensor, op: str, name: str) -> None:
+    if t.dtype not in FLOATING_DTYPES:
+        fail(op, f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+
+
+def check_dim(t: torch.Tensor, dim: int, op: str, name: str, layout: str) -> None:
+    if t.dim() != dim:
+        fail(op, f"{name} must be {dim}-D {layout}, got shape {list(t.shape)}")
+
+
+def check_same_shape(t: torch.Tensor, ref: torch.Tensor, op: str, name: str, ref_name: str) -> None:
+    if t.shape != ref.shape:
+        fail(op, f"{name} must have the shape of {ref_name} {list(ref.shape)}, got {list(t.shape)}")
+
+
+def check_same_device(t: torch.Tensor, ref: torch.Tensor, op: str, name: str, ref_name: str) -> None:
+    if t.device != ref.device:
+        fail(op, f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+
+
+def check_same_dtype(t: torch.Tensor, ref: torch.Tensor, op: str, name: str, ref_name: str) -> None:
+    if t.dtype != ref.dtype:
+        fail(op, f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+
+
+def check_index_vector(t: torch.Tensor, size: int, like: torch.Tensor, op: str, name: str) -> None:
+    if t.dtype != torch.int64:
+        fail(op, f"{name} must be int64, got {t.dtype}")
+    if t.dim() != 1 or t.shape[0] != size:
+        fail(op, f"{name} must have shape ({size}), got {list(t.shape)}")
+    check_same_device(t, like, op, name, "the data")
+
+
+def check_lengths(lengths: torch.Tensor | None, batch: int, like: torch.Tensor, op: str) -> None:
+    if lengths is not None:
+        check_index_vector(lengths, batch, like, op, "lengths")
