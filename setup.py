@@ -9,20 +9,44 @@ when torch is upgraded.
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
-
-import torch
-from setuptools import setup
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCHS = "8.0;9.0"
 
 
+def _find_cuda_home() -> str | None:
+    """The CUDA toolkit: CUDA_HOME / CUDA_PATH if set, else the toolkit of the nvcc on PATH,
+    else /usr/local/cuda; a candidate counts only if it holds bin/nvcc and the CUDA headers
+    (an nvcc on PATH may be a wrapper script outside the toolkit)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in filter(None, candidates):
+        if os.path.exists(os.path.join(home, "bin", "nvcc")) and os.path.exists(
+            os.path.join(home, "include", "cuda_runtime.h")
+        ):
+            return home
+    return None
+
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+CUDA_TOOLKIT = _find_cuda_home()
+if CUDA_TOOLKIT:
+    os.environ["CUDA_HOME"] = CUDA_TOOLKIT
+
+import torch  # noqa: E402
+from setuptools import setup  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
+
+
 def _want_cuda() -> bool:
     forced = os.environ.get("FASTSER_CUDA")
-    available = cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
+    available = CUDA_TOOLKIT is not None and torch.version.cuda is not None
     if forced is None:
         return available
     if forced not in ("0", "1"):
@@ -30,7 +54,7 @@ def _want_cuda() -> bool:
     if forced == "1" and not available:
         sys.exit(
             "FASTSER_CUDA=1 but CUDA cannot be built: "
-            f"CUDA_HOME={cpp_extension.CUDA_HOME!r}, torch.version.cuda={torch.version.cuda!r}"
+            f"CUDA toolkit={CUDA_TOOLKIT!r}, torch.version.cuda={torch.version.cuda!r}"
         )
     return forced == "1"
 
