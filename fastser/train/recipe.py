@@ -1,0 +1,98 @@
+"""The interface between the trainer and one SER method.
+
+A recipe knows how its method turns corpus utterances into features (``featurize``), batches
+(``collate``), a training loss and utterance-level predictions. The trainer, the
+cross-validation runner, the command line and :class:`fastser.Recognizer` only talk to recipes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class Predictions:
+    """Scores for a batch of B utterances.
+
+    probs: (B, C) utterance class probabilities.  Segment-level methods also give
+    segment_probs (S, C), packed utterance after utterance, and segment_counts (B,) int64.
+    """
+
+    probs: torch.Tensor
+    segment_probs: torch.Tensor | None = None
+    segment_counts: torch.Tensor | None = None
+
+
+class Recipe(abc.ABC):
+    """One method: model construction, features, batches, loss and prediction."""
+
+    name: ClassVar[str]
+
+    def __init__(self, label_names: Sequence[str], **config: Any) -> None:
+        if len(label_names) < 2:
+            raise ValueError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
+        self.label_names = list(label_names)
+        self.config = dict(config)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def label_index(self, label: str) -> int:
+        try:
+            return self.label_names.index(label)
+        except ValueError:
+            raise ValueError(f"{self.name}: label {label!r} is not one of {self.label_names}") from None
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint stores to rebuild this recipe (plain values only)."""
+        return {"label_names": self.label_names, "config": self.config}
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model for this recipe's configuration."""
+
+    @abc.abstractmethod
+    def featurize(self, utterances: Sequence[Any]) -> list[Any]:
+        """One training/evaluation item per utterance (features and targets)."""
+
+    @abc.abstractmethod
+    def collate(self, items: Sequence[Any]) -> Batch:
+        """A batch (dict of tensors) from items; holds "labels" (B,) int64."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Scalar training loss, a mean over the batch's utterances."""
+
+    @abc.abstractmethod
+    def predict(self, model: nn.Module, batch: Batch) -> Predictions:
+        """Utterance (and, for segment models, segment) class probabilities."""
+
+    def fit_extra(self, train_items: Sequence[Any]) -> None:
+        """Statistics taken from the training set before training (class weights, ...)."""
+
+    def epoch_logs(self) -> dict[str, Any]:
+        """Counters the recipe kept during the last epoch (reported, then reset)."""
+        return {}
+
+
+def move_to(batch: Batch, device: torch.device) -> Batch:
+    """The batch with every tensor (also inside lists and tuples) on ``device``."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v) for v in value)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return move(batch)

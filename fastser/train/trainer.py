@@ -1,0 +1,321 @@
+"""The trainer every method shares: AMP on GPU, gradient clipping, warm-up + cosine schedule,
+early stopping on a validation split, seeds, progress bars, per-epoch JSON-lines metrics,
+atomic checkpoints and exact resumption, DistributedDataParallel under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastser.train import metrics as metric_fns
+from fastser.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastser.train.distributed import DistContext, init_distributed, resolve_device
+from fastser.train.recipe import Predictions, Recipe, move_to
+from fastser.train.sampler import GlobalBatchSampler
+from fastser.train.schedule import warmup_cosine
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (the method's own settings live in its recipe)."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1
+    grad_clip: float | None = 5.0
+    amp: str = "auto"
+    seed: int = 0
+    patience: int | None = None
+    monitor: str = "ua"
+    eval_batch_size: int = 32
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+
+@dataclass
+class FitResult:
+    """What training produced: the per-epoch history, the best validation metrics (when there
+    is a validation split) and the model holding the best (or last) weights."""
+
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    model: nn.Module
+    seconds: float
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def evaluate(recipe: Recipe, model: nn.Module, items: Sequence[Any], *, batch_size: int = 32,
+             device: torch.device | None = None) -> tuple[dict[str, Any], Predictions, torch.Tensor]:
+    """Metrics of ``model`` on ``items``, with the concatenated predictions and labels."""
+    if len(items) == 0:
+        raise ValueError("evaluate: no utterances to evaluate")
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: list[Predictions] = []
+    labels: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            batch = move_to(recipe.collate(items[start:start + batch_size]), device)
+            parts.append(recipe.predict(model, batch))
+            labels.append(batch["labels"].cpu())
+    model.train(was_training)
+    preds = concat_predictions(parts)
+    y = torch.cat(labels)
+    result = metric_fns.summarize(y, preds.probs.argmax(dim=1), recipe.num_classes,
+                                  segment_predictions=None if preds.segment_probs is None
+                                  else preds.segment_probs.argmax(dim=1),
+                                  segment_counts=preds.segment_counts,
+                                  neutral_class=_neutral_index(recipe))
+    return result, preds, y
+
+
+def _neutral_index(recipe: Recipe) -> int | None:
+    return recipe.label_names.index("neutral") if "neutral" in recipe.label_names else None
+
+
+def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
+    probs = torch.cat([p.probs.float().cpu() for p in parts])
+    if any(p.segment_probs is None for p in parts):
+        return Predictions(probs)
+    return Predictions(probs, torch.cat([p.segment_probs.float().cpu() for p in parts]),
+                       torch.cat([p.segment_counts.cpu() for p in parts]))
+
+
+class Trainer:
+    """Trains one recipe's model; writes ``metrics.jsonl``, ``last.pt`` and ``best.pt`` under
+    ``out_dir`` (rank 0 only when distributed)."""
+
+    def __init__(self, recipe: Recipe, config: TrainConfig, out_dir: str | os.PathLike,
+                 *, dist: DistContext | None = None) -> None:
+        self.recipe, self.config = recipe, config
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = dist or init_distributed(self.device)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    # -- training ------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        mode = self.config.amp
+        if mode == "auto":
+            mode = "bf16" if self.device.type == "cuda" else "off"
+        if mode == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _checkpoint_payload(self, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
+                            step: int, history: list, best: dict | None) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.name,
+            "recipe_state": self.recipe.state(),
+            "model": _unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "rng": rng_state(),
+            "history": history,
+            "best": best,
+            "train_config": asdict(self.config),
+        }
+
+    def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,
+            resume: bool = False) -> FitResult:
+        """Train for ``config.epochs`` epochs (fewer with early stopping).  ``resume=True``
+        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would."""
+        cfg, recipe, dist = self.config, self.recipe, self.dist
+        if len(train_items) == 0:
+            raise ValueError("fit: the training split is empty")
+        seed_everything(cfg.seed)
+        recipe.fit_extra(train_items)
+        model = recipe.build_model().to(self.device)
+        if dist.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        sampler = GlobalBatchSampler(len(train_items), cfg.batch_size, seed=cfg.seed,
+                                     rank=dist.rank, world_size=dist.world_size)
+        total_steps = cfg.epochs * len(sampler)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+
+        start_epoch, step, history, best = 0, 0, [], None
+        if resume and self.last_path.exists():
+            state = load_checkpoint(self.last_path, recipe=recipe.name, map_location=self.device)
+            _unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, step = state["epoch"] + 1, state["step"]
+            history, best = list(state["history"]), state["best"]
+            set_rng_state(state["rng"])
+            if dist.is_main:
+                self._rewrite_metrics(history)
+        elif dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._rewrite_metrics([])
+
+        started = time.perf_counter()
+        stopped_early = False
+        for epoch in range(start_epoch, cfg.epochs):
+            patience_spent = (best is not None and cfg.patience is not None
+                              and epoch - best["epoch"] > cfg.patience)
+            if dist.broadcast_flag(patience_spent):
+                stopped_early = True
+                break
+            sampler.set_epoch(epoch)
+            record, step = self._train_epoch(model, train_items, sampler, optimizer, scheduler,
+                                             scaler, epoch, step)
+            if val_items is not None and dist.is_main:
+                record["val"], _, _ = evaluate(recipe, _unwrap(model), val_items,
+                                               batch_size=cfg.eval_batch_size, device=self.device)
+                if best is None or record["val"][cfg.monitor] > best[cfg.monitor]:
+                    best = {"epoch": epoch, **record["val"]}
+                    save_checkpoint(self._checkpoint_payload(
+                        model, optimizer, scheduler, scaler, epoch, step, history + [record],
+                        best), self.best_path)
+            history.append(record)
+            if dist.is_main:
+                save_checkpoint(self._checkpoint_payload(model, optimizer, scheduler, scaler,
+                                                         epoch, step, history, best),
+                                self.last_path)
+                with open(self.metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            dist.barrier()
+
+        model = _unwrap(model)
+        if best is not None and self.best_path.exists() and dist.is_main:
+            model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
+                                                  map_location=self.device)["model"])
+        return FitResult(history, best, model, time.perf_counter() - started, stopped_early)
+
+    def _train_epoch(self, model, items, sampler, optimizer, scheduler, scaler, epoch, step):
+        cfg, recipe = self.config, self.recipe
+        model.train()
+        loss_sum, seen = 0.0, 0
+        started = time.perf_counter()
+        batches = list(sampler)
+        global_sizes = [len(b) for b in sampler.global_batches()]
+        bar = _progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}",
+                        cfg.progress and self.dist.is_main)
+        for indices, global_size in zip(batches, global_sizes):
+            batch = move_to(recipe.collate([items[i] for i in indices]), self.device)
+            # Each rank's mean loss is weighted by its share of the global batch, so the
+            # averaged DDP gradient is the gradient of the global batch mean.
+            share = len(indices) * self.dist.world_size / global_size
+            with self._autocast():
+                loss = recipe.loss(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{recipe.name}: the training loss became {loss.item()} at epoch {epoch + 1}, "
+                    f"step {step + 1} (lower the learning rate or check the inputs)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss * share).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_sum += loss.item() * len(indices)
+            seen += len(indices)
+            elapsed = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", utt_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": seconds,
+            "utterances_per_second": seen * self.dist.world_size / max(seconds, 1e-9),
+        }
+        record.update(recipe.epoch_logs())
+        return record, step
+
+    def _rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
+        """metrics.jsonl from the checkpoint's history (a killed run may have written a line
+        for an epoch whose checkpoint never landed)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w") as f:
+            for record in history:
+                f.write(json.dumps(record) + "\n")
+        os.replace(tmp, self.metrics_path)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
