@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastser.train import metrics as metric_fns
 from fastser.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
-from fastser.train.recipe import Predictions, Recipe, move_to
+from fastser.train.evaluation import evaluate
+from fastser.train.recipe import Recipe, move_to
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
@@ -79,44 +79,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def evaluate(recipe: Recipe, model: nn.Module, items: Sequence[Any], *, batch_size: int = 32,
-             device: torch.device | None = None) -> tuple[dict[str, Any], Predictions, torch.Tensor]:
-    """Metrics of ``model`` on ``items``, with the concatenated predictions and labels."""
-    if len(items) == 0:
-        raise ValueError("evaluate: no utterances to evaluate")
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    parts: list[Predictions] = []
-    labels: list[torch.Tensor] = []
-    with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            batch = move_to(recipe.collate(items[start:start + batch_size]), device)
-            parts.append(recipe.predict(model, batch))
-            labels.append(batch["labels"].cpu())
-    model.train(was_training)
-    preds = concat_predictions(parts)
-    y = torch.cat(labels)
-    result = metric_fns.summarize(y, preds.probs.argmax(dim=1), recipe.num_classes,
-                                  segment_predictions=None if preds.segment_probs is None
-                                  else preds.segment_probs.argmax(dim=1),
-                                  segment_counts=preds.segment_counts,
-                                  neutral_class=_neutral_index(recipe))
-    return result, preds, y
-
-
-def _neutral_index(recipe: Recipe) -> int | None:
-    return recipe.label_names.index("neutral") if "neutral" in recipe.label_names else None
-
-
-def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
-    probs = torch.cat([p.probs.float().cpu() for p in parts])
-    if any(p.segment_probs is None for p in parts):
-        return Predictions(probs)
-    return Predictions(probs, torch.cat([p.segment_probs.float().cpu() for p in parts]),
-                       torch.cat([p.segment_counts.cpu() for p in parts]))
 
 
 class Trainer:
@@ -218,8 +180,8 @@ class Trainer:
             record, step = self._train_epoch(model, train_items, sampler, optimizer, scheduler,
                                              scaler, epoch, step)
             if val_items is not None and dist.is_main:
-                record["val"], _, _ = evaluate(recipe, _unwrap(model), val_items,
-                                               batch_size=cfg.eval_batch_size, device=self.device)
+                record["val"] = evaluate(recipe, _unwrap(model), val_items,
+                                         batch_size=cfg.eval_batch_size)
                 if best is None or record["val"][cfg.monitor] > best[cfg.monitor]:
                     best = {"epoch": epoch, **record["val"]}
                     save_checkpoint(self._checkpoint_payload(
