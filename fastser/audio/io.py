@@ -175,8 +175,9 @@ def save_audio(path: PathLike, waveform: Waveform, sample_rate: int, *,
     """Write (N,) or (channels, N) float audio in [-1, 1] to ``path`` (.wav, .flac or .ogg).
 
     ``encoding``: "float32" (wav only), "pcm16" (wav, flac) or "vorbis" (ogg); None takes the
-    format's default (wav: float32, flac: pcm16, ogg: vorbis). PCM16 stores round(x * 32767),
-    clipping samples outside [-1, 1] (with an :class:`AudioWarning`)."""
+    format's default (wav: float32, flac: pcm16, ogg: vorbis). PCM16 stores round(x * 32768)
+    clipped to [-32768, 32767] (the scale :func:`load_audio` divides by), warning with an
+    :class:`AudioWarning` when samples lie outside [-1, 1]."""
     path = os.fspath(path)
     sample_rate = check_sample_rate(sample_rate)
     extension = os.path.splitext(path)[1].lower()
@@ -202,5 +203,5 @@ def save_audio(path: PathLike, waveform: Waveform, sample_rate: int, *,
         if np.abs(data).max() > 1.0:
             warnings.warn(f"save_audio: samples outside [-1, 1] clipped when writing PCM16 to "
                           f"{path}", AudioWarning, stacklevel=2)
-        data = np.round(np.clip(data, -1.0, 1.0) * 32767.0).astype(np.int16)
+        data = np.clip(np.round(data * 32768.0), -32768, 32767).astype(np.int16)
     soundfile.write(path, data, sample_rate, format=file_format, subtype=subtype)
