@@ -14,7 +14,8 @@
 3. Overlap: with tiled durations d_i, each boundary between words i and i+1 is widened by
    ``overlap / 2 * (d_i + d_{i+1})`` on each side, so neighbours share ``overlap`` (10%) of
    their combined duration; segments are clipped to the audio.
-4. Sample ranges: start = floor(t * rate), end = ceil(t * rate), at least one sample each.
+4. Sample ranges: start and end are t * rate rounded to the nearest sample (so segments
+   without overlap tile the audio exactly), with at least one sample each.
 
 :func:`equal_segments` is the paper's ablation: as many equal pieces as words (boundaries at
 i * N / W samples), widened the same way. :func:`word_frame_ranges` maps sample ranges onto the
@@ -72,14 +73,15 @@ def _check_overlap(overlap: float) -> None:
 
 def _widened_ranges(bounds: Tensor, overlap: float, num_samples: int) -> tuple[Tensor, Tensor]:
     """float64 (W + 1,) tiling boundaries in samples -> int64 (starts, ends) widened by
-    overlap / 2 * (d_i + d_{i+1}) around each inner boundary, clipped, non-empty."""
+    overlap / 2 * (d_i + d_{i+1}) around each inner boundary, rounded to the nearest sample,
+    clipped, non-empty."""
     durations = bounds[1:] - bounds[:-1]
     reach = overlap / 2.0 * (durations[:-1] + durations[1:])  # (W - 1,) per inner boundary
     starts, ends = bounds[:-1].clone(), bounds[1:].clone()
     starts[1:] -= reach
     ends[:-1] += reach
-    starts = torch.floor(starts).clamp(0, num_samples - 1).to(torch.long)
-    ends = torch.ceil(ends).clamp(0, num_samples).to(torch.long)
+    starts = torch.round(starts).clamp(0, num_samples - 1).to(torch.long)
+    ends = torch.round(ends).clamp(0, num_samples).to(torch.long)
     return starts, torch.maximum(ends, starts + 1)
 
 
