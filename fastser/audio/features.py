@@ -69,6 +69,12 @@ def _check_batch(waveform: Tensor, lengths: Optional[Tensor], frame_length: int,
     return waveform, lengths
 
 
+def _power(spectrum: Tensor) -> Tensor:
+    """|X|^2 of a complex tensor, as re*re + im*im (several times faster than abs().pow(2))."""
+    real, imag = spectrum.real, spectrum.imag
+    return torch.addcmul(real * real, imag, imag)
+
+
 def _valid_frames(frame_lengths: Tensor, num_frames: int) -> Tensor:
     """bool (B, num_frames): True at frames before each frame length."""
     return torch.arange(num_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
@@ -125,7 +131,7 @@ class MFCC(nn.Module):
         F = num_frames(N) and zeros at frames >= frame_lengths, and frame_lengths (B,)."""
         waveform, lengths = _check_batch(waveform, lengths, self.n_fft, "MFCC")
         frames = waveform.float().unfold(1, self.n_fft, self.hop_length)  # (B, F, n_fft)
-        power = torch.fft.rfft(frames * self.window, dim=-1).abs().pow(2)
+        power = _power(torch.fft.rfft(frames * self.window, dim=-1))
         mel = torch.matmul(power, self.fbank)  # (B, F, n_mels)
         db = 10.0 * torch.log10(mel.clamp(min=1e-10))
         frame_lengths = _frame_count(lengths, self.n_fft, self.hop_length)
@@ -185,7 +191,7 @@ class LogSpectrogram(nn.Module):
         span = (kept - 1) * self.hop_length + self.win_length
         frames = waveform[:, :span].float().unfold(1, self.win_length, self.hop_length)
         spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft, dim=-1)[..., :self.n_bins]
-        logpower = torch.log(spectrum.abs().pow(2) + 1e-10)  # (B, kept, n_bins)
+        logpower = torch.log(_power(spectrum) + 1e-10)  # (B, kept, n_bins)
         frame_lengths = _frame_count(lengths, self.win_length, self.hop_length)
         frame_lengths = frame_lengths.clamp(max=self.max_frames)
         valid = _valid_frames(frame_lengths, kept)[:, :, None]

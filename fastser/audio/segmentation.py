@@ -86,12 +86,12 @@ def piece_bounds(num_samples: int, max_piece: int) -> Tensor:
 
 def _gather(padded: Tensor, owner: Tensor, starts: Tensor, seg_lengths: Tensor,
             window: int) -> Tensor:
-    """(S, window) rows padded[owner, start : start + length], zero past length."""
-    offsets = torch.arange(window, device=padded.device)
-    columns = starts[:, None] + offsets[None, :]
-    inside = offsets[None, :] < seg_lengths[:, None]
-    flat = owner[:, None] * padded.shape[1] + columns.clamp(max=padded.shape[1] - 1)
-    rows = padded.reshape(-1)[flat.reshape(-1)].reshape(-1, window)
+    """(S, window) rows padded[owner, start : start + length], zero past length: one row
+    gather from the view of every window start of the flattened batch."""
+    flat = torch.nn.functional.pad(padded.reshape(-1), (0, window))
+    every_start = flat.unfold(0, window, 1)  # (B*N + 1, window) view, no copy
+    rows = every_start[owner * padded.shape[1] + starts]
+    inside = torch.arange(window, device=padded.device) < seg_lengths[:, None]
     return rows.masked_fill(~inside, 0.0)
 
 
