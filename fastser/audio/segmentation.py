@@ -84,6 +84,14 @@ def piece_bounds(num_samples: int, max_piece: int) -> Tensor:
     return torch.arange(pieces + 1, dtype=torch.long) * num_samples // pieces
 
 
+def _owner_and_index(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """For S = counts.sum() packed segments: the utterance of each (S,) and its index within
+    that utterance (S,)."""
+    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    return owner, torch.arange(owner.shape[0], device=counts.device) - first[owner]
+
+
 def _gather(padded: Tensor, owner: Tensor, starts: Tensor, seg_lengths: Tensor,
             window: int) -> Tensor:
     """(S, window) rows padded[owner, start : start + length], zero past length: one row
@@ -105,9 +113,7 @@ def fixed_windows(batch: Batch, lengths: Tensor | None = None, *, window: float 
     _check_window(window_samples, hop_samples)
     padded, lengths = as_padded(batch, lengths)
     counts = num_windows(lengths, window_samples, hop_samples)
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    index = torch.arange(owner.shape[0], device=counts.device) - first[owner]
+    owner, index = _owner_and_index(counts)
     starts = index * hop_samples
     seg_lengths = (lengths[owner] - starts).clamp(max=window_samples)
     if padded.shape[1] < window_samples:
@@ -128,9 +134,7 @@ def equal_pieces(batch: Batch, lengths: Tensor | None = None, *, max_duration: f
     max_samples = seconds_to_samples(max_duration, sample_rate, "max_duration")
     padded, lengths = as_padded(batch, lengths)
     counts = torch.div(lengths + max_samples - 1, max_samples, rounding_mode="floor")
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    index = torch.arange(owner.shape[0], device=counts.device) - first[owner]
+    owner, index = _owner_and_index(counts)
     total, pieces = lengths[owner], counts[owner]
     starts = index * total // pieces
     seg_lengths = (index + 1) * total // pieces - starts

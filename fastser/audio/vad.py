@@ -42,7 +42,7 @@ def ssl_num_frames(num_samples: int) -> int:
 
 
 def _check_vad_args(frame_ms: int, aggressiveness: int) -> None:
-    if frame_ms not in VAD_FRAME_MS:
+    if type(frame_ms) is not int or frame_ms not in VAD_FRAME_MS:
         raise ValueError(f"frame_ms must be one of {VAD_FRAME_MS} (webrtcvad), got {frame_ms}")
     if isinstance(aggressiveness, bool) or aggressiveness not in (0, 1, 2, 3):
         raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")

@@ -108,6 +108,7 @@ def test_unsupported_rate_is_resampled(sample_audio):
     (lambda: ssl_vad_mask([torch.zeros(399)]), "399 samples at 16 kHz is shorter than one SSL"),
     (lambda: ssl_num_frames(399), "shorter than one SSL frame .400 samples"),
     (lambda: ssl_vad_mask([torch.zeros(800)], frame_ms=25), "frame_ms must be one of"),
+    (lambda: ssl_vad_mask([torch.zeros(800)], frame_ms=30.0), "frame_ms must be one of"),
     (lambda: ssl_vad_mask([torch.zeros(800)], aggressiveness=4), "aggressiveness must be 0"),
     (lambda: ssl_vad_mask([torch.zeros(800)], aggressiveness=-1), "aggressiveness must be 0"),
     (lambda: ssl_vad_mask([torch.zeros(800)], aggressiveness=True), "aggressiveness must be 0"),
