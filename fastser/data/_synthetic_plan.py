@@ -40,7 +40,8 @@ class Style:
 
     valence/arousal/dominance: means on IEMOCAP's 1-5 scale. rate, pitch_range, volume:
     natural-log factors; pitch: percent; tilt: spectral tilt (> 0 brighter, < 0 duller);
-    drive: saturation of a tense voice (0: none).
+    drive: saturation of a tense voice (0: none); presence: dB of a peak around 3 kHz (a
+    smiling, bright voice).
     """
 
     valence: float
@@ -52,22 +53,24 @@ class Style:
     volume: float = 0.0
     tilt: float = 0.0
     drive: float = 0.0
+    presence: float = 0.0
 
 
 STYLES = {
     "neutral": Style(3.0, 2.6, 2.8),
-    "happy": Style(3.9, 3.4, 3.1, rate=0.10, pitch=20.0, pitch_range=0.45, volume=0.15,
-                   tilt=0.25, drive=0.10),
-    "sad": Style(2.0, 2.3, 2.4, rate=-0.22, pitch=-12.0, pitch_range=-0.60, volume=-0.35,
-                 tilt=-0.45),
-    "angry": Style(1.9, 3.9, 3.7, rate=0.12, pitch=8.0, pitch_range=0.20, volume=0.40,
-                   tilt=0.35, drive=0.60),
+    "happy": Style(3.9, 3.4, 3.1, rate=0.13, pitch=45.0, pitch_range=0.6, volume=0.2,
+                   tilt=0.2, drive=0.1, presence=8.0),
+    "sad": Style(2.0, 2.3, 2.4, rate=-0.28, pitch=-24.0, pitch_range=-0.8, volume=-0.45,
+                 tilt=-0.9),
+    "angry": Style(1.9, 3.9, 3.7, rate=0.16, pitch=16.0, pitch_range=0.26, volume=0.52,
+                   tilt=0.7, drive=1.2),
 }
+
 # Spread of the per-utterance jitter and of the per-speaker offsets (same units as Style).
 _JITTER = Style(0.3, 0.3, 0.3, rate=0.07, pitch=7.0, pitch_range=0.20, volume=0.15,
-                tilt=0.12, drive=0.12)
-_SPEAKER = Style(0.0, 0.0, 0.0, rate=0.07, pitch=8.0, pitch_range=0.15, volume=0.10,
-                 tilt=0.15)
+                tilt=0.12, drive=0.12, presence=2.0)
+_SPEAKER = Style(0.0, 0.0, 0.0, rate=0.07, pitch=6.0, pitch_range=0.15, volume=0.10,
+                 tilt=0.08)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class UtterancePlan:
     dominance: float
     tilt: float             # spectral tilt of the emotional part
     drive: float            # saturation of the emotional part
+    presence: float         # dB of the 3 kHz peak of the emotional part
     snr_db: float
     noise_colour: float     # noise spectrum ~ 1 / f^colour
     gain: float
@@ -165,7 +169,7 @@ def make_speakers(count: int, seed: int) -> tuple[Speaker, ...]:
                                           for k in ("rate", "pitch", "pitch_range", "volume",
                                                     "tilt")})
         speakers.append(Speaker(session + voice.gender, session, voice, offsets,
-                                float(rng.uniform(0.75, 1.2))))
+                                float(rng.uniform(0.85, 1.15))))
     return tuple(speakers)
 
 
@@ -215,8 +219,8 @@ def _prosody(speaker: Speaker, style: Style, strength: float, jitter: dict[str, 
 
 def make_plan(n_utterances: int, speakers: tuple[Speaker, ...], seed: int, *,
               partial_fraction: float, emotion_strength: float, snr_db: tuple[float, float],
-              short_fraction: float = 0.07, cue_rate: float = 0.45,
-              cue_accuracy: float = 0.7) -> list[UtterancePlan]:
+              short_fraction: float = 0.07, cue_rate: float = 0.55,
+              cue_accuracy: float = 0.75) -> list[UtterancePlan]:
     """One plan per utterance. ``partial_fraction`` of all utterances (drawn among the
     non-neutral ones) say neutral clauses first and the emotion only in their last part."""
     rng = np.random.default_rng([seed, 2])
@@ -232,7 +236,7 @@ def make_plan(n_utterances: int, speakers: tuple[Speaker, ...], seed: int, *,
         strength = intensity * speaker.expressiveness * emotion_strength
         jitter = {k: float(rng.normal(0.0, getattr(_JITTER, k)))
                   for k in ("valence", "arousal", "dominance", "rate", "pitch", "pitch_range",
-                            "volume", "tilt", "drive")}
+                            "volume", "tilt", "drive", "presence")}
         partial = label != "neutral" and rng.random() < partial_prob
         short = not partial and rng.random() < short_fraction
         cue = None if short else _cue(rng, label, cue_rate, cue_accuracy)
@@ -260,6 +264,7 @@ def make_plan(n_utterances: int, speakers: tuple[Speaker, ...], seed: int, *,
             dominance=vad("dominance"),
             tilt=strength * style.tilt + jitter["tilt"],
             drive=max(0.0, strength * style.drive + jitter["drive"]),
+            presence=strength * style.presence + jitter["presence"],
             snr_db=float(rng.uniform(*snr_db)), noise_colour=float(rng.uniform(0.0, 1.5)),
             gain=float(math.exp(rng.normal(0.0, 0.25))), lead=float(rng.uniform(0.05, 0.35)),
             trail=float(rng.uniform(0.1, 0.4))))

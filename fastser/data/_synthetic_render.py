@@ -17,6 +17,7 @@ SAMPLE_RATE = 16000
 #: RMS of speech at the voices' default volume, the level the SNR is measured against.
 REFERENCE_RMS = 0.1
 _CROSSFADE_S = 0.02
+_END_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,16 @@ def _tilt(x: np.ndarray, tilt: float) -> np.ndarray:
     return lfilter([1.0 - b], [1.0, -b], x)
 
 
+def _presence(x: np.ndarray, gain_db: float, sample_rate: int) -> np.ndarray:
+    """A peaking equaliser (Q = 1) of ``gain_db`` around 3 kHz."""
+    a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * 3000.0 / sample_rate
+    alpha = np.sin(w0) / 2.0
+    b = [1.0 + alpha * a, -2.0 * np.cos(w0), 1.0 - alpha * a]
+    den = [1.0 + alpha / a, -2.0 * np.cos(w0), 1.0 - alpha / a]
+    return lfilter(b, den, x)
+
+
 def _saturate(x: np.ndarray, drive: float) -> np.ndarray:
     """Soft clipping of a tense voice; drive 0 leaves x as it is."""
     peak = np.abs(x).max()
@@ -110,14 +121,16 @@ def render(plan: UtterancePlan, synthesis: Synthesis, spans: list[tuple[int, int
            seed: int) -> Rendered:
     """The recording of one planned utterance."""
     sr = synthesis.sample_rate
-    speech = synthesis.samples.astype(np.float64) / 32768.0
     end = speech_end(synthesis.samples, sr)
+    # eSpeak's own closing pause is cut: the plan's trailing silence replaces it
+    speech = synthesis.samples[:round((end + _END_MARGIN_S) * sr)].astype(np.float64) / 32768.0
     starts = word_starts(spans, synthesis.words, end)
     emotional_from = sum(len(p.words) for p in plan.parts if not p.emotional)
     onset = starts[emotional_from] if emotional_from else 0.0
 
     colour = _match_rms(_tilt(speech, plan.speaker.offsets.tilt), speech)
-    emotional = _match_rms(_saturate(_tilt(colour, plan.tilt), plan.drive), colour)
+    emotional = _match_rms(_saturate(_presence(_tilt(colour, plan.tilt), plan.presence, sr),
+                                     plan.drive), colour)
     fade = np.clip((np.arange(len(speech)) / sr - onset) / _CROSSFADE_S + 0.5, 0.0, 1.0)
     voiced = colour + fade * (emotional - colour)
 

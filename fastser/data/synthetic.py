@@ -57,7 +57,7 @@ class SyntheticConfig:
     seed: int = 0
     partial_fraction: float = 0.3
     emotion_strength: float = 1.0
-    snr_db: tuple[float, float] = (8.0, 30.0)
+    snr_db: tuple[float, float] = (10.0, 30.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "snr_db", tuple(float(v) for v in self.snr_db))
