@@ -17,6 +17,7 @@ files. ``load_synthetic()`` caches it under ``$FASTSER_CACHE`` (default
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -145,7 +146,7 @@ def write_synthetic(folder: str | Path, config: SyntheticConfig | None = None, *
     for plan, (_, spans) in zip(plans, documents):
         rendered = render(plan, syntheses[plan.id], spans, config.seed)
         path = folder / "wav" / f"{plan.id}.wav"
-        soundfile.write(path, rendered.audio, SAMPLE_RATE, subtype="PCM_16")
+        path.write_bytes(_wav_bytes(rendered.audio))
         utterances.append(Utterance(
             id=plan.id, path=path, label=plan.label, speaker=plan.speaker.id,
             session=plan.speaker.session, gender=plan.speaker.voice.gender,
@@ -155,6 +156,13 @@ def write_synthetic(folder: str | Path, config: SyntheticConfig | None = None, *
     corpus = Corpus(NAME, FOUR_CLASSES, tuple(utterances))
     _write_manifest(folder, config, corpus)
     return corpus
+
+
+def _wav_bytes(audio) -> bytes:
+    """16-bit PCM wav file contents (written through memory: libsndfile fsyncs real files)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
 
 
 def _write_manifest(folder: Path, config: SyntheticConfig, corpus: Corpus) -> None:
