@@ -28,9 +28,9 @@ VOICES = (
     Voice("en-us+m1", "M"), Voice("en-us+f1", "F"),
     Voice("en+m3", "M"), Voice("en+f2", "F"),
     Voice("en-gb-scotland+m2", "M"), Voice("en-gb-scotland+f3", "F"),
-    Voice("en-029+m4", "M"), Voice("en-029+f4", "F"),
-    Voice("en-gb-x-rp+m7", "M"), Voice("en-us-nyc+f5", "F"),
-    Voice("en-gb-x-gbclan+m6", "M"), Voice("en-gb-x-gbcwmd+Annie", "F"),
+    Voice("en-029+robert", "M"), Voice("en-029+f4", "F"),
+    Voice("en-gb-x-rp+m5", "M"), Voice("en-us-nyc+f5", "F"),
+    Voice("en-gb-x-gbclan+Andy", "M"), Voice("en-gb-x-gbcwmd+aunty", "F"),
 )
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import soundfile
 
 from fastser.audio.alignment import WordTiming
+from fastser.data import _espeak, _synthetic_plan, _synthetic_render, _synthetic_text
 from fastser.data._espeak import synthesize_many
 from fastser.data._files import FOUR_CLASSES, CorpusError
 from fastser.data._synthetic_plan import VOICES, make_plan, make_speakers
@@ -36,7 +37,7 @@ from fastser.data._synthetic_render import SAMPLE_RATE, render
 from fastser.data.corpus import Corpus, Utterance
 
 NAME = "synthetic"
-#: Bump whenever the generator changes its output: it keys the cache.
+#: Version of the corpus design and manifest format; part of the cache key.
 CORPUS_VERSION = 1
 MANIFEST = "manifest.json"
 _FORMAT = "fastser-synthetic"
@@ -80,10 +81,21 @@ class SyntheticConfig:
                              f"got {self.snr_db}")
 
     def key(self) -> str:
-        """Cache key: this configuration, CORPUS_VERSION and the eSpeak NG build."""
+        """Cache key: this configuration, CORPUS_VERSION, the generator's source code and
+        the eSpeak NG build."""
         blob = json.dumps({"config": asdict(self), "version": CORPUS_VERSION,
+                           "generator": _generator_fingerprint(),
                            "espeak": metadata.version("espeakng-loader")}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _generator_fingerprint() -> str:
+    """Hash of the modules that decide the audio, so a changed generator never reuses a
+    stale cache."""
+    digest = hashlib.sha256()
+    for module in (_espeak, _synthetic_plan, _synthetic_render, _synthetic_text):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
