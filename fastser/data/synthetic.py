@@ -10,7 +10,7 @@ fixed windows carry label noise as in real data. Some cue phrases correlate with
 (text is weakly informative). Every utterance has word timings from eSpeak's word events.
 
 The corpus is a pure function of ``SyntheticConfig``: the same seed gives bit-identical wav
-files. ``load_synthetic()`` caches it under ``$FASTSER_CACHE`` (default
+files (with the same eSpeak NG, NumPy and SciPy builds). ``load_synthetic()`` caches it under ``$FASTSER_CACHE`` (default
 ``~/.cache/fastser``)/synthetic-<key>, keyed by the configuration and ``CORPUS_VERSION``.
 """
 
@@ -75,8 +75,7 @@ class SyntheticConfig:
         if not self.emotion_strength >= 0:
             raise ValueError(f"SyntheticConfig: emotion_strength must be >= 0, "
                              f"got {self.emotion_strength}")
-        low, high = self.snr_db
-        if len(self.snr_db) != 2 or not low <= high:
+        if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
             raise ValueError(f"SyntheticConfig: snr_db must be (low, high) with low <= high, "
                              f"got {self.snr_db}")
 
@@ -93,8 +92,9 @@ def _generator_fingerprint() -> str:
     """Hash of the modules that decide the audio, so a changed generator never reuses a
     stale cache."""
     digest = hashlib.sha256()
-    for module in (_espeak, _synthetic_plan, _synthetic_render, _synthetic_text):
-        digest.update(Path(module.__file__).read_bytes())
+    for source in (__file__, _espeak.__file__, _synthetic_plan.__file__,
+                   _synthetic_render.__file__, _synthetic_text.__file__):
+        digest.update(Path(source).read_bytes())
     return digest.hexdigest()
 
 

@@ -130,6 +130,7 @@ def test_cache_dir_comes_from_the_environment(tmp_path, monkeypatch):
     ({"partial_fraction": 0.9}, "partial_fraction"),
     ({"emotion_strength": -1.0}, "emotion_strength"),
     ({"snr_db": (30.0, 10.0)}, "snr_db"),
+    ({"snr_db": (10.0, 20.0, 30.0)}, "snr_db"),
 ])
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
