@@ -6,8 +6,8 @@ synthesised twice in one process differs slightly. To make each utterance a pure
 its request, a worker process initialises eSpeak once and then forks a fresh child for every
 utterance: each child starts from the same untouched state.
 
-This file also runs as the worker script (``python _espeak.py JOBS.json OUT_DIR``); it imports
-nothing from fastser so that workers start in a fraction of a second.
+This file also runs as the worker script (its ``__main__`` takes JOBS.json OUT_DIR); it
+imports nothing from fastser so that workers start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -153,8 +153,12 @@ def synthesize_many(jobs: list[dict[str, str]], workers: int = 2) -> dict[str, S
         for w in range(workers):
             jobs_file = Path(tmp) / f"jobs{w}.json"
             jobs_file.write_text(json.dumps(jobs[w::workers]))
-            procs.append(subprocess.Popen([sys.executable, __file__, str(jobs_file), tmp],
-                                          env=env, stderr=subprocess.PIPE, text=True))
+            # run by path from the temp folder: no fastser import, nothing on sys.path[0]
+            # that could shadow a standard module
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", f"import runpy; runpy.run_path({__file__!r}, "
+                 "run_name='__main__')", str(jobs_file), tmp],
+                cwd=tmp, env=env, stderr=subprocess.PIPE, text=True))
         errors = [p.communicate()[1] for p in procs]
         failed = [err.strip() for p, err in zip(procs, errors) if p.returncode != 0]
         if failed:
