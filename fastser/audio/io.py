@@ -1,0 +1,207 @@
+"""Reading, validating, resampling and writing audio.
+
+Every waveform that enters fastser passes through :func:`load_audio` (files) or
+:func:`validate_waveform` (arrays and tensors): both return a mono float32 tensor (N,) at the
+requested sample rate, reject what cannot be used with a clear error and warn about what is
+usable but suspicious (:class:`AudioWarning`).
+
+- Channels are averaged to mono; resampling uses torchaudio's windowed-sinc resampler, whose
+  kernel is built once per (original rate, new rate) pair and cached.
+- Errors: a missing file (``FileNotFoundError``), an empty file, a file soundfile cannot decode
+  (``ValueError`` naming the file and soundfile's message), zero-length audio, any NaN or
+  infinite sample (``ValueError`` giving how many and the first position; NaN is never passed
+  on), a sample rate that is not a positive integer, a wrong rank or dtype.
+- Warnings (:class:`AudioWarning`): clipping, i.e. any sample outside [-1, 1] or at least
+  ``CLIP_FRACTION`` of the samples at ``|x| >= CLIP_LEVEL``; near silence, i.e. a peak
+  amplitude below ``SILENCE_PEAK`` (-60 dBFS).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Union
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+DEFAULT_SAMPLE_RATE = 16000
+CLIP_LEVEL = 0.999
+CLIP_FRACTION = 1e-3
+SILENCE_PEAK = 1e-3  # -60 dBFS
+
+# (name accepted by save_audio) -> soundfile subtype
+ENCODINGS = {"float32": "FLOAT", "pcm16": "PCM_16", "vorbis": "VORBIS"}
+# file extension -> (soundfile format, default encoding)
+FORMATS = {".wav": ("WAV", "float32"), ".flac": ("FLAC", "pcm16"), ".ogg": ("OGG", "vorbis")}
+
+Waveform = Union[torch.Tensor, np.ndarray]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class AudioWarning(UserWarning):
+    """Audio that can be used but is probably not what was meant (clipped, near silent)."""
+
+
+def check_sample_rate(sample_rate: int, name: str = "sample_rate") -> int:
+    """``sample_rate`` as an int; ValueError unless it is a positive integer."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        if not (isinstance(sample_rate, float) and sample_rate.is_integer()):
+            raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
+    return int(sample_rate)
+
+
+@functools.lru_cache(maxsize=64)
+def _resampler(orig_rate: int, new_rate: int, device: torch.device) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(orig_rate, new_rate).to(device)
+
+
+def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample float32 (..., N) from ``orig_rate`` to ``new_rate`` Hz (same device).
+
+    The output has ``ceil(N * new_rate / orig_rate)`` samples (torchaudio's convention)."""
+    orig_rate = check_sample_rate(orig_rate, "orig_rate")
+    new_rate = check_sample_rate(new_rate, "new_rate")
+    if orig_rate == new_rate:
+        return waveform
+    return _resampler(orig_rate, new_rate, waveform.device)(waveform)
+
+
+def _as_float_tensor(waveform: Waveform, name: str) -> torch.Tensor:
+    if isinstance(waveform, np.ndarray):
+        if waveform.dtype == np.int16:
+            return torch.from_numpy(waveform.astype(np.float32) / 32768.0)
+        if waveform.dtype == np.int32:
+            return torch.from_numpy((waveform / 2147483648.0).astype(np.float32))
+        if not np.issubdtype(waveform.dtype, np.floating):
+            raise TypeError(f"{name}: expected a float, int16 or int32 array, got dtype "
+                            f"{waveform.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    if isinstance(waveform, torch.Tensor):
+        if waveform.dtype == torch.int16:
+            return waveform.float() / 32768.0
+        if waveform.dtype == torch.int32:
+            return (waveform.double() / 2147483648.0).float()
+        if not waveform.is_floating_point():
+            raise TypeError(f"{name}: expected a float, int16 or int32 tensor, got dtype "
+                            f"{waveform.dtype}")
+        return waveform.detach().float()
+    raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got "
+                    f"{type(waveform).__name__}")
+
+
+def _check_finite(samples: torch.Tensor, name: str, sample_rate: int) -> None:
+    finite = torch.isfinite(samples)
+    if bool(finite.all()):
+        return
+    bad = ~finite
+    count = int(bad.sum())
+    first = int(bad.reshape(bad.shape[0], -1).any(0).nonzero()[0]) if samples.dim() == 2 \
+        else int(bad.nonzero()[0])
+    kind = "NaN" if bool(torch.isnan(samples).any()) else "infinite values"
+    if count == samples.numel():
+        raise ValueError(f"{name}: every sample is NaN or infinite ({count} samples)")
+    raise ValueError(f"{name}: contains {kind} ({count} of {samples.numel()} samples are not "
+                     f"finite; the first at sample {first}, {first / sample_rate:.3f} s)")
+
+
+def _warn_if_suspicious(samples: torch.Tensor, name: str) -> None:
+    magnitude = samples.abs()
+    peak = float(magnitude.max())
+    clipped = int((magnitude >= CLIP_LEVEL).sum())
+    if peak > 1.0 or clipped >= CLIP_FRACTION * samples.numel():
+        warnings.warn(f"{name}: audio looks clipped (peak {peak:.4g}; {clipped} of "
+                      f"{samples.numel()} samples at |x| >= {CLIP_LEVEL})", AudioWarning,
+                      stacklevel=3)
+    elif peak < SILENCE_PEAK:
+        warnings.warn(f"{name}: audio is near silent (peak amplitude {peak:.3g}, below "
+                      f"{SILENCE_PEAK} = -60 dBFS)", AudioWarning, stacklevel=3)
+
+
+def validate_waveform(waveform: Waveform, sample_rate: int,
+                      target_rate: int = DEFAULT_SAMPLE_RATE, *, name: str = "waveform",
+                      warn: bool = True) -> torch.Tensor:
+    """Mono float32 (N',) at ``target_rate`` from an in-memory waveform.
+
+    ``waveform``: tensor or numpy array, (N,) or (channels, N); float, or int16/int32 PCM
+    (scaled to [-1, 1)). Channels are averaged. Raises on zero length, NaN/inf, a bad rate or
+    shape; warns (``warn=True``) on clipping or near silence. Stays on the tensor's device."""
+    sample_rate = check_sample_rate(sample_rate)
+    target_rate = check_sample_rate(target_rate, "target_rate")
+    samples = _as_float_tensor(waveform, name)
+    if samples.dim() not in (1, 2):
+        raise ValueError(f"{name}: expected shape (N,) or (channels, N), got "
+                         f"{tuple(samples.shape)}")
+    if samples.dim() == 2 and samples.shape[0] > samples.shape[1]:
+        raise ValueError(f"{name}: expected (channels, N), got {tuple(samples.shape)}, which has "
+                         f"more channels than samples; transpose an (N, channels) array first")
+    if samples.numel() == 0:
+        raise ValueError(f"{name}: zero-length audio (shape {tuple(samples.shape)})")
+    _check_finite(samples, name, sample_rate)
+    if warn:
+        _warn_if_suspicious(samples, name)
+    mono = samples.mean(0) if samples.dim() == 2 else samples
+    return resample(mono.contiguous(), sample_rate, target_rate)
+
+
+def load_audio(path: PathLike, target_rate: int = DEFAULT_SAMPLE_RATE, *,
+               warn: bool = True) -> torch.Tensor:
+    """Read a wav/flac/ogg (anything libsndfile decodes) file as mono float32 (N,) at
+    ``target_rate`` Hz, with the checks of :func:`validate_waveform`."""
+    target_rate = check_sample_rate(target_rate, "target_rate")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"expected an audio file, got a directory: {path}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"audio file is empty (0 bytes): {path}")
+    try:
+        data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except RuntimeError as error:  # soundfile.LibsndfileError and its parents
+        raise ValueError(f"cannot decode audio file {path}: {error}") from error
+    if data.shape[0] == 0:
+        raise ValueError(f"audio file has zero length (no samples): {path}")
+    return validate_waveform(data.T, sample_rate, target_rate, name=path, warn=warn)
+
+
+def save_audio(path: PathLike, waveform: Waveform, sample_rate: int, *,
+               encoding: str | None = None) -> None:
+    """Write (N,) or (channels, N) float audio in [-1, 1] to ``path`` (.wav, .flac or .ogg).
+
+    ``encoding``: "float32" (wav only), "pcm16" (wav, flac) or "vorbis" (ogg); None takes the
+    format's default (wav: float32, flac: pcm16, ogg: vorbis). PCM16 stores round(x * 32768)
+    clipped to [-32768, 32767] (the scale :func:`load_audio` divides by), warning with an
+    :class:`AudioWarning` when samples lie outside [-1, 1]."""
+    path = os.fspath(path)
+    sample_rate = check_sample_rate(sample_rate)
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FORMATS:
+        raise ValueError(f"save_audio: unsupported file extension {extension!r} in {path}; "
+                         f"use one of {sorted(FORMATS)}")
+    file_format, default_encoding = FORMATS[extension]
+    encoding = default_encoding if encoding is None else encoding
+    if encoding not in ENCODINGS:
+        raise ValueError(f"save_audio: unknown encoding {encoding!r}; use one of "
+                         f"{sorted(ENCODINGS)}")
+    subtype = ENCODINGS[encoding]
+    if not soundfile.check_format(file_format, subtype):
+        raise ValueError(f"save_audio: {extension} files cannot hold {encoding} samples")
+    samples = _as_float_tensor(waveform, path)
+    if samples.dim() not in (1, 2) or samples.numel() == 0:
+        raise ValueError(f"save_audio: expected non-empty (N,) or (channels, N) audio, got "
+                         f"shape {tuple(samples.shape)}")
+    _check_finite(samples, path, sample_rate)
+    data = samples.cpu().numpy()
+    data = data.T if data.ndim == 2 else data
+    if subtype == "PCM_16":
+        if np.abs(data).max() > 1.0:
+            warnings.warn(f"save_audio: samples outside [-1, 1] clipped when writing PCM16 to "
+                          f"{path}", AudioWarning, stacklevel=2)
+        data = np.clip(np.round(data * 32768.0), -32768, 32767).astype(np.int16)
+    soundfile.write(path, data, sample_rate, format=file_format, subtype=subtype)

@@ -1,0 +1,24 @@
+"""Datasets: the utterance record and corpus type, readers of local copies of IEMOCAP,
+CREMA-D, RAVDESS and EmoDB, the synthetic default corpus, evaluation protocols and the
+collation of ragged batches."""
+
+from fastser.data._files import FOUR_CLASSES, CorpusError
+from fastser.data.collate import collate_padded, collate_segments, pad_sequences
+from fastser.data.corpus import Corpus, CorpusSummary, Utterance
+from fastser.data.crema_d import read_crema_d
+from fastser.data.emodb import read_emodb
+from fastser.data.iemocap import read_iemocap
+from fastser.data.protocols import (Split, leave_one_session_out, leave_one_speaker_out,
+                                    speaker_split)
+from fastser.data.ravdess import read_ravdess
+from fastser.data.sources import SOURCES, open_corpus
+from fastser.data.synthetic import (SyntheticConfig, load_synthetic, read_synthetic,
+                                    write_synthetic)
+
+__all__ = [
+    "FOUR_CLASSES", "SOURCES", "Corpus", "CorpusError", "CorpusSummary", "Split",
+    "SyntheticConfig", "Utterance", "collate_padded", "collate_segments",
+    "leave_one_session_out", "leave_one_speaker_out", "load_synthetic", "open_corpus",
+    "pad_sequences", "read_crema_d", "read_emodb", "read_iemocap", "read_ravdess",
+    "read_synthetic", "speaker_split", "write_synthetic",
+]

@@ -1,0 +1,50 @@
+"""Shared checks of the dataset readers: roots, line-numbered errors, audio listing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Four-class label set shared by IEMOCAP, the synthetic corpus and the 4-class options.
+FOUR_CLASSES = ("neutral", "happy", "sad", "angry")
+
+
+class CorpusError(ValueError):
+    """A local corpus copy that cannot be read: wrong layout, bad file name or bad line."""
+
+
+def line_error(path: Path, line_no: int, message: str) -> CorpusError:
+    """An error that names the file and the 1-based line number."""
+    return CorpusError(f"{path}:{line_no}: {message}")
+
+
+def require_root(corpus: str, root: str | Path) -> Path:
+    """``root`` as a Path, checked to be an existing, non-empty folder."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{corpus}: corpus root {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{corpus}: corpus root {path} is not a folder")
+    if not any(path.iterdir()):
+        raise CorpusError(f"{corpus}: corpus root {path} is empty")
+    return path
+
+
+def no_audio(corpus: str, root: Path, layout: str) -> CorpusError:
+    return CorpusError(f"{corpus}: no audio found under {root} (expected {layout})")
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its line break) of a UTF-8 text file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        yield number, line
+
+
+def wav_files(folder: Path) -> list[Path]:
+    """``*.wav`` files directly in ``folder``, sorted, skipping macOS ``._*`` metadata files."""
+    return sorted(p for p in folder.glob("*.wav")
+                  if p.is_file() and not p.name.startswith("._"))

@@ -1,0 +1,39 @@
+"""Open a corpus from a source string: ``synthetic``, ``iemocap:PATH``, ``crema-d:PATH``,
+``ravdess:PATH`` or ``emodb:PATH``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastser.data.corpus import Corpus
+from fastser.data.crema_d import read_crema_d
+from fastser.data.emodb import read_emodb
+from fastser.data.iemocap import read_iemocap
+from fastser.data.ravdess import read_ravdess
+from fastser.data.synthetic import load_synthetic
+
+READERS: dict[str, Callable[..., Corpus]] = {
+    "iemocap": read_iemocap, "crema-d": read_crema_d, "ravdess": read_ravdess,
+    "emodb": read_emodb,
+}
+SOURCES = ("synthetic", *READERS)
+
+
+def open_corpus(source: str, **options) -> Corpus:
+    """The corpus named by ``source``; ``options`` go to its reader (e.g. ``four_class=True``
+    for CREMA-D, ``improvised_only=True`` for IEMOCAP, ``utterances=40`` for synthetic)."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"corpus source must be a non-empty string, got {source!r}")
+    name, sep, path = source.partition(":")
+    name = name.strip().lower()
+    if name == "synthetic":
+        if sep:
+            raise ValueError(f"corpus source {source!r}: 'synthetic' takes no path "
+                             "(it is generated and cached; see fastser.data.synthetic)")
+        return load_synthetic(**options)
+    if name not in READERS:
+        raise ValueError(f"unknown corpus {name!r} in source {source!r}; known: "
+                         + ", ".join(f"{n}:PATH" if n in READERS else n for n in SOURCES))
+    if not path.strip():
+        raise ValueError(f"corpus source {source!r} needs a path: {name}:PATH")
+    return READERS[name](path.strip(), **options)

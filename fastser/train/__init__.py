@@ -1,0 +1,1 @@
+"""Training: trainer, meta-learning (MMTL), metrics, checkpoints."""
