@@ -1,0 +1,136 @@
+"""The shared trainer: learning, metrics lines, checkpoints, early stopping, exact resumption
+after SIGKILL, and DDP over 2 CPU processes matching one process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fastser.train.checkpoint import load_checkpoint
+from fastser.train.trainer import TrainConfig, Trainer
+from toy_recipe import LABELS, ToyRecipe, make_items
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**kw):
+    base = dict(epochs=4, batch_size=8, lr=0.02, progress=False, device="cpu", seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _metrics_lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_fit_learns_and_writes_metrics_and_checkpoints(tmp_path):
+    result = Trainer(ToyRecipe(LABELS), _config(epochs=6), tmp_path).fit(
+        make_items(96), make_items(48, seed=1))
+    lines = _metrics_lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == list(range(1, 7))
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert result.best["ua"] > 0.7  # chance is 1/3
+    for name in ("last.pt", "best.pt"):
+        ck = torch.load(tmp_path / name, weights_only=True)
+        assert ck["recipe"] == "toy" and ck["recipe_state"]["label_names"] == LABELS
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 5
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    items = make_items(32)
+    # a learning rate of ~0 keeps validation UA flat: the best epoch stays the first
+    result = Trainer(ToyRecipe(LABELS), _config(epochs=10, lr=1e-12, patience=2), tmp_path).fit(
+        items, items)
+    assert result.stopped_early
+    assert len(result.history) == 3
+
+
+def test_non_finite_loss_is_reported(tmp_path):
+    items = make_items(16)
+    items[3] = (torch.full((8,), float("nan")), 0)
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        Trainer(ToyRecipe(LABELS), _config(), tmp_path).fit(items)
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="fp8")
+
+
+KILLED_RUN = """
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    import fastser.train.trainer as trainer_module
+    from fastser.train.trainer import TrainConfig, Trainer
+    from toy_recipe import LABELS, ToyRecipe, make_items
+
+    def die_mid_write(obj, f):
+        f.write(b"partial")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_save_checkpoint = trainer_module.save_checkpoint
+    def save_checkpoint(payload, path):
+        if payload["epoch"] == 2 and path.name == "last.pt":
+            torch.save = die_mid_write  # SIGKILL in the middle of writing epoch 3's last.pt
+        real_save_checkpoint(payload, path)
+    trainer_module.save_checkpoint = save_checkpoint
+    Trainer(ToyRecipe(LABELS), TrainConfig(**{config!r}), {out!r}).fit(
+        make_items(96), make_items(48, seed=1))
+"""
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    config = dict(epochs=5, batch_size=8, lr=0.02, progress=False, device="cpu", seed=3)
+    straight = Trainer(ToyRecipe(LABELS), TrainConfig(**config), tmp_path / "straight").fit(
+        make_items(96), make_items(48, seed=1))
+    out = tmp_path / "killed"
+    code = textwrap.dedent(KILLED_RUN).format(tests=TESTS_DIR, config=config, out=str(out))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1  # epoch 3's write never landed
+    assert len(_metrics_lines(out / "metrics.jsonl")) == 2
+    resumed = Trainer(ToyRecipe(LABELS), TrainConfig(**config), out).fit(
+        make_items(96), make_items(48, seed=1), resume=True)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "utterances_per_second")}
+                          for r in rows]
+    assert strip(_metrics_lines(out / "metrics.jsonl")) == \
+        strip(_metrics_lines(tmp_path / "straight" / "metrics.jsonl"))
+
+
+DDP_RUN = """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from fastser.train.trainer import TrainConfig, Trainer
+    from fastser.train.distributed import shutdown_distributed
+    from toy_recipe import LABELS, ToyRecipe, make_items
+    result = Trainer(ToyRecipe(LABELS), TrainConfig(**{config!r}), {out!r}).fit(make_items(96))
+    if torch.distributed.get_rank() == 0:
+        torch.save(result.model.state_dict(), {out!r} + "/final.pt")
+    shutdown_distributed()
+"""
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    config = dict(epochs=3, batch_size=12, lr=0.02, progress=False, device="cpu", seed=7)
+    single = Trainer(ToyRecipe(LABELS), TrainConfig(**config), tmp_path / "one").fit(
+        make_items(96))
+    out = str(tmp_path / "ddp")
+    os.makedirs(out)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(DDP_RUN).format(tests=TESTS_DIR, config=config, out=out))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--standalone", str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = torch.load(os.path.join(out, "final.pt"))
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6)
