@@ -33,8 +33,9 @@ Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
   FASTSER_CHECK(sizes.frames >= 1, op, "h_text must have at least one frame (L >= 1), got shape ",
                 shape_str(h_text));
   if (h_text.is_cuda()) {
-    FASTSER_CHECK(sizes.dim <= kCudaMaxHeadDim, op, "the head dimension d of h_text must be at most ",
-                  kCudaMaxHeadDim, " on CUDA, got ", sizes.dim);
+    FASTSER_CHECK(sizes.dim <= kCudaMaxHeadDim, op,
+                  "the head dimension d of h_text must be at most ", kCudaMaxHeadDim,
+                  " on CUDA, got ", sizes.dim);
   }
   check_finite(scale, op, "scale");
   check_lengths(lengths, sizes.batch, sizes.frames, h_text, op);

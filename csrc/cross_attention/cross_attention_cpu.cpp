@@ -102,6 +102,7 @@ struct OnlineSoftmax {
     if (score > max) {
       const acc rescale = std::exp(max - score);
       sum *= rescale;
+#pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         self_acc[k] *= rescale;
         cross_acc[k] *= rescale;
@@ -170,6 +171,7 @@ FASTSER_CPU_MULTIVERSION void forward_run(const ForwardArgs<scalar_t>& p, int64_
       acc *ta = tt + d, *aa = ta + d, *at_ = aa + d;
       const acc w_text = softmax[2 * j].add(p.scale * dot(q_text, t, d), tt, ta, d);
       const acc w_audio = softmax[2 * j + 1].add(p.scale * dot(q_audio, a, d), aa, at_, d);
+#pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         tt[k] += w_text * t[k];
         ta[k] += w_text * a[k];
@@ -308,6 +310,7 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
       scalar_t* da_out = p.grad_audio + out_offset + j * d;
       acc* dt = row_target(dt_out, d_text_row);
       acc* da = row_target(da_out, d_audio_row);
+#pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         dt[k] = w_text * g_tt[k] + w_audio * g_at[k] + ds_text * q_text[k];
         da[k] = w_text * g_ta[k] + w_audio * g_aa[k] + ds_audio * q_audio[k];

@@ -54,8 +54,9 @@ class CrossAttention(nn.Module):
     def forward(self, h_text: torch.Tensor, h_audio: torch.Tensor,
                 lengths: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if h_text.dim() != 3 or h_text.shape[-1] != self.num_heads * self.head_dim:
-            raise ValueError(f"CrossAttention: h_text must be (B, L, {self.num_heads * self.head_dim}) "
+        embed = self.num_heads * self.head_dim
+        if h_text.dim() != 3 or h_text.shape[-1] != embed:
+            raise ValueError(f"CrossAttention: h_text must be (B, L, {embed}) "
                              f"(B, L, num_heads * head_dim), got {list(h_text.shape)}")
         if h_audio.shape != h_text.shape:
             raise ValueError(f"CrossAttention: h_audio must have the shape of h_text "
@@ -69,6 +70,5 @@ class CrossAttention(nn.Module):
         else:
             c_tt, c_ta, c_aa, c_at, _ = torch.ops.fastser.cross_attention(
                 text, audio, self.q_text, self.q_audio, lengths, self.scale)
-        embed = self.num_heads * self.head_dim
         return (c_tt.reshape(batch, embed), c_ta.reshape(batch, embed),
                 c_aa.reshape(batch, embed), c_at.reshape(batch, embed))

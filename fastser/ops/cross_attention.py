@@ -116,10 +116,10 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_tt, grad_ta, grad_aa, grad_at, _grad_lse):
     h_text, h_audio, q_text, q_audio, lengths, c_tt, c_aa, softmax_lse = ctx.saved_tensors
-    grad_h_text, grad_h_audio, grad_q_text, grad_q_audio = torch.ops.fastser.cross_attention_backward(
+    grads = torch.ops.fastser.cross_attention_backward(
         grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text, q_audio, lengths, c_tt, c_aa,
         softmax_lse, ctx.scale)
-    return grad_h_text, grad_h_audio, grad_q_text, grad_q_audio, None, None
+    return (*grads, None, None)
 
 
 torch.library.register_autograd(f"fastser::{OP}", _backward, setup_context=_setup_context)

@@ -230,7 +230,8 @@ def _bad_cases():
     """(name, change to the valid float32 inputs, message pattern) for every check."""
     meta = torch.device("meta")
     return [
-        ("h_text rank", lambda x: x.update(h_text=x["h_text"][0]), r"h_text must be 4-D \(B, L, H, d\)"),
+        ("h_text rank", lambda x: x.update(h_text=x["h_text"][0]),
+         r"h_text must be 4-D \(B, L, H, d\)"),
         ("h_audio rank", lambda x: x.update(h_audio=x["h_audio"][..., 0]), r"h_audio must be 4-D"),
         ("q_text rank", lambda x: x.update(q_text=x["q_text"][0]), r"q_text must be 2-D \(H, d\)"),
         ("q_audio rank", lambda x: x.update(q_audio=x["q_audio"][None]), r"q_audio must be 2-D"),
@@ -241,7 +242,8 @@ def _bad_cases():
         ("q_audio dim", lambda x: x.update(q_audio=x["q_audio"][:, :3]),
          r"q_audio must have shape \(H, d\) = \(2, 4\)"),
         ("integer h_text", lambda x: x.update(h_text=x["h_text"].long()), r"h_text must be float"),
-        ("integer q_audio", lambda x: x.update(q_audio=x["q_audio"].int()), r"q_audio must be float"),
+        ("integer q_audio", lambda x: x.update(q_audio=x["q_audio"].int()),
+         r"q_audio must be float"),
         ("mixed dtypes", lambda x: x.update(h_audio=x["h_audio"].double()),
          r"h_audio must have the dtype of h_text"),
         ("mixed q dtype", lambda x: x.update(q_text=x["q_text"].half()),
