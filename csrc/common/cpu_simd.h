@@ -1,6 +1,7 @@
 // CPU helpers shared by kernels: function multiversioning and vectorisable reductions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 // Compiles a kernel function for AVX-512 and AVX2+FMA machines besides the baseline ISA the
@@ -15,52 +16,50 @@
 
 namespace fastser::cpu {
 
-// Independent partial sums per reduction: enough to fill one AVX-512 register of floats, and a
-// fixed summation order (the result does not depend on the thread count).
+// Independent partial sums per reduction (enough to fill one AVX-512 register of floats), each
+// accumulating at most kBlockRows products before it is added into a running total, and a fixed
+// summation order: results do not depend on the thread count, and the rounding error grows
+// with n / (kLanes · kBlockRows) rather than n / kLanes.
 inline constexpr int kLanes = 16;
+inline constexpr int kBlockRows = 8;
 
+// Sum of the lanes as a pairwise tree.
 template <typename T>
-inline T sum_lanes(const T* lanes) {
-  T sum = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    sum += lanes[l];
+inline T sum_lanes(T* lanes) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int l = 0; l < width; ++l) {
+      lanes[l] += lanes[l + width];
+    }
   }
-  return sum;
+  return lanes[0];
 }
 
 // <x, y> over n values.
 template <typename T>
 inline T dot(const T* x, const T* y, int64_t n) {
-  T lanes[kLanes] = {};
+  T total[kLanes] = {};
+  T lanes[kLanes];
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
+  while (k < n) {
     for (int l = 0; l < kLanes; ++l) {
-      lanes[l] += x[k + l] * y[k + l];
+      lanes[l] = 0;
+    }
+    const int64_t block_end = std::min<int64_t>(n, k + kLanes * kBlockRows);
+    for (; k + kLanes <= block_end; k += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        lanes[l] += x[k + l] * y[k + l];
+      }
+    }
+    if (block_end == n) {  // the tail, one value per lane
+      for (int l = 0; k < n; ++k, ++l) {
+        lanes[l] += x[k] * y[k];
+      }
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      total[l] += lanes[l];
     }
   }
-  for (int l = 0; k < n; ++k, ++l) {
-    lanes[l] += x[k] * y[k];
-  }
-  return sum_lanes(lanes);
-}
-
-// <x, y1> and <x, y2> in one pass over x.
-template <typename T>
-inline void dot2(const T* x, const T* y1, const T* y2, int64_t n, T& out1, T& out2) {
-  T lanes1[kLanes] = {}, lanes2[kLanes] = {};
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      lanes1[l] += x[k + l] * y1[k + l];
-      lanes2[l] += x[k + l] * y2[k + l];
-    }
-  }
-  for (int l = 0; k < n; ++k, ++l) {
-    lanes1[l] += x[k] * y1[k];
-    lanes2[l] += x[k] * y2[k];
-  }
-  out1 = sum_lanes(lanes1);
-  out2 = sum_lanes(lanes2);
+  return sum_lanes(total);
 }
 
 }  // namespace fastser::cpu

@@ -48,33 +48,32 @@ Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
                           const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
                           const at::Tensor& h_audio, const at::Tensor& q_text,
                           const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
-                          const at::Tensor& c_tt, const at::Tensor& c_aa,
-                          const at::Tensor& softmax_lse, double scale) {
+                          const at::Tensor& softmax_stats, double scale) {
   const char* op = kBackwardOp;
   const Sizes sizes = check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, op);
   const std::vector<int64_t> context_shape{sizes.batch, sizes.heads, sizes.dim};
-  const std::pair<const at::Tensor*, const char*> contexts[] = {
-      {grad_tt ? &*grad_tt : nullptr, "grad_tt"}, {grad_ta ? &*grad_ta : nullptr, "grad_ta"},
-      {grad_aa ? &*grad_aa : nullptr, "grad_aa"}, {grad_at ? &*grad_at : nullptr, "grad_at"},
-      {&c_tt, "c_tt"}, {&c_aa, "c_aa"}};
-  for (const auto& [t, name] : contexts) {
-    if (t == nullptr) {
+  const std::pair<const std::optional<at::Tensor>*, const char*> grads[] = {
+      {&grad_tt, "grad_tt"}, {&grad_ta, "grad_ta"}, {&grad_aa, "grad_aa"}, {&grad_at, "grad_at"}};
+  for (const auto& [grad, name] : grads) {
+    if (!grad->has_value()) {
       continue;
     }
+    const at::Tensor* t = &grad->value();
     FASTSER_CHECK(t->sizes() == at::IntArrayRef(context_shape), op, name,
                   " must have shape (B, H, d) = ", at::IntArrayRef(context_shape), ", got ",
                   shape_str(*t));
     check_same_device(*t, h_text, op, name, "h_text");
     check_same_dtype(*t, h_text, op, name, "h_text");
   }
-  const std::vector<int64_t> lse_shape{2, sizes.batch, sizes.heads};
-  FASTSER_CHECK(softmax_lse.sizes() == at::IntArrayRef(lse_shape), op,
-                "softmax_lse must have shape (2, B, H) = ", at::IntArrayRef(lse_shape), ", got ",
-                shape_str(softmax_lse));
-  check_same_device(softmax_lse, h_text, op, "softmax_lse", "h_text");
-  const auto lse_dtype = accumulation_dtype(h_text.scalar_type());
-  FASTSER_CHECK(softmax_lse.scalar_type() == lse_dtype, op, "softmax_lse must be ", lse_dtype,
-                " for ", h_text.scalar_type(), " inputs, got ", softmax_lse.scalar_type());
+  const std::vector<int64_t> stats_shape{2, sizes.batch, sizes.heads, 2};
+  FASTSER_CHECK(softmax_stats.sizes() == at::IntArrayRef(stats_shape), op,
+                "softmax_stats must have shape (2, B, H, 2) = ", at::IntArrayRef(stats_shape),
+                ", got ", shape_str(softmax_stats));
+  check_same_device(softmax_stats, h_text, op, "softmax_stats", "h_text");
+  const auto stats_dtype = accumulation_dtype(h_text.scalar_type());
+  FASTSER_CHECK(softmax_stats.scalar_type() == stats_dtype, op, "softmax_stats must be ",
+                stats_dtype, " for ", h_text.scalar_type(), " inputs, got ",
+                softmax_stats.scalar_type());
   return sizes;
 }
 
@@ -86,8 +85,8 @@ at::Tensor unit_inner_stride(const at::Tensor& t) {
   return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
 }
 
-at::Tensor stacked_queries(const at::Tensor& q_text, const at::Tensor& q_audio) {
-  return at::stack({q_text, q_audio}).to(accumulation_dtype(q_text.scalar_type())).contiguous();
+at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale) {
+  return at::stack({q_text, q_audio}).to(accumulation_dtype(q_text.scalar_type())).mul_(scale);
 }
 
 std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t) {

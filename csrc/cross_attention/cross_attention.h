@@ -2,8 +2,9 @@
 // shared by the CPU and CUDA kernels.
 //
 // Forward outputs: c_tt, c_ta, c_aa, c_at, each (B, H, d) in the input dtype, and
-// softmax_lse (2, B, H) in the accumulation dtype: log Σ_{i<n} exp(score_i) of the text [0] and
-// audio [1] attention, saved so the backward recomputes the weights in one pass.
+// softmax_stats (2, B, H, 2) in the accumulation dtype: the max score and Σ_{i<n} exp(score_i −
+// max) of the text [0] and audio [1] attention, saved so that the backward recomputes exactly
+// the forward's weights while reading h once.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,15 +32,14 @@ Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
                          const std::optional<at::Tensor>& lengths, double scale, const char* op);
 
 // Validates the backward arguments: the forward ones plus the output gradients (each absent or
-// (B, H, d)), the saved c_tt and c_aa (B, H, d) and softmax_lse (2, B, H).
+// (B, H, d)) and the saved softmax_stats (2, B, H, 2).
 Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
                           const std::optional<at::Tensor>& grad_ta,
                           const std::optional<at::Tensor>& grad_aa,
                           const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
                           const at::Tensor& h_audio, const at::Tensor& q_text,
                           const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
-                          const at::Tensor& c_tt, const at::Tensor& c_aa,
-                          const at::Tensor& softmax_lse, double scale);
+                          const at::Tensor& softmax_stats, double scale);
 
 // The accumulation dtype: float64 for float64 inputs, float32 otherwise.
 at::ScalarType accumulation_dtype(at::ScalarType input);
@@ -48,8 +48,11 @@ at::ScalarType accumulation_dtype(at::ScalarType input);
 // contiguous copy.
 at::Tensor unit_inner_stride(const at::Tensor& t);
 
-// q_text and q_audio stacked into one contiguous (2, H, d) tensor of the accumulation dtype.
-at::Tensor stacked_queries(const at::Tensor& q_text, const at::Tensor& q_audio);
+// scale·q_text and scale·q_audio stacked into one contiguous (2, H, d) tensor of the
+// accumulation dtype.  A score is then a plain dot product, computed and rounded identically in
+// the forward and the backward (no multiply for the compiler to fuse into the next subtraction),
+// so the backward's weights are exactly the forward's.
+at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale);
 
 // A present (B, H, d) tensor made contiguous; an absent one stays absent.
 std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t);

@@ -5,8 +5,9 @@
 // are read (and in the backward written) as one contiguous row.  The forward streams once over
 // the frames i < n of both modalities with an online softmax per modality (running max and sum;
 // the self and crossed accumulators are rescaled when the max grows).  The backward recomputes
-// the weights from the saved log-sum-exp in the same single pass, writes dh for every frame
-// (0 past n) and a per-(b, h) partial of dq; the partials are summed over b in a fixed order.
+// the weights from the saved softmax statistics in one pass over h, then writes dh for every frame
+// (0 past n) from per-frame scalars, and a per-(b, h) partial of dq; the partials are summed
+// over b in a fixed order.
 // Results do not depend on the thread count.
 #include "common/checks.h"
 #include "common/cpu_simd.h"
@@ -28,7 +29,6 @@ namespace fastser::cross_attention {
 namespace {
 
 using cpu::dot;
-using cpu::dot2;
 
 // Work (in frame x dim multiply-adds) below which a range of (b, h) tasks is not split further.
 constexpr int64_t kGrainWork = 1 << 15;
@@ -113,8 +113,6 @@ struct OnlineSoftmax {
     sum += weight;
     return weight;
   }
-
-  acc log_sum_exp() const { return max + std::log(sum); }
 };
 
 // Frames of a (B, L, H, d) tensor with unit inner stride.
@@ -139,12 +137,11 @@ template <typename scalar_t>
 struct ForwardArgs {
   using acc = acc_t<scalar_t>;
   Frames<scalar_t> text, audio;
-  const acc* queries;     // (2, H, d): text, audio
+  const acc* queries;     // (2, H, d): scale·q_text, scale·q_audio
   const int64_t* lengths;  // (B,) or null
-  acc scale;
   Sizes s;
   scalar_t* contexts[4];  // c_tt, c_ta, c_aa, c_at: (B, H, d)
-  acc* lse;               // (2, B, H)
+  acc* stats;             // (2, B, H, 2): max score, Σ exp(score − max)
 };
 
 // Forward of sequence b, heads [h_begin, h_end).  `buffer` holds 4·d accumulators per head plus
@@ -169,8 +166,8 @@ FASTSER_CPU_MULTIVERSION void forward_run(const ForwardArgs<scalar_t>& p, int64_
       const acc* q_audio = p.queries + (heads + h_begin + j) * d;
       acc* tt = buffer + 4 * j * d;
       acc *ta = tt + d, *aa = ta + d, *at_ = aa + d;
-      const acc w_text = softmax[2 * j].add(p.scale * dot(q_text, t, d), tt, ta, d);
-      const acc w_audio = softmax[2 * j + 1].add(p.scale * dot(q_audio, a, d), aa, at_, d);
+      const acc w_text = softmax[2 * j].add(dot(q_text, t, d), tt, ta, d);
+      const acc w_audio = softmax[2 * j + 1].add(dot(q_audio, a, d), aa, at_, d);
 #pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         tt[k] += w_text * t[k];
@@ -190,8 +187,11 @@ FASTSER_CPU_MULTIVERSION void forward_run(const ForwardArgs<scalar_t>& p, int64_
       }
       store_row(context, p.contexts[c] + bh * d, d);
     }
-    p.lse[bh] = softmax[2 * j].log_sum_exp();
-    p.lse[p.s.batch * heads + bh] = softmax[2 * j + 1].log_sum_exp();
+    for (int m = 0; m < 2; ++m) {
+      acc* stats = p.stats + 2 * (m * p.s.batch * heads + bh);
+      stats[0] = softmax[2 * j + m].max;
+      stats[1] = softmax[2 * j + m].sum;
+    }
   }
 }
 
@@ -215,24 +215,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
   const Sizes s = check_forward_args(h_text_in, h_audio_in, q_text, q_audio, lengths_in, scale,
                                      kForwardOp);
   const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = stacked_queries(q_text, q_audio);
+  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
   const auto lengths = contiguous_or_absent(lengths_in);
   at::Tensor contexts[4];
   for (auto& c : contexts) {
     c = at::empty({s.batch, s.heads, s.dim}, h_text.options());
   }
-  at::Tensor lse = at::empty({2, s.batch, s.heads},
-                             h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
+  at::Tensor stats = at::empty({2, s.batch, s.heads, 2},
+                               h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
   FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_cpu", [&] {
     using acc = acc_t<scalar_t>;
     forward_kernel(ForwardArgs<scalar_t>{
         Frames<scalar_t>(h_text), Frames<scalar_t>(h_audio), queries.const_data_ptr<acc>(),
-        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, static_cast<acc>(scale), s,
+        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, s,
         {contexts[0].mutable_data_ptr<scalar_t>(), contexts[1].mutable_data_ptr<scalar_t>(),
          contexts[2].mutable_data_ptr<scalar_t>(), contexts[3].mutable_data_ptr<scalar_t>()},
-        lse.mutable_data_ptr<acc>()});
+        stats.mutable_data_ptr<acc>()});
   });
-  return {contexts[0], contexts[1], contexts[2], contexts[3], lse};
+  return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
 }
 
 // What every backward task reads and writes.
@@ -241,32 +241,38 @@ struct BackwardArgs {
   using acc = acc_t<scalar_t>;
   const scalar_t* grads[4];  // d c_tt, d c_ta, d c_aa, d c_at: (B, H, d) or null (zero)
   Frames<scalar_t> text, audio;
-  const acc* queries;      // (2, H, d)
+  const acc* queries;      // (2, H, d): scale·q_text, scale·q_audio
   const int64_t* lengths;  // (B,) or null
-  const scalar_t* c_tt;    // (B, H, d)
-  const scalar_t* c_aa;
-  const acc* lse;  // (2, B, H)
+  const acc* stats;        // (2, B, H, 2): max score, Σ exp(score − max)
   acc scale;
   Sizes s;
-  scalar_t* grad_text;   // (B, L, H, d), contiguous
+  scalar_t* grad_text;  // (B, L, H, d), contiguous
   scalar_t* grad_audio;
-  acc* grad_q_partial;   // (2, B, H, d)
+  acc* grad_q_partial;  // (2, B, H, d)
 };
 
-// Rows per head in the backward's buffer: g_tt, g_ta, g_aa, g_at, dq_text, dq_audio.
-constexpr int64_t kBackwardRows = 6;
+// Rows per head in the backward's buffer: g_tt, g_ta, g_aa, g_at, then U_text, C_text,
+// U_audio, C_audio with U = Σ α_i <g, h_i> h_i and C = Σ α_i h_i (so dq = scale·(U − Δ·C)).
+constexpr int64_t kBackwardRows = 8;
+// Per frame and head: α_text, <g_tt, h_text>, α_audio, <g_aa, h_audio>.
+constexpr int64_t kFrameValues = 4;
 
-// Backward of sequence b, heads [h_begin, h_end).  `buffer` holds kBackwardRows·d values per
-// head plus four conversion rows, `stats` four values per head.
+// Backward of sequence b, heads [h_begin, h_end), in two passes: the first reads h once,
+// recomputing the weights from the saved softmax statistics and accumulating the softmax-backward shift
+// Δ = Σ α_i <g, h_i> (from the same dot products the second pass uses, so the difference
+// <g, h_i> − Δ cancels consistently), U and C; the second writes dh from per-frame scalars.
+// `buffer` holds kBackwardRows·d values per head plus two conversion rows, `shift` six values
+// per head, `frames` (L x run x kFrameValues) the per-frame scalars.
 template <typename scalar_t>
 FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int64_t b,
                                            int64_t h_begin, int64_t h_end,
-                                           acc_t<scalar_t>* buffer, acc_t<scalar_t>* stats) {
+                                           acc_t<scalar_t>* buffer, acc_t<scalar_t>* shift,
+                                           acc_t<scalar_t>* frames) {
   using acc = acc_t<scalar_t>;
   const int64_t d = p.s.dim, heads = p.s.heads, run = h_end - h_begin;
   const int64_t bh_count = p.s.batch * heads;
   acc* text_row = buffer + kBackwardRows * run * d;
-  acc *audio_row = text_row + d, *d_text_row = audio_row + d, *d_audio_row = d_text_row + d;
+  acc* audio_row = text_row + d;
   for (int64_t j = 0; j < run; ++j) {
     const int64_t bh = b * heads + h_begin + j;
     acc* rows = buffer + kBackwardRows * j * d;
@@ -277,45 +283,75 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
         std::fill(rows + g * d, rows + (g + 1) * d, acc(0));
       }
     }
-    std::fill(rows + 4 * d, rows + 6 * d, acc(0));
-    stats[4 * j] = p.lse[bh];
-    stats[4 * j + 1] = p.lse[bh_count + bh];
-    // Σ_i α_i <g, h_i> = <g, c>: the softmax backward's shift, from the saved outputs.
-    stats[4 * j + 2] = dot(rows, row_as_acc(p.c_tt + bh * d, text_row, d), d);
-    stats[4 * j + 3] = dot(rows + 2 * d, row_as_acc(p.c_aa + bh * d, audio_row, d), d);
+    std::fill(rows + 4 * d, rows + 8 * d, acc(0));
+  }
+  std::fill(shift, shift + 2 * run, acc(0));  // Δ_text, Δ_audio per head
+  // α_i = exp(score_i − max) / sum: exactly the forward's weights (1 / sum for the max frame),
+  // which exp(score_i − log-sum-exp) would not be once scores are large.
+  acc* softmax = shift + 2 * run;  // max_text, 1 / sum_text, max_audio, 1 / sum_audio per head
+  for (int64_t j = 0; j < run; ++j) {
+    const int64_t bh = b * heads + h_begin + j;
+    for (int m = 0; m < 2; ++m) {
+      const acc* stats = p.stats + 2 * (m * bh_count + bh);
+      softmax[4 * j + 2 * m] = stats[0];
+      softmax[4 * j + 2 * m + 1] = acc(1) / stats[1];
+    }
   }
   const int64_t n = p.lengths == nullptr ? p.s.frames : p.lengths[b];
-  const int64_t frame_stride = heads * d;  // of the contiguous gradients
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t out_offset = (b * p.s.frames + i) * frame_stride + h_begin * d;
     for (int64_t j = 0; j < run; ++j) {
       const acc* t = row_as_acc(p.text.row(b, i, h_begin + j), text_row, d);
       const acc* a = row_as_acc(p.audio.row(b, i, h_begin + j), audio_row, d);
       const acc* q_text = p.queries + (h_begin + j) * d;
       const acc* q_audio = p.queries + (heads + h_begin + j) * d;
+      acc* rows = buffer + kBackwardRows * j * d;
+      acc *u_text = rows + 4 * d, *c_text = u_text + d, *u_audio = c_text + d,
+          *c_audio = u_audio + d;
+      // The scores exactly as the forward computed them (same function, same operand order).
+      const acc score_text = dot(q_text, t, d), score_audio = dot(q_audio, a, d);
+      const acc g_dot_text = dot(rows, t, d), g_dot_audio = dot(rows + 2 * d, a, d);
+      const acc* sm = softmax + 4 * j;
+      const acc w_text = std::exp(score_text - sm[0]) * sm[1];
+      const acc w_audio = std::exp(score_audio - sm[2]) * sm[3];
+      shift[2 * j] += w_text * g_dot_text;
+      shift[2 * j + 1] += w_audio * g_dot_audio;
+      const acc wg_text = w_text * g_dot_text, wg_audio = w_audio * g_dot_audio;
+#pragma omp simd
+      for (int64_t k = 0; k < d; ++k) {
+        u_text[k] += wg_text * t[k];
+        c_text[k] += w_text * t[k];
+        u_audio[k] += wg_audio * a[k];
+        c_audio[k] += w_audio * a[k];
+      }
+      acc* values = frames + (i * run + j) * kFrameValues;
+      values[0] = w_text;
+      values[1] = g_dot_text;
+      values[2] = w_audio;
+      values[3] = g_dot_audio;
+    }
+  }
+  const int64_t frame_stride = heads * d;  // of the contiguous gradients
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t out_offset = (b * p.s.frames + i) * frame_stride + h_begin * d;
+    for (int64_t j = 0; j < run; ++j) {
+      const acc* values = frames + (i * run + j) * kFrameValues;
+      const acc w_text = values[0], w_audio = values[2];
+      // Score gradients of the non-crossed terms only (sg() stops the rest); with the scaled
+      // queries, ds·(scale·q) is the gradient reaching h through the score.
+      const acc ds_text = w_text * (values[1] - shift[2 * j]);
+      const acc ds_audio = w_audio * (values[3] - shift[2 * j + 1]);
       const acc* g_tt = buffer + kBackwardRows * j * d;
       const acc *g_ta = g_tt + d, *g_aa = g_ta + d, *g_at = g_aa + d;
-      acc* dq_text = buffer + (kBackwardRows * j + 4) * d;
-      acc* dq_audio = dq_text + d;
-      const acc* st = stats + 4 * j;
-      acc score_text, score_audio, g_dot_text, g_dot_audio;
-      dot2(t, q_text, g_tt, d, score_text, g_dot_text);
-      dot2(a, q_audio, g_aa, d, score_audio, g_dot_audio);
-      const acc w_text = std::exp(p.scale * score_text - st[0]);
-      const acc w_audio = std::exp(p.scale * score_audio - st[1]);
-      // Score gradients (times scale) of the non-crossed terms only: sg() stops the rest.
-      const acc ds_text = p.scale * w_text * (g_dot_text - st[2]);
-      const acc ds_audio = p.scale * w_audio * (g_dot_audio - st[3]);
+      const acc* q_text = p.queries + (h_begin + j) * d;
+      const acc* q_audio = p.queries + (heads + h_begin + j) * d;
       scalar_t* dt_out = p.grad_text + out_offset + j * d;
       scalar_t* da_out = p.grad_audio + out_offset + j * d;
-      acc* dt = row_target(dt_out, d_text_row);
-      acc* da = row_target(da_out, d_audio_row);
+      acc* dt = row_target(dt_out, text_row);
+      acc* da = row_target(da_out, audio_row);
 #pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         dt[k] = w_text * g_tt[k] + w_audio * g_at[k] + ds_text * q_text[k];
         da[k] = w_text * g_ta[k] + w_audio * g_aa[k] + ds_audio * q_audio[k];
-        dq_text[k] += ds_text * t[k];
-        dq_audio[k] += ds_audio * a[k];
       }
       store_row(dt, dt_out, d);
       store_row(da, da_out, d);
@@ -328,9 +364,14 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
   }
   for (int64_t j = 0; j < run; ++j) {
     const int64_t bh = b * heads + h_begin + j;
-    const acc* dq = buffer + (kBackwardRows * j + 4) * d;
-    std::copy(dq, dq + d, p.grad_q_partial + bh * d);
-    std::copy(dq + d, dq + 2 * d, p.grad_q_partial + (bh_count + bh) * d);
+    const acc* u_text = buffer + (kBackwardRows * j + 4) * d;
+    const acc *c_text = u_text + d, *u_audio = c_text + d, *c_audio = u_audio + d;
+    acc* dq_text = p.grad_q_partial + bh * d;
+    acc* dq_audio = p.grad_q_partial + (bh_count + bh) * d;
+    for (int64_t k = 0; k < d; ++k) {
+      dq_text[k] = p.scale * (u_text[k] - shift[2 * j] * c_text[k]);
+      dq_audio[k] = p.scale * (u_audio[k] - shift[2 * j + 1] * c_audio[k]);
+    }
   }
 }
 
@@ -340,10 +381,11 @@ void backward_kernel(const BackwardArgs<scalar_t>& args) {
   const Sizes& s = args.s;
   at::parallel_for(0, s.batch * s.heads, grain_size(s), [&](int64_t begin, int64_t end) {
     const int64_t max_run = std::min(s.heads, end - begin);
-    std::vector<acc> buffer((kBackwardRows * max_run + 4) * s.dim);
-    std::vector<acc> stats(4 * max_run);
+    std::vector<acc> buffer((kBackwardRows * max_run + 2) * s.dim);
+    std::vector<acc> shift(6 * max_run);
+    std::vector<acc> frames(s.frames * max_run * kFrameValues);
     for_each_head_run(begin, end, s.heads, [&](int64_t b, int64_t h_begin, int64_t h_end) {
-      backward_run(args, b, h_begin, h_end, buffer.data(), stats.data());
+      backward_run(args, b, h_begin, h_end, buffer.data(), shift.data(), frames.data());
     });
   });
 }
@@ -378,24 +420,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     const std::optional<at::Tensor>& grad_aa, const std::optional<at::Tensor>& grad_at,
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in,
-    const at::Tensor& c_tt_in, const at::Tensor& c_aa_in, const at::Tensor& softmax_lse,
-    double scale) {
+    const at::Tensor& softmax_stats, double scale) {
   const Sizes s = check_backward_args(grad_tt, grad_ta, grad_aa, grad_at, h_text_in, h_audio_in,
-                                      q_text, q_audio, lengths_in, c_tt_in, c_aa_in, softmax_lse,
-                                      scale);
+                                      q_text, q_audio, lengths_in, softmax_stats, scale);
   const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = stacked_queries(q_text, q_audio);
+  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
   const auto lengths = contiguous_or_absent(lengths_in);
   const std::optional<at::Tensor> grads[4] = {
       contiguous_or_absent(grad_tt), contiguous_or_absent(grad_ta),
       contiguous_or_absent(grad_aa), contiguous_or_absent(grad_at)};
-  const at::Tensor c_tt = c_tt_in.contiguous(), c_aa = c_aa_in.contiguous();
-  const at::Tensor lse = softmax_lse.contiguous();
+  const at::Tensor stats = softmax_stats.contiguous();
   at::Tensor grad_h_text = at::empty(h_text.sizes(), h_text.options());
   at::Tensor grad_h_audio = at::empty(h_text.sizes(), h_text.options());
   at::Tensor grad_q_text = at::empty({s.heads, s.dim}, h_text.options());
   at::Tensor grad_q_audio = at::empty({s.heads, s.dim}, h_text.options());
-  at::Tensor partial = at::empty({2, s.batch, s.heads, s.dim}, lse.options());
+  at::Tensor partial = at::empty({2, s.batch, s.heads, s.dim}, stats.options());
   FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_backward_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const auto grad_ptr = [](const std::optional<at::Tensor>& g) {
@@ -404,11 +443,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     backward_kernel(BackwardArgs<scalar_t>{
         {grad_ptr(grads[0]), grad_ptr(grads[1]), grad_ptr(grads[2]), grad_ptr(grads[3])},
         Frames<scalar_t>(h_text), Frames<scalar_t>(h_audio), queries.const_data_ptr<acc>(),
-        lengths ? lengths->const_data_ptr<int64_t>() : nullptr,
-        c_tt.const_data_ptr<scalar_t>(), c_aa.const_data_ptr<scalar_t>(),
-        lse.const_data_ptr<acc>(), static_cast<acc>(scale), s,
-        grad_h_text.mutable_data_ptr<scalar_t>(), grad_h_audio.mutable_data_ptr<scalar_t>(),
-        partial.mutable_data_ptr<acc>()});
+        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, stats.const_data_ptr<acc>(),
+        static_cast<acc>(scale), s, grad_h_text.mutable_data_ptr<scalar_t>(),
+        grad_h_audio.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc>()});
     reduce_query_grads<scalar_t>(partial, s, grad_q_text, grad_q_audio);
   });
   return {grad_h_text, grad_h_audio, grad_q_text, grad_q_audio};

@@ -4,10 +4,12 @@
 // values of a row in registers, so loads are coalesced and float16/bfloat16 are widened to the
 // float32 accumulation type on load.  Forward: per warp, an online softmax per modality (running
 // max and sum, rescaled self and crossed accumulators); the warps' states are merged in shared
-// memory in a fixed order.  Backward: per frame, the weights are recomputed from the saved
-// log-sum-exp, dh is written for every frame (0 past n), and dq is accumulated per warp, merged
-// per (b, h) in a fixed order and summed over b in increasing order by a second kernel: no atomics,
-// so results are deterministic.
+// memory in a fixed order.  Backward, in two phases: the first reads h once, recomputing the
+// forward's weights from the saved max and sum and accumulating per warp Δ = Σ α <g, h>,
+// U = Σ α <g, h> h and C = Σ α h (dq = scale·(U − Δ·C)), with per-frame scalars kept in a global
+// scratch; after merging the warps in a fixed order, the second writes dh for every frame (0 past
+// n) from those scalars.  dq partials per (b, h) are summed over b in increasing order by a
+// second kernel: no atomics, so results are deterministic.
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
 #include "common/dispatch.h"
@@ -41,12 +43,11 @@ struct ForwardParams {
   const scalar_t* h_text;
   const scalar_t* h_audio;
   FrameStrides text_strides, audio_strides;
-  const acc* queries;      // (2, H, d): text, audio
+  const acc* queries;      // (2, H, d): scale·q_text, scale·q_audio
   const int64_t* lengths;  // (B,) or null
   int64_t batch, frames, heads, dim;
-  acc scale;
   scalar_t* contexts[4];  // c_tt, c_ta, c_aa, c_at: (B, H, d)
-  acc* lse;               // (2, B, H)
+  acc* stats;             // (2, B, H, 2): max score, Σ exp(score − max)
 };
 
 template <typename scalar_t>
@@ -56,13 +57,12 @@ struct BackwardParams {
   const scalar_t* h_text;
   const scalar_t* h_audio;
   FrameStrides text_strides, audio_strides;
-  const acc* queries;
+  const acc* queries;  // (2, H, d): scale·q_text, scale·q_audio
   const int64_t* lengths;
-  const scalar_t* c_tt;  // (B, H, d)
-  const scalar_t* c_aa;
-  const acc* lse;  // (2, B, H)
+  const acc* stats;  // (2, B, H, 2)
   int64_t batch, frames, heads, dim;
   acc scale;
+  acc* frame_values;    // (B, H, L, 4) scratch: α_text, <g_tt, h_text>, α_audio, <g_aa, h_audio>
   scalar_t* grad_text;  // (B, L, H, d), contiguous
   scalar_t* grad_audio;
   acc* grad_q_partial;  // (2, B, H, d)
@@ -92,16 +92,24 @@ __device__ __forceinline__ void store_row(const acc (&values)[VPT], int64_t d, i
   }
 }
 
-// <x, y> over the warp's row; every lane gets the same bits (the xor butterfly adds each pair
-// in both orders).
+// <x, y> over the warp's row: each lane's products summed as a pairwise tree, then across the
+// lanes.  Every lane gets the same bits (the xor butterfly adds each pair in both orders), and
+// the forward and the backward compute a score with this same code, so their scores agree.
 template <int VPT, typename acc>
 __device__ __forceinline__ acc warp_dot(const acc (&x)[VPT], const acc (&y)[VPT]) {
-  acc sum = 0;
+  acc products[VPT];
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
-    sum += x[j] * y[j];
+    products[j] = x[j] * y[j];
   }
-  return cuda::warp_sum(sum);
+#pragma unroll
+  for (int width = VPT / 2; width > 0; width /= 2) {
+#pragma unroll
+    for (int j = 0; j < width; ++j) {
+      products[j] += products[j + width];
+    }
+  }
+  return cuda::warp_sum(products[0]);
 }
 
 // Online softmax step: folds in `score`; when the max grows, rescales the sum and the two
@@ -145,8 +153,8 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
     acc t[VPT], a[VPT];
     load_row(text + i * p.text_strides.l, d, lane, t);
     load_row(audio + i * p.audio_strides.l, d, lane, a);
-    const acc w_text = online_add(p.scale * warp_dot(q_text, t), max_text, sum_text, tt, ta);
-    const acc w_audio = online_add(p.scale * warp_dot(q_audio, a), max_audio, sum_audio, aa, at);
+    const acc w_text = online_add(warp_dot(q_text, t), max_text, sum_text, tt, ta);
+    const acc w_audio = online_add(warp_dot(q_audio, a), max_audio, sum_audio, aa, at);
 #pragma unroll
     for (int j = 0; j < VPT; ++j) {
       tt[j] += w_text * t[j];
@@ -201,8 +209,10 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
     }
   }
   if (tid == 0) {
-    p.lse[bh] = block_max[0] + log(block_sum[0]);
-    p.lse[p.batch * p.heads + bh] = block_max[1] + log(block_sum[1]);
+    p.stats[2 * bh] = block_max[0];
+    p.stats[2 * bh + 1] = block_sum[0];
+    p.stats[2 * (p.batch * p.heads + bh)] = block_max[1];
+    p.stats[2 * (p.batch * p.heads + bh) + 1] = block_sum[1];
   }
 }
 
@@ -231,35 +241,88 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
       }
     }
   }
-  // Σ_i α_i <g, h_i> = <g, c>: the softmax backward's shift, from the saved outputs.
-  acc context[VPT];
-  load_row(p.c_tt + bh * d, d, lane, context);
-  const acc shift_text = warp_dot(g[0], context);
-  load_row(p.c_aa + bh * d, d, lane, context);
-  const acc shift_audio = warp_dot(g[2], context);
-  const acc lse_text = p.lse[bh], lse_audio = p.lse[bh_count + bh];
+  // α_i = exp(score_i − max) / sum: exactly the forward's weights.
+  const acc* text_stats = p.stats + 2 * bh;
+  const acc* audio_stats = p.stats + 2 * (bh_count + bh);
+  const acc max_text = text_stats[0], inv_sum_text = acc(1) / text_stats[1];
+  const acc max_audio = audio_stats[0], inv_sum_audio = acc(1) / audio_stats[1];
 
-  acc dq_text[VPT] = {}, dq_audio[VPT] = {};
+  // Phase 1: read h once.
+  acc shift_text = 0, shift_audio = 0;
+  acc u_text[VPT] = {}, c_text[VPT] = {}, u_audio[VPT] = {}, c_audio[VPT] = {};
+  acc* values = p.frame_values + bh * p.frames * 4;
   const scalar_t* text = p.h_text + b * p.text_strides.b + h * p.text_strides.h;
   const scalar_t* audio = p.h_audio + b * p.audio_strides.b + h * p.audio_strides.h;
+  for (int64_t i = warp; i < n; i += warps) {
+    acc t[VPT], a[VPT];
+    load_row(text + i * p.text_strides.l, d, lane, t);
+    load_row(audio + i * p.audio_strides.l, d, lane, a);
+    const acc w_text = exp(warp_dot(q_text, t) - max_text) * inv_sum_text;
+    const acc w_audio = exp(warp_dot(q_audio, a) - max_audio) * inv_sum_audio;
+    const acc g_dot_text = warp_dot(g[0], t), g_dot_audio = warp_dot(g[2], a);
+    shift_text += w_text * g_dot_text;
+    shift_audio += w_audio * g_dot_audio;
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      u_text[j] += w_text * g_dot_text * t[j];
+      c_text[j] += w_text * t[j];
+      u_audio[j] += w_audio * g_dot_audio * a[j];
+      c_audio[j] += w_audio * a[j];
+    }
+    if (lane == 0) {
+      values[4 * i] = w_text;
+      values[4 * i + 1] = g_dot_text;
+      values[4 * i + 2] = w_audio;
+      values[4 * i + 3] = g_dot_audio;
+    }
+  }
+
+  // Merge the warps in a fixed order: shared memory holds each warp's two shifts, then its
+  // U_text, C_text, U_audio, C_audio rows.
+  extern __shared__ unsigned char shared_bytes[];
+  acc* shifts = reinterpret_cast<acc*>(shared_bytes);
+  acc* rows = shifts + 2 * warps;
+  if (lane == 0) {
+    shifts[2 * warp] = shift_text;
+    shifts[2 * warp + 1] = shift_audio;
+  }
+  store_row(u_text, d, lane, rows + (4 * warp) * d);
+  store_row(c_text, d, lane, rows + (4 * warp + 1) * d);
+  store_row(u_audio, d, lane, rows + (4 * warp + 2) * d);
+  store_row(c_audio, d, lane, rows + (4 * warp + 3) * d);
+  __syncthreads();  // also publishes the per-frame scratch to the whole block
+  acc shift[2] = {0, 0};
+  for (int w = 0; w < warps; ++w) {
+    shift[0] += shifts[2 * w];
+    shift[1] += shifts[2 * w + 1];
+  }
+  const int tid = warp * kWarp + lane, threads = warps * kWarp;
+  for (int64_t k = tid; k < d; k += threads) {
+    acc merged[4] = {0, 0, 0, 0};
+    for (int w = 0; w < warps; ++w) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        merged[c] += rows[(4 * w + c) * d + k];
+      }
+    }
+    p.grad_q_partial[bh * d + k] = p.scale * (merged[0] - shift[0] * merged[1]);
+    p.grad_q_partial[(bh_count + bh) * d + k] = p.scale * (merged[2] - shift[1] * merged[3]);
+  }
+
+  // Phase 2: dh from the per-frame scalars.
   for (int64_t i = warp; i < p.frames; i += warps) {
     const int64_t out_offset = ((b * p.frames + i) * p.heads + h) * d;
     acc dt[VPT], da[VPT];
     if (i < n) {
-      acc t[VPT], a[VPT];
-      load_row(text + i * p.text_strides.l, d, lane, t);
-      load_row(audio + i * p.audio_strides.l, d, lane, a);
-      const acc w_text = exp(p.scale * warp_dot(q_text, t) - lse_text);
-      const acc w_audio = exp(p.scale * warp_dot(q_audio, a) - lse_audio);
-      // Score gradients (times scale) of the non-crossed terms only: sg() stops the rest.
-      const acc ds_text = p.scale * w_text * (warp_dot(g[0], t) - shift_text);
-      const acc ds_audio = p.scale * w_audio * (warp_dot(g[2], a) - shift_audio);
+      const acc w_text = values[4 * i], w_audio = values[4 * i + 2];
+      // Score gradients of the non-crossed terms only (sg() stops the rest); with the scaled
+      // queries, ds·(scale·q) is the gradient reaching h through the score.
+      const acc ds_text = w_text * (values[4 * i + 1] - shift[0]);
+      const acc ds_audio = w_audio * (values[4 * i + 3] - shift[1]);
 #pragma unroll
       for (int j = 0; j < VPT; ++j) {
         dt[j] = w_text * g[0][j] + w_audio * g[3][j] + ds_text * q_text[j];
         da[j] = w_text * g[1][j] + w_audio * g[2][j] + ds_audio * q_audio[j];
-        dq_text[j] += ds_text * t[j];
-        dq_audio[j] += ds_audio * a[j];
       }
     } else {
 #pragma unroll
@@ -270,23 +333,6 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
     }
     store_row(dt, d, lane, p.grad_text + out_offset);
     store_row(da, d, lane, p.grad_audio + out_offset);
-  }
-
-  // Merge the warps' dq rows in a fixed order.
-  extern __shared__ unsigned char shared_bytes[];
-  acc* rows = reinterpret_cast<acc*>(shared_bytes);
-  store_row(dq_text, d, lane, rows + (2 * warp) * d);
-  store_row(dq_audio, d, lane, rows + (2 * warp + 1) * d);
-  __syncthreads();
-  const int tid = warp * kWarp + lane, threads = warps * kWarp;
-  for (int64_t k = tid; k < d; k += threads) {
-    acc merged[2] = {0, 0};
-    for (int w = 0; w < warps; ++w) {
-      merged[0] += rows[(2 * w) * d + k];
-      merged[1] += rows[(2 * w + 1) * d + k];
-    }
-    p.grad_q_partial[bh * d + k] = merged[0];
-    p.grad_q_partial[(bh_count + bh) * d + k] = merged[1];
   }
 }
 
@@ -344,16 +390,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
                                      kForwardOp);
   const c10::cuda::CUDAGuard guard(h_text_in.device());
   const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = stacked_queries(q_text, q_audio);
+  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
   const auto lengths = contiguous_or_absent(lengths_in);
   at::Tensor contexts[4];
   for (auto& c : contexts) {
     c = at::empty({s.batch, s.heads, s.dim}, h_text.options());
   }
-  at::Tensor lse = at::empty({2, s.batch, s.heads},
-                             h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
+  at::Tensor stats = at::empty({2, s.batch, s.heads, 2},
+                               h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
   if (s.batch * s.heads == 0) {
-    return {contexts[0], contexts[1], contexts[2], contexts[3], lse};
+    return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
   }
   FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_cuda", [&] {
     using acc = acc_t<scalar_t>;
@@ -361,10 +407,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
         h_text.const_data_ptr<scalar_t>(), h_audio.const_data_ptr<scalar_t>(),
         frame_strides(h_text), frame_strides(h_audio), queries.const_data_ptr<acc>(),
         lengths ? lengths->const_data_ptr<int64_t>() : nullptr, s.batch, s.frames, s.heads,
-        s.dim, static_cast<acc>(scale),
+        s.dim,
         {contexts[0].mutable_data_ptr<scalar_t>(), contexts[1].mutable_data_ptr<scalar_t>(),
          contexts[2].mutable_data_ptr<scalar_t>(), contexts[3].mutable_data_ptr<scalar_t>()},
-        lse.mutable_data_ptr<acc>()};
+        stats.mutable_data_ptr<acc>()};
     const int64_t shared_per_warp = (4 * s.dim + 4) * static_cast<int64_t>(sizeof(acc));
     const int warps = warps_for(s.frames, shared_per_warp);
     with_values_per_lane(s.dim, [&](auto vpt) {
@@ -374,7 +420,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
       FASTSER_CUDA_LAUNCH_CHECK();
     });
   });
-  return {contexts[0], contexts[1], contexts[2], contexts[3], lse};
+  return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backward_cuda(
@@ -382,30 +428,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     const std::optional<at::Tensor>& grad_aa, const std::optional<at::Tensor>& grad_at,
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in,
-    const at::Tensor& c_tt_in, const at::Tensor& c_aa_in, const at::Tensor& softmax_lse,
-    double scale) {
+    const at::Tensor& softmax_stats, double scale) {
   const Sizes s = check_backward_args(grad_tt, grad_ta, grad_aa, grad_at, h_text_in, h_audio_in,
-                                      q_text, q_audio, lengths_in, c_tt_in, c_aa_in, softmax_lse,
-                                      scale);
+                                      q_text, q_audio, lengths_in, softmax_stats, scale);
   const c10::cuda::CUDAGuard guard(h_text_in.device());
   const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = stacked_queries(q_text, q_audio);
+  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
   const auto lengths = contiguous_or_absent(lengths_in);
   const std::optional<at::Tensor> grads[4] = {
       contiguous_or_absent(grad_tt), contiguous_or_absent(grad_ta),
       contiguous_or_absent(grad_aa), contiguous_or_absent(grad_at)};
-  const at::Tensor c_tt = c_tt_in.contiguous(), c_aa = c_aa_in.contiguous();
-  const at::Tensor lse = softmax_lse.contiguous();
+  const at::Tensor stats = softmax_stats.contiguous();
   at::Tensor grad_h_text = at::empty(h_text.sizes(), h_text.options());
   at::Tensor grad_h_audio = at::empty(h_text.sizes(), h_text.options());
   at::Tensor grad_q_text = at::empty({s.heads, s.dim}, h_text.options());
   at::Tensor grad_q_audio = at::empty({s.heads, s.dim}, h_text.options());
-  at::Tensor partial = at::empty({2, s.batch, s.heads, s.dim}, lse.options());
   if (s.batch * s.heads == 0) {  // no (b, h): dq is an empty sum
     grad_q_text.zero_();
     grad_q_audio.zero_();
     return {grad_h_text, grad_h_audio, grad_q_text, grad_q_audio};
   }
+  at::Tensor partial = at::empty({2, s.batch, s.heads, s.dim}, stats.options());
+  at::Tensor frame_values = at::empty({s.batch, s.heads, s.frames, 4}, stats.options());
   FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const auto grad_ptr = [](const std::optional<at::Tensor>& g) {
@@ -415,11 +459,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
         {grad_ptr(grads[0]), grad_ptr(grads[1]), grad_ptr(grads[2]), grad_ptr(grads[3])},
         h_text.const_data_ptr<scalar_t>(), h_audio.const_data_ptr<scalar_t>(),
         frame_strides(h_text), frame_strides(h_audio), queries.const_data_ptr<acc>(),
-        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, c_tt.const_data_ptr<scalar_t>(),
-        c_aa.const_data_ptr<scalar_t>(), lse.const_data_ptr<acc>(), s.batch, s.frames, s.heads,
-        s.dim, static_cast<acc>(scale), grad_h_text.mutable_data_ptr<scalar_t>(),
+        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, stats.const_data_ptr<acc>(),
+        s.batch, s.frames, s.heads, s.dim, static_cast<acc>(scale),
+        frame_values.mutable_data_ptr<acc>(), grad_h_text.mutable_data_ptr<scalar_t>(),
         grad_h_audio.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc>()};
-    const int64_t shared_per_warp = 2 * s.dim * static_cast<int64_t>(sizeof(acc));
+    const int64_t shared_per_warp = (4 * s.dim + 2) * static_cast<int64_t>(sizeof(acc));
     const int warps = warps_for(s.frames, shared_per_warp);
     with_values_per_lane(s.dim, [&](auto vpt) {
       cross_attention_backward_kernel<scalar_t, decltype(vpt)::value>

@@ -1,10 +1,10 @@
 """``fastser.ops.cross_attention``: fused audio-text cross attention with stop-gradient
 (ARCHITECTURE.md 3.2), kernels in csrc/cross_attention/.
 
-The op ``torch.ops.fastser.cross_attention`` returns the four contexts and ``softmax_lse``
-(2, B, H), the log-sum-exp of the text [0] and audio [1] scores in the accumulation dtype
-(float64 for float64 inputs, float32 otherwise): the backward recomputes the weights from it
-in one pass over the frames.
+The op ``torch.ops.fastser.cross_attention`` returns the four contexts and ``softmax_stats``
+(2, B, H, 2): the max score and Σ exp(score − max) of the text [0] and audio [1] attention in
+the accumulation dtype (float64 for float64 inputs, float32 otherwise); the backward recomputes
+the forward's weights from them while reading h once.
 """
 
 from __future__ import annotations
@@ -76,17 +76,17 @@ def _cross_attention_fake(h_text, h_audio, q_text, q_audio, lengths, scale):
     batch, _, heads, dim = _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale,
                                                OP)
     contexts = [h_text.new_empty((batch, heads, dim)) for _ in range(4)]
-    lse = h_text.new_empty((2, batch, heads), dtype=_accumulation_dtype(h_text.dtype))
-    return (*contexts, lse)
+    stats = h_text.new_empty((2, batch, heads, 2), dtype=_accumulation_dtype(h_text.dtype))
+    return (*contexts, stats)
 
 
 @torch.library.register_fake(f"fastser::{BACKWARD_OP}")
 def _cross_attention_backward_fake(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text,
-                                   q_audio, lengths, c_tt, c_aa, softmax_lse, scale):
+                                   q_audio, lengths, softmax_stats, scale):
     batch, _, heads, dim = _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale,
                                                BACKWARD_OP)
     for t, name in ((grad_tt, "grad_tt"), (grad_ta, "grad_ta"), (grad_aa, "grad_aa"),
-                    (grad_at, "grad_at"), (c_tt, "c_tt"), (c_aa, "c_aa")):
+                    (grad_at, "grad_at")):
         if t is None:
             continue
         if tuple(t.shape) != (batch, heads, dim):
@@ -94,31 +94,31 @@ def _cross_attention_backward_fake(grad_tt, grad_ta, grad_aa, grad_at, h_text, h
                                       f"{[batch, heads, dim]}, got {list(t.shape)}")
         _checks.check_same_device(t, h_text, BACKWARD_OP, name, "h_text")
         _checks.check_same_dtype(t, h_text, BACKWARD_OP, name, "h_text")
-    if tuple(softmax_lse.shape) != (2, batch, heads):
-        _checks.fail(BACKWARD_OP, f"softmax_lse must have shape (2, B, H) = {[2, batch, heads]}, "
-                                  f"got {list(softmax_lse.shape)}")
-    _checks.check_same_device(softmax_lse, h_text, BACKWARD_OP, "softmax_lse", "h_text")
-    if softmax_lse.dtype != _accumulation_dtype(h_text.dtype):
-        _checks.fail(BACKWARD_OP, f"softmax_lse must be {_accumulation_dtype(h_text.dtype)} for "
-                                  f"{h_text.dtype} inputs, got {softmax_lse.dtype}")
+    if tuple(softmax_stats.shape) != (2, batch, heads, 2):
+        _checks.fail(BACKWARD_OP, f"softmax_stats must have shape (2, B, H, 2) = "
+                                  f"{[2, batch, heads, 2]}, got {list(softmax_stats.shape)}")
+    _checks.check_same_device(softmax_stats, h_text, BACKWARD_OP, "softmax_stats", "h_text")
+    if softmax_stats.dtype != _accumulation_dtype(h_text.dtype):
+        _checks.fail(BACKWARD_OP, f"softmax_stats must be {_accumulation_dtype(h_text.dtype)} "
+                                  f"for {h_text.dtype} inputs, got {softmax_stats.dtype}")
     return (h_text.new_empty(h_text.shape), h_text.new_empty(h_text.shape),
             h_text.new_empty((heads, dim)), h_text.new_empty((heads, dim)))
 
 
 def _setup_context(ctx, inputs, output):
     h_text, h_audio, q_text, q_audio, lengths, scale = inputs
-    c_tt, _, c_aa, _, softmax_lse = output
-    ctx.mark_non_differentiable(softmax_lse)
+    softmax_stats = output[4]
+    ctx.mark_non_differentiable(softmax_stats)
     ctx.set_materialize_grads(False)  # unused outputs' gradients arrive as None
-    ctx.save_for_backward(h_text, h_audio, q_text, q_audio, lengths, c_tt, c_aa, softmax_lse)
+    ctx.save_for_backward(h_text, h_audio, q_text, q_audio, lengths, softmax_stats)
     ctx.scale = scale
 
 
-def _backward(ctx, grad_tt, grad_ta, grad_aa, grad_at, _grad_lse):
-    h_text, h_audio, q_text, q_audio, lengths, c_tt, c_aa, softmax_lse = ctx.saved_tensors
+def _backward(ctx, grad_tt, grad_ta, grad_aa, grad_at, _grad_stats):
+    h_text, h_audio, q_text, q_audio, lengths, softmax_stats = ctx.saved_tensors
     grads = torch.ops.fastser.cross_attention_backward(
-        grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text, q_audio, lengths, c_tt, c_aa,
-        softmax_lse, ctx.scale)
+        grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text, q_audio, lengths,
+        softmax_stats, ctx.scale)
     return (*grads, None, None)
 
 
@@ -135,7 +135,7 @@ def _cross_attention_flop(h_text_shape, *args, **kwargs) -> int:
 @register_flop_formula(torch.ops.fastser.cross_attention_backward)
 def _cross_attention_backward_flop(grad_tt_shape, grad_ta_shape, grad_aa_shape, grad_at_shape,
                                    h_text_shape, *args, **kwargs) -> int:
-    """Per frame and head: four dot products (4·2d), two h gradients of three terms each (6·2d)
-    and two q-gradient updates (2·2d)."""
+    """Per frame and head: four dot products (4·2d), four weighted sums for dq (4·2d) and two
+    h gradients of three terms each (6·2d)."""
     batch, frames, heads, dim = h_text_shape
-    return 24 * batch * frames * heads * dim
+    return 28 * batch * frames * heads * dim

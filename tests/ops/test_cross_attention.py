@@ -56,8 +56,9 @@ def test_matches_reference_on_ragged_batches(device):
 
 
 @pytest.mark.parametrize("device", optest.devices())
-@pytest.mark.parametrize("sizes", [(3, 9, 2, 16), (2, 70, 4, 64), (1, 1, 1, 1), (2, 33, 1, 130)],
-                         ids=["d16", "d64", "all-one", "d130"])
+@pytest.mark.parametrize("sizes", [(3, 9, 2, 16), (2, 70, 4, 64), (1, 1, 1, 1), (2, 33, 1, 130),
+                                   (2, 5, 1, 1000)],
+                         ids=["d16", "d64", "all-one", "d130", "d1000"])
 def test_matches_reference_without_lengths(device, sizes):
     inputs = make_inputs(*sizes, ragged=False)
     optest.check_against_reference(fused, reference, inputs, dtype=torch.float32, device=device)
@@ -68,6 +69,24 @@ def test_loop_reference_agrees_with_reference():
     optest.check_against_reference(
         lambda *x: cross_attention_loop_reference(*x, SCALE), reference, inputs,
         dtype=torch.float64, device="cpu")
+
+
+@pytest.mark.parametrize("device", optest.devices())
+@pytest.mark.parametrize("dim", [5, 64, 129, 1000])
+def test_backward_recomputes_exactly_the_forward_weights(device, dim):
+    """With one frame, α = 1 exactly, so dh_text = g_tt and dh_audio = 0 bit for bit (the
+    backward's recomputed scores must equal the forward's), and dq = 0 up to rounding."""
+    h_text, h_audio, q_text, q_audio, _ = optest.cast_inputs(
+        make_inputs(4, 3, 2, dim, ragged=False), torch.float32, device)
+    lengths = torch.ones(4, dtype=torch.int64, device=device)
+    stats = OP(h_text, h_audio, q_text, q_audio, lengths, SCALE)[4]
+    grad = torch.randn(4, 2, dim, device=device)
+    d_text, d_audio, dq_text, dq_audio = BACKWARD_OP(grad, None, None, None, h_text, h_audio,
+                                                     q_text, q_audio, lengths, stats, SCALE)
+    assert torch.equal(d_text[:, 0], grad)
+    assert torch.count_nonzero(d_text[:, 1:]) == 0 and torch.count_nonzero(d_audio) == 0
+    torch.testing.assert_close(dq_text, torch.zeros_like(dq_text), rtol=0, atol=1e-5)
+    assert torch.count_nonzero(dq_audio) == 0
 
 
 def test_gradcheck_float64():
@@ -173,10 +192,11 @@ def test_unused_outputs_get_no_gradient_tensor():
 
 # --- PyTorch integration --------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", optest.devices())
 @pytest.mark.parametrize("ragged", [True, False], ids=["lengths", "no-lengths"])
-def test_opcheck(ragged):
+def test_opcheck(device, ragged):
     h_text, h_audio, q_text, q_audio, lengths = optest.cast_inputs(
-        make_inputs(3, 11, 2, 5, edges=(1, 4), ragged=ragged), torch.float32, "cpu",
+        make_inputs(3, 11, 2, 5, edges=(1, 4), ragged=ragged), torch.float32, device,
         requires_grad=True)
     optest.opcheck(OP.default, (h_text, h_audio, q_text, q_audio, lengths, SCALE))
 
@@ -207,7 +227,7 @@ def test_flop_counter_counts_forward_and_backward():
         forward = counter.get_total_flops()
         torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])
     assert forward == 12 * batch * frames * heads * dim
-    assert counter.get_total_flops() == forward + 24 * batch * frames * heads * dim
+    assert counter.get_total_flops() == forward + 28 * batch * frames * heads * dim
 
 
 def test_scripted_module_saved_and_run_in_a_fresh_process(tmp_path):
@@ -297,19 +317,27 @@ def test_lengths_outside_the_padded_length_are_rejected(lengths, bound):
         _call(args)
 
 
+def test_cuda_head_dimension_limit_is_a_clear_error_in_the_fake_kernel():
+    with FakeTensorMode():
+        h = torch.empty(2, 3, 1, 1025, device="cuda")
+        q = torch.empty(1, 1025, device="cuda")
+        with pytest.raises(ValueError, match=r"head dimension d of h_text must be at most 1024"):
+            OP(h, h, q, q, None, 1.0)
+
+
 def test_backward_op_checks_its_arguments():
     args = _valid()
     outputs = _call(args)
     inputs = (args["h_text"], args["h_audio"], args["q_text"], args["q_audio"], args["lengths"])
-    good = [*outputs[:4], *inputs, outputs[0], outputs[2], outputs[4], SCALE]
+    good = [*outputs[:4], *inputs, outputs[4], SCALE]
     bad_grad = list(good)
     bad_grad[1] = outputs[1][:, :1]
     with pytest.raises(ValueError, match=r"cross_attention_backward: grad_ta must have shape"):
         BACKWARD_OP(*bad_grad)
-    bad_lse = list(good)
-    bad_lse[11] = outputs[4].double()
-    with pytest.raises(ValueError, match=r"softmax_lse must be Float"):
-        BACKWARD_OP(*bad_lse)
+    bad_stats = list(good)
+    bad_stats[9] = outputs[4].double()
+    with pytest.raises(ValueError, match=r"softmax_stats must be Float"):
+        BACKWARD_OP(*bad_stats)
     with FakeTensorMode() as mode:
         fake = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in bad_grad]
         with pytest.raises(ValueError, match=r"cross_attention_backward: grad_ta must have shape"):
