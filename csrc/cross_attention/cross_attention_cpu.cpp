@@ -254,19 +254,22 @@ struct BackwardArgs {
 // Rows per head in the backward's buffer: g_tt, g_ta, g_aa, g_at, then U_text, C_text,
 // U_audio, C_audio with U = Σ α_i <g, h_i> h_i and C = Σ α_i h_i (so dq = scale·(U − Δ·C)).
 constexpr int64_t kBackwardRows = 8;
+// Per head: Δ_text, Δ_audio (the softmax-backward shifts Σ α_i <g, h_i>), then max_text,
+// 1 / sum_text, max_audio, 1 / sum_audio.
+constexpr int64_t kHeadValues = 6;
 // Per frame and head: α_text, <g_tt, h_text>, α_audio, <g_aa, h_audio>.
 constexpr int64_t kFrameValues = 4;
 
-// Backward of sequence b, heads [h_begin, h_end), in two passes: the first reads h once,
-// recomputing the weights from the saved softmax statistics and accumulating the softmax-backward shift
-// Δ = Σ α_i <g, h_i> (from the same dot products the second pass uses, so the difference
-// <g, h_i> − Δ cancels consistently), U and C; the second writes dh from per-frame scalars.
-// `buffer` holds kBackwardRows·d values per head plus two conversion rows, `shift` six values
-// per head, `frames` (L x run x kFrameValues) the per-frame scalars.
+// Backward of sequence b, heads [h_begin, h_end), in two passes.  The first reads h once: it
+// recomputes the weights from the saved softmax statistics and accumulates Δ (from the same dot
+// products the second pass uses, so that <g, h_i> − Δ cancels consistently), U and C.  The
+// second writes dh from the per-frame scalars.  `buffer` holds kBackwardRows·d values per head
+// plus two conversion rows, `head_values` kHeadValues per head, `frames` (L x run x
+// kFrameValues) the per-frame scalars.
 template <typename scalar_t>
 FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int64_t b,
                                            int64_t h_begin, int64_t h_end,
-                                           acc_t<scalar_t>* buffer, acc_t<scalar_t>* shift,
+                                           acc_t<scalar_t>* buffer, acc_t<scalar_t>* head_values,
                                            acc_t<scalar_t>* frames) {
   using acc = acc_t<scalar_t>;
   const int64_t d = p.s.dim, heads = p.s.heads, run = h_end - h_begin;
@@ -285,16 +288,16 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
     }
     std::fill(rows + 4 * d, rows + 8 * d, acc(0));
   }
-  std::fill(shift, shift + 2 * run, acc(0));  // Δ_text, Δ_audio per head
   // α_i = exp(score_i − max) / sum: exactly the forward's weights (1 / sum for the max frame),
   // which exp(score_i − log-sum-exp) would not be once scores are large.
-  acc* softmax = shift + 2 * run;  // max_text, 1 / sum_text, max_audio, 1 / sum_audio per head
   for (int64_t j = 0; j < run; ++j) {
     const int64_t bh = b * heads + h_begin + j;
+    acc* values = head_values + kHeadValues * j;
+    values[0] = values[1] = 0;
     for (int m = 0; m < 2; ++m) {
       const acc* stats = p.stats + 2 * (m * bh_count + bh);
-      softmax[4 * j + 2 * m] = stats[0];
-      softmax[4 * j + 2 * m + 1] = acc(1) / stats[1];
+      values[2 + 2 * m] = stats[0];
+      values[3 + 2 * m] = acc(1) / stats[1];
     }
   }
   const int64_t n = p.lengths == nullptr ? p.s.frames : p.lengths[b];
@@ -310,11 +313,11 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
       // The scores exactly as the forward computed them (same function, same operand order).
       const acc score_text = dot(q_text, t, d), score_audio = dot(q_audio, a, d);
       const acc g_dot_text = dot(rows, t, d), g_dot_audio = dot(rows + 2 * d, a, d);
-      const acc* sm = softmax + 4 * j;
-      const acc w_text = std::exp(score_text - sm[0]) * sm[1];
-      const acc w_audio = std::exp(score_audio - sm[2]) * sm[3];
-      shift[2 * j] += w_text * g_dot_text;
-      shift[2 * j + 1] += w_audio * g_dot_audio;
+      acc* head = head_values + kHeadValues * j;
+      const acc w_text = std::exp(score_text - head[2]) * head[3];
+      const acc w_audio = std::exp(score_audio - head[4]) * head[5];
+      head[0] += w_text * g_dot_text;
+      head[1] += w_audio * g_dot_audio;
       const acc wg_text = w_text * g_dot_text, wg_audio = w_audio * g_dot_audio;
 #pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
@@ -335,11 +338,12 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
     const int64_t out_offset = (b * p.s.frames + i) * frame_stride + h_begin * d;
     for (int64_t j = 0; j < run; ++j) {
       const acc* values = frames + (i * run + j) * kFrameValues;
+      const acc* shifts = head_values + kHeadValues * j;
       const acc w_text = values[0], w_audio = values[2];
       // Score gradients of the non-crossed terms only (sg() stops the rest); with the scaled
       // queries, ds·(scale·q) is the gradient reaching h through the score.
-      const acc ds_text = w_text * (values[1] - shift[2 * j]);
-      const acc ds_audio = w_audio * (values[3] - shift[2 * j + 1]);
+      const acc ds_text = w_text * (values[1] - shifts[0]);
+      const acc ds_audio = w_audio * (values[3] - shifts[1]);
       const acc* g_tt = buffer + kBackwardRows * j * d;
       const acc *g_ta = g_tt + d, *g_aa = g_ta + d, *g_at = g_aa + d;
       const acc* q_text = p.queries + (h_begin + j) * d;
@@ -368,9 +372,10 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
     const acc *c_text = u_text + d, *u_audio = c_text + d, *c_audio = u_audio + d;
     acc* dq_text = p.grad_q_partial + bh * d;
     acc* dq_audio = p.grad_q_partial + (bh_count + bh) * d;
+    const acc* shifts = head_values + kHeadValues * j;
     for (int64_t k = 0; k < d; ++k) {
-      dq_text[k] = p.scale * (u_text[k] - shift[2 * j] * c_text[k]);
-      dq_audio[k] = p.scale * (u_audio[k] - shift[2 * j + 1] * c_audio[k]);
+      dq_text[k] = p.scale * (u_text[k] - shifts[0] * c_text[k]);
+      dq_audio[k] = p.scale * (u_audio[k] - shifts[1] * c_audio[k]);
     }
   }
 }
@@ -382,10 +387,10 @@ void backward_kernel(const BackwardArgs<scalar_t>& args) {
   at::parallel_for(0, s.batch * s.heads, grain_size(s), [&](int64_t begin, int64_t end) {
     const int64_t max_run = std::min(s.heads, end - begin);
     std::vector<acc> buffer((kBackwardRows * max_run + 2) * s.dim);
-    std::vector<acc> shift(6 * max_run);
+    std::vector<acc> head_values(kHeadValues * max_run);
     std::vector<acc> frames(s.frames * max_run * kFrameValues);
     for_each_head_run(begin, end, s.heads, [&](int64_t b, int64_t h_begin, int64_t h_end) {
-      backward_run(args, b, h_begin, h_end, buffer.data(), shift.data(), frames.data());
+      backward_run(args, b, h_begin, h_end, buffer.data(), head_values.data(), frames.data());
     });
   });
 }
