@@ -92,15 +92,20 @@ __device__ __forceinline__ void store_row(const acc (&values)[VPT], int64_t d, i
   }
 }
 
+// x·y rounded on its own: never fused into a following addition.
+__device__ __forceinline__ float rounded_product(float x, float y) { return __fmul_rn(x, y); }
+__device__ __forceinline__ double rounded_product(double x, double y) { return __dmul_rn(x, y); }
+
 // <x, y> over the warp's row: each lane's products summed as a pairwise tree, then across the
 // lanes.  Every lane gets the same bits (the xor butterfly adds each pair in both orders), and
-// the forward and the backward compute a score with this same code, so their scores agree.
+// no multiply-add fusion depends on the surrounding code, so the forward's and the backward's
+// scores agree bit for bit.
 template <int VPT, typename acc>
 __device__ __forceinline__ acc warp_dot(const acc (&x)[VPT], const acc (&y)[VPT]) {
   acc products[VPT];
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
-    products[j] = x[j] * y[j];
+    products[j] = rounded_product(x[j], y[j]);
   }
 #pragma unroll
   for (int width = VPT / 2; width > 0; width /= 2) {
