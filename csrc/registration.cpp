@@ -4,4 +4,12 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastser, m) {
+  // cross_attention also returns softmax_stats (2, B, H, 2), each attention's max score and
+  // Σ exp(score - max), saved for the backward; grads of unused outputs may be None.
+  m.def("cross_attention(Tensor h_text, Tensor h_audio, Tensor q_text, Tensor q_audio, "
+        "Tensor? lengths, float scale) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("cross_attention_backward(Tensor? grad_tt, Tensor? grad_ta, Tensor? grad_aa, "
+        "Tensor? grad_at, Tensor h_text, Tensor h_audio, Tensor q_text, Tensor q_audio, "
+        "Tensor? lengths, Tensor softmax_stats, float scale) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <sstream>
 
 namespace fastser {
@@ -70,6 +71,10 @@ void check_lengths(const std::optional<at::Tensor>& lengths, int64_t batch, int6
   const auto [lo, hi] = host_min_max(*lengths);
   FASTSER_CHECK(lo >= 1 && hi <= max_len, op, "every entry of lengths must be in [1, ", max_len,
                 "] (the padded length), got values in [", lo, ", ", hi, "]");
+}
+
+void check_finite(double value, const char* op, const char* name) {
+  FASTSER_CHECK(std::isfinite(value), op, name, " must be finite, got ", value);
 }
 
 }  // namespace fastser

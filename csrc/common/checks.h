@@ -43,6 +43,9 @@ std::pair<int64_t, int64_t> host_min_max(const at::Tensor& t);
 void check_lengths(const std::optional<at::Tensor>& lengths, int64_t batch, int64_t max_len,
                    const at::Tensor& like, const char* op);
 
+// A scalar argument (scale, temperature, ...) is finite.
+void check_finite(double value, const char* op, const char* name);
+
 std::string shape_str(const at::Tensor& t);
 
 }  // namespace fastser

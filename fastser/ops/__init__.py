@@ -6,5 +6,6 @@ and the FLOP formula; the kernels are in csrc/<op>/.
 """
 
 from fastser.ops._library import has_kernel, library_path, registered_ops
+from fastser.ops.cross_attention import cross_attention
 
-__all__ = ["has_kernel", "library_path", "registered_ops"]
+__all__ = ["cross_attention", "has_kernel", "library_path", "registered_ops"]

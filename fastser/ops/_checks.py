@@ -8,6 +8,8 @@ lengths are checked by the kernels, which see the data.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -53,3 +55,8 @@ def check_index_vector(t: torch.Tensor, size: int, like: torch.Tensor, op: str, 
 def check_lengths(lengths: torch.Tensor | None, batch: int, like: torch.Tensor, op: str) -> None:
     if lengths is not None:
         check_index_vector(lengths, batch, like, op, "lengths")
+
+
+def check_finite(value: float, op: str, name: str) -> None:
+    if not math.isfinite(value):
+        fail(op, f"{name} must be finite, got {value}")

@@ -1,0 +1,8 @@
+"""pytest-benchmark: fused cross attention against its naive versions (same cases as
+``fastser bench --suite cross_attention``)."""
+
+SUITE = "cross_attention"
+
+
+def test_cross_attention(benchmark, bench_run):
+    bench_run(benchmark)

@@ -1,0 +1,96 @@
+#include "cross_attention/cross_attention.h"
+
+#include "common/checks.h"
+
+#include <ATen/ATen.h>
+
+namespace fastser::cross_attention {
+
+Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
+                         const at::Tensor& q_text, const at::Tensor& q_audio,
+                         const std::optional<at::Tensor>& lengths, double scale, const char* op) {
+  check_floating(h_text, op, "h_text");
+  check_floating(h_audio, op, "h_audio");
+  check_floating(q_text, op, "q_text");
+  check_floating(q_audio, op, "q_audio");
+  check_dim(h_text, 4, op, "h_text", "(B, L, H, d)");
+  check_dim(h_audio, 4, op, "h_audio", "(B, L, H, d)");
+  check_dim(q_text, 2, op, "q_text", "(H, d)");
+  check_dim(q_audio, 2, op, "q_audio", "(H, d)");
+  check_same_shape(h_audio, h_text, op, "h_audio", "h_text");
+  const Sizes sizes{h_text.size(0), h_text.size(1), h_text.size(2), h_text.size(3)};
+  for (const auto& [q, name] : {std::pair{&q_text, "q_text"}, std::pair{&q_audio, "q_audio"}}) {
+    FASTSER_CHECK(q->size(0) == sizes.heads && q->size(1) == sizes.dim, op, name,
+                  " must have shape (H, d) = (", sizes.heads, ", ", sizes.dim,
+                  ") to match h_text ", shape_str(h_text), ", got ", shape_str(*q));
+  }
+  check_same_device(h_audio, h_text, op, "h_audio", "h_text");
+  check_same_device(q_text, h_text, op, "q_text", "h_text");
+  check_same_device(q_audio, h_text, op, "q_audio", "h_text");
+  check_same_dtype(h_audio, h_text, op, "h_audio", "h_text");
+  check_same_dtype(q_text, h_text, op, "q_text", "h_text");
+  check_same_dtype(q_audio, h_text, op, "q_audio", "h_text");
+  FASTSER_CHECK(sizes.frames >= 1, op, "h_text must have at least one frame (L >= 1), got shape ",
+                shape_str(h_text));
+  if (h_text.is_cuda()) {
+    FASTSER_CHECK(sizes.dim <= kCudaMaxHeadDim, op,
+                  "the head dimension d of h_text must be at most ", kCudaMaxHeadDim,
+                  " on CUDA, got ", sizes.dim);
+  }
+  check_finite(scale, op, "scale");
+  check_lengths(lengths, sizes.batch, sizes.frames, h_text, op);
+  return sizes;
+}
+
+Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
+                          const std::optional<at::Tensor>& grad_ta,
+                          const std::optional<at::Tensor>& grad_aa,
+                          const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
+                          const at::Tensor& h_audio, const at::Tensor& q_text,
+                          const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
+                          const at::Tensor& softmax_stats, double scale) {
+  const char* op = kBackwardOp;
+  const Sizes sizes = check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, op);
+  const std::vector<int64_t> context_shape{sizes.batch, sizes.heads, sizes.dim};
+  const std::pair<const std::optional<at::Tensor>*, const char*> grads[] = {
+      {&grad_tt, "grad_tt"}, {&grad_ta, "grad_ta"}, {&grad_aa, "grad_aa"}, {&grad_at, "grad_at"}};
+  for (const auto& [grad, name] : grads) {
+    if (!grad->has_value()) {
+      continue;
+    }
+    const at::Tensor* t = &grad->value();
+    FASTSER_CHECK(t->sizes() == at::IntArrayRef(context_shape), op, name,
+                  " must have shape (B, H, d) = ", at::IntArrayRef(context_shape), ", got ",
+                  shape_str(*t));
+    check_same_device(*t, h_text, op, name, "h_text");
+    check_same_dtype(*t, h_text, op, name, "h_text");
+  }
+  const std::vector<int64_t> stats_shape{2, sizes.batch, sizes.heads, 2};
+  FASTSER_CHECK(softmax_stats.sizes() == at::IntArrayRef(stats_shape), op,
+                "softmax_stats must have shape (2, B, H, 2) = ", at::IntArrayRef(stats_shape),
+                ", got ", shape_str(softmax_stats));
+  check_same_device(softmax_stats, h_text, op, "softmax_stats", "h_text");
+  const auto stats_dtype = accumulation_dtype(h_text.scalar_type());
+  FASTSER_CHECK(softmax_stats.scalar_type() == stats_dtype, op, "softmax_stats must be ",
+                stats_dtype, " for ", h_text.scalar_type(), " inputs, got ",
+                softmax_stats.scalar_type());
+  return sizes;
+}
+
+at::ScalarType accumulation_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor unit_inner_stride(const at::Tensor& t) {
+  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale) {
+  return at::stack({q_text, q_audio}).to(accumulation_dtype(q_text.scalar_type())).mul_(scale);
+}
+
+std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+}  // namespace fastser::cross_attention
