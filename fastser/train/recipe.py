@@ -14,7 +14,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from fastser.audio.io import load_audio
+from fastser.data.corpus import Utterance
+
 Batch = dict[str, Any]
+SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -31,9 +35,17 @@ class Predictions:
 
 
 class Recipe(abc.ABC):
-    """One method: model construction, features, batches, loss and prediction."""
+    """One method: model construction, features, batches, loss and prediction.
+
+    Every recipe accepts the config key ``naive`` (default False): the same model on the
+    naive path (the reference ops instead of the fused ones, or the sequential loop instead of
+    the batched one), for the fused-vs-naive training-step comparison."""
 
     name: ClassVar[str]
+    # Recipe config and TrainConfig settings of `fastser demo`: small and fast enough to train
+    # on the synthetic corpus in about a minute on 2 CPU cores.
+    demo_config: ClassVar[dict[str, Any]] = {}
+    demo_train: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
         if len(label_names) < 2:
@@ -59,9 +71,16 @@ class Recipe(abc.ABC):
     def build_model(self) -> nn.Module:
         """A fresh model for this recipe's configuration."""
 
+    def featurize(self, utterances: Sequence[Utterance]) -> list[Any]:
+        """One training/evaluation item per utterance (features and targets), from its audio
+        file read at 16 kHz mono."""
+        return [self.item_from_audio(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+
     @abc.abstractmethod
-    def featurize(self, utterances: Sequence[Any]) -> list[Any]:
-        """One training/evaluation item per utterance (features and targets)."""
+    def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None) -> Any:
+        """One item from a 16 kHz mono waveform (N,).  ``utterance`` supplies the label, the
+        word timings and other annotations when known; without it (prediction on a new
+        recording) the item's label is -1."""
 
     @abc.abstractmethod
     def collate(self, items: Sequence[Any]) -> Batch:
@@ -74,6 +93,15 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         """Utterance (and, for segment models, segment) class probabilities."""
+
+    @abc.abstractmethod
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """A TorchScript-scriptable module mapping :meth:`export_inputs` of a batch to
+        utterance class probabilities (B, C)."""
+
+    @abc.abstractmethod
+    def export_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The positional inputs of :meth:`export_module` for a collated batch."""
 
     def fit_extra(self, train_items: Sequence[Any]) -> None:
         """Statistics taken from the training set before training (class weights, ...)."""
