@@ -149,3 +149,18 @@ def test_help_everywhere():
         proc = subprocess.run([sys.executable, "-m", "fastser", command, "--help"],
                               capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: fastser" in proc.stdout, command
+
+
+def test_recognizer_python_api(trained, corpus_dir):
+    import fastser
+
+    recognizer = fastser.Recognizer.from_checkpoint(trained / "best.pt")
+    wav = next((corpus_dir / "wav").iterdir())
+    from_path = recognizer.predict(wav)
+    import soundfile
+    samples, rate = soundfile.read(wav, dtype="float32")
+    from_array = recognizer.predict(samples, sample_rate=rate)
+    assert from_path.label == from_array.label
+    assert from_path.scores == pytest.approx(from_array.scores)
+    with pytest.raises(ValueError, match="sample_rate"):
+        recognizer.predict(samples)
