@@ -6,5 +6,6 @@ and the FLOP formula; the kernels are in csrc/<op>/.
 """
 
 from fastser.ops._library import has_kernel, library_path, registered_ops
+from fastser.ops.head_k_pooling_loss import head_k_pooling_loss
 
-__all__ = ["has_kernel", "library_path", "registered_ops"]
+__all__ = ["has_kernel", "head_k_pooling_loss", "library_path", "registered_ops"]

@@ -1,0 +1,207 @@
+// CPU kernels of head_k_pooling_loss: at::parallel_for over utterances; each utterance finds
+// its selection threshold with std::nth_element on (order key, index) pairs, then makes one
+// pass over its segments for the loss and the gradient.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/dispatch.h"
+#include "head_k_pooling_loss/head_k_pooling_loss.h"
+
+namespace fastser::head_k_pooling {
+namespace {
+
+// Row where each utterance starts: exclusive prefix sums of the (validated) lengths.
+std::vector<int64_t> row_offsets(const int64_t* lengths, int64_t batch) {
+  std::vector<int64_t> offsets(batch);
+  int64_t row = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    offsets[b] = row;
+    row += lengths[b];
+  }
+  return offsets;
+}
+
+// Utterances per parallel_for task: about 16K logits each.
+int64_t utterance_grain(int64_t elements, int64_t batch) {
+  const int64_t per_utterance = std::max<int64_t>(1, elements / std::max<int64_t>(1, batch));
+  return std::max<int64_t>(1, 16384 / per_utterance);
+}
+
+template <typename scalar_t>
+class UtteranceLoss {
+ public:
+  using acc = acc_t<scalar_t>;
+  using Key = typename OrderKey<acc>::type;
+
+  UtteranceLoss(const Config& cfg, const scalar_t* logits, acc* grad)
+      : cfg_(cfg), logits_(logits), grad_(grad),
+        grad_scale_(cfg.reduction == Reduction::kMean ? acc(1) / acc(cfg.batch) : acc(1)) {}
+
+  // Loss of the utterance of n segments starting at row `start`; writes its gradient rows.
+  acc operator()(int64_t start, int64_t n, int64_t label) {
+    const int64_t classes = cfg_.classes;
+    const scalar_t* z = logits_ + start * classes;
+    acc* grad = grad_ == nullptr ? nullptr : grad_ + start * classes;
+    const int64_t top = num_selected(n, cfg_.k);
+    const int64_t rest = n - top;
+    const int64_t negatives = num_negative_classes(classes, label, cfg_.neutral_class);
+    const bool has_negative_term = rest > 0 && negatives > 0;
+    const acc positive_count = acc(top * classes);
+    const acc negative_count = acc(has_negative_term ? rest * negatives : 1);
+    const acc weight = acc(cfg_.negative_weight);
+    const acc positive_grad = grad_scale_ / positive_count;
+    const acc negative_grad = grad_scale_ * weight / negative_count;
+    const Threshold<Key> threshold = select(z, n, label, top);
+
+    acc positive = 0;
+    acc negative = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      const scalar_t* row = z + s * classes;
+      acc* grad_row = grad == nullptr ? nullptr : grad + s * classes;
+      const bool selected = threshold.selects(order_key(acc(row[label])), s);
+      for (int64_t c = 0; c < classes; ++c) {
+        if (selected) {
+          const auto term = bce_with_logits(acc(row[c]), c == label);
+          positive += term.loss;
+          if (grad_row != nullptr) grad_row[c] = positive_grad * term.grad;
+        } else if (is_negative_class(c, label, cfg_.neutral_class)) {
+          const auto term = bce_with_logits(acc(row[c]), false);
+          negative += term.loss;
+          if (grad_row != nullptr) grad_row[c] = negative_grad * term.grad;
+        } else if (grad_row != nullptr) {
+          grad_row[c] = acc(0);
+        }
+      }
+    }
+    const acc negative_term = has_negative_term ? negative / negative_count : acc(0);
+    return positive / positive_count + weight * negative_term;
+  }
+
+ private:
+  // The top-th segment in (logit of the label class desc, index asc) order.
+  Threshold<Key> select(const scalar_t* z, int64_t n, int64_t label, int64_t top) {
+    if (top == n) {
+      return Threshold<Key>::all();
+    }
+    order_.resize(n);
+    for (int64_t s = 0; s < n; ++s) {
+      order_[s] = {order_key(acc(z[s * cfg_.classes + label])), s};
+    }
+    const auto comes_first = [](const std::pair<Key, int64_t>& a,
+                                const std::pair<Key, int64_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
+    std::nth_element(order_.begin(), order_.begin() + (top - 1), order_.end(), comes_first);
+    return {order_[top - 1].first, order_[top - 1].second};
+  }
+
+  const Config& cfg_;
+  const scalar_t* logits_;
+  acc* grad_;
+  acc grad_scale_;
+  std::vector<std::pair<Key, int64_t>> order_;  // scratch, reused across utterances
+};
+
+// (B,) per-utterance losses -> the reduced loss in `dtype` (sums in float64, in index order).
+at::Tensor reduce_losses(const at::Tensor& losses, Reduction reduction, at::ScalarType dtype) {
+  if (reduction == Reduction::kNone) {
+    return losses.to(dtype);
+  }
+  const auto as_double = losses.to(at::kDouble);
+  const double* values = as_double.data_ptr<double>();
+  double total = 0.0;
+  for (int64_t b = 0; b < losses.numel(); ++b) {
+    total += values[b];
+  }
+  if (reduction == Reduction::kMean) {
+    total /= static_cast<double>(losses.numel());
+  }
+  return at::full({}, total, losses.options().dtype(dtype));
+}
+
+std::tuple<at::Tensor, at::Tensor> head_k_pooling_loss_cpu(
+    const at::Tensor& logits_in, const at::Tensor& lengths_in, const at::Tensor& labels_in,
+    double k, std::optional<int64_t> neutral_class, double negative_weight,
+    c10::string_view reduction, bool compute_grad) {
+  const Config cfg = check_forward(logits_in, lengths_in, labels_in, k, neutral_class,
+                                   negative_weight, std::string(reduction));
+  const auto logits = logits_in.contiguous();
+  const auto lengths = lengths_in.contiguous();
+  const auto labels = labels_in.contiguous();
+  const auto acc_options = logits.options().dtype(at::toOpMathType(logits.scalar_type()));
+  auto losses = at::empty({cfg.batch}, acc_options);
+  auto grad = compute_grad ? at::empty({cfg.segments, cfg.classes}, acc_options)
+                           : at::empty({0}, acc_options);
+
+  FASTSER_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "head_k_pooling_loss_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    const scalar_t* z = logits.const_data_ptr<scalar_t>();
+    const int64_t* n = lengths.const_data_ptr<int64_t>();
+    const int64_t* y = labels.const_data_ptr<int64_t>();
+    acc* out = losses.mutable_data_ptr<acc>();
+    acc* g = compute_grad ? grad.mutable_data_ptr<acc>() : nullptr;
+    const auto offsets = row_offsets(n, cfg.batch);
+    at::parallel_for(0, cfg.batch, utterance_grain(logits.numel(), cfg.batch),
+                     [&](int64_t begin, int64_t end) {
+                       UtteranceLoss<scalar_t> utterance_loss(cfg, z, g);
+                       for (int64_t b = begin; b < end; ++b) {
+                         out[b] = utterance_loss(offsets[b], n[b], y[b]);
+                       }
+                     });
+  });
+  return {reduce_losses(losses, cfg.reduction, logits.scalar_type()), grad};
+}
+
+at::Tensor head_k_pooling_loss_backward_cpu(const at::Tensor& grad_loss_in,
+                                            const at::Tensor& grad_logits_in,
+                                            const at::Tensor& lengths_in,
+                                            c10::string_view reduction) {
+  const Reduction parsed =
+      check_backward(grad_loss_in, grad_logits_in, lengths_in, std::string(reduction));
+  const auto grad_loss = grad_loss_in.contiguous();
+  const auto grad_logits = grad_logits_in.contiguous();
+  auto out = at::empty(grad_logits.sizes(), grad_logits.options().dtype(grad_loss.scalar_type()));
+  const int64_t classes = grad_logits.size(1);
+
+  FASTSER_DISPATCH_FLOATING_TYPES(grad_loss.scalar_type(), "head_k_pooling_loss_backward_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    const scalar_t* upstream = grad_loss.const_data_ptr<scalar_t>();
+    const acc* g = grad_logits.const_data_ptr<acc>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (parsed != Reduction::kNone) {
+      const acc scale = acc(upstream[0]);
+      at::parallel_for(0, out.numel(), 32768, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) o[i] = scalar_t(g[i] * scale);
+      });
+      return;
+    }
+    const auto lengths = lengths_in.contiguous();
+    const int64_t* n = lengths.const_data_ptr<int64_t>();
+    const int64_t batch = lengths.numel();
+    const auto offsets = row_offsets(n, batch);
+    at::parallel_for(0, batch, utterance_grain(out.numel(), batch), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const acc scale = acc(upstream[b]);
+        const int64_t first = offsets[b] * classes;
+        const int64_t last = first + n[b] * classes;
+        for (int64_t i = first; i < last; ++i) o[i] = scalar_t(g[i] * scale);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace fastser::head_k_pooling
+
+TORCH_LIBRARY_IMPL(fastser, CPU, m) {
+  m.impl("head_k_pooling_loss", &fastser::head_k_pooling::head_k_pooling_loss_cpu);
+  m.impl("head_k_pooling_loss_backward",
+         &fastser::head_k_pooling::head_k_pooling_loss_backward_cpu);
+}
