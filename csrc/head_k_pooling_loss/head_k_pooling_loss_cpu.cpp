@@ -1,6 +1,6 @@
 // CPU kernels of head_k_pooling_loss: at::parallel_for over utterances; each utterance finds
-// its selection threshold with std::nth_element on (order key, index) pairs, then makes one
-// pass over its segments for the loss and the gradient.
+// its selection threshold with std::nth_element on (order key, index) pairs, marks what each
+// of its logits contributes, then computes every BCE term and gradient four at a time.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/dispatch.h"
+#include "head_k_pooling_loss/bce_vec_cpu.h"
 #include "head_k_pooling_loss/head_k_pooling_loss.h"
 
 namespace fastser::head_k_pooling {
@@ -33,6 +34,58 @@ int64_t utterance_grain(int64_t elements, int64_t batch) {
   return std::max<int64_t>(1, 16384 / per_utterance);
 }
 
+// What a logit contributes to its utterance's loss.
+constexpr int32_t kUnused = 0;
+constexpr int32_t kPositive = 1;        // selected segment, target 0
+constexpr int32_t kPositiveTarget = 2;  // selected segment, label class (target 1)
+constexpr int32_t kNegative = 3;        // unselected segment, eligible negative class
+
+template <typename T>
+struct TermSums {
+  T positive;
+  T negative;
+};
+
+// Sums the BCE terms of `count` logits (a multiple of vec::kWidth) by kind and writes their
+// gradients: positive_grad or negative_grad times d BCE / dz, 0 for unused logits.
+TermSums<float> accumulate_terms(const float* z, const int32_t* kind, int64_t count,
+                                 float positive_grad, float negative_grad, float* grad) {
+  vec::Float4 positive{};
+  vec::Float4 negative{};
+  for (int64_t j = 0; j < count; j += vec::kWidth) {
+    const vec::Int4 k = vec::load(kind + j);
+    const vec::Int4 is_target = k == kPositiveTarget;
+    const vec::Int4 is_positive = (k == kPositive) | is_target;
+    const vec::Int4 is_negative = k == kNegative;
+    const vec::Bce4 term = vec::bce_with_logits(vec::load(z + j), is_target);
+    positive += vec::select(is_positive, term.loss, vec::Float4{});
+    negative += vec::select(is_negative, term.loss, vec::Float4{});
+    vec::store(grad + j, vec::select(is_positive, term.grad * positive_grad,
+                                     vec::select(is_negative, term.grad * negative_grad,
+                                                 vec::Float4{})));
+  }
+  return {vec::horizontal_sum(positive), vec::horizontal_sum(negative)};
+}
+
+// float64 (gradcheck) version, one logit at a time.
+TermSums<double> accumulate_terms(const double* z, const int32_t* kind, int64_t count,
+                                  double positive_grad, double negative_grad, double* grad) {
+  TermSums<double> sums{0.0, 0.0};
+  for (int64_t j = 0; j < count; ++j) {
+    const auto term = bce_with_logits(z[j], kind[j] == kPositiveTarget);
+    if (kind[j] == kPositive || kind[j] == kPositiveTarget) {
+      sums.positive += term.loss;
+      grad[j] = positive_grad * term.grad;
+    } else if (kind[j] == kNegative) {
+      sums.negative += term.loss;
+      grad[j] = negative_grad * term.grad;
+    } else {
+      grad[j] = 0.0;
+    }
+  }
+  return sums;
+}
+
 template <typename scalar_t>
 class UtteranceLoss {
  public:
@@ -47,7 +100,6 @@ class UtteranceLoss {
   acc operator()(int64_t start, int64_t n, int64_t label) {
     const int64_t classes = cfg_.classes;
     const scalar_t* z = logits_ + start * classes;
-    acc* grad = grad_ == nullptr ? nullptr : grad_ + start * classes;
     const int64_t top = num_selected(n, cfg_.k);
     const int64_t rest = n - top;
     const int64_t negatives = num_negative_classes(classes, label, cfg_.neutral_class);
@@ -55,32 +107,34 @@ class UtteranceLoss {
     const acc positive_count = acc(top * classes);
     const acc negative_count = acc(has_negative_term ? rest * negatives : 1);
     const acc weight = acc(cfg_.negative_weight);
-    const acc positive_grad = grad_scale_ / positive_count;
-    const acc negative_grad = grad_scale_ * weight / negative_count;
-    const Threshold<Key> threshold = select(z, n, label, top);
 
-    acc positive = 0;
-    acc negative = 0;
+    const int64_t count = n * classes;
+    const int64_t padded = (count + vec::kWidth - 1) / vec::kWidth * vec::kWidth;
+    values_.assign(padded, acc(0));
+    kinds_.assign(padded, kUnused);
+    grads_.resize(padded);
+    const Threshold<Key> threshold = select(z, n, label, top);
     for (int64_t s = 0; s < n; ++s) {
       const scalar_t* row = z + s * classes;
-      acc* grad_row = grad == nullptr ? nullptr : grad + s * classes;
       const bool selected = threshold.selects(order_key(acc(row[label])), s);
       for (int64_t c = 0; c < classes; ++c) {
+        const int64_t j = s * classes + c;
+        values_[j] = acc(row[c]);
         if (selected) {
-          const auto term = bce_with_logits(acc(row[c]), c == label);
-          positive += term.loss;
-          if (grad_row != nullptr) grad_row[c] = positive_grad * term.grad;
+          kinds_[j] = c == label ? kPositiveTarget : kPositive;
         } else if (is_negative_class(c, label, cfg_.neutral_class)) {
-          const auto term = bce_with_logits(acc(row[c]), false);
-          negative += term.loss;
-          if (grad_row != nullptr) grad_row[c] = negative_grad * term.grad;
-        } else if (grad_row != nullptr) {
-          grad_row[c] = acc(0);
+          kinds_[j] = kNegative;
         }
       }
     }
-    const acc negative_term = has_negative_term ? negative / negative_count : acc(0);
-    return positive / positive_count + weight * negative_term;
+    const auto sums = accumulate_terms(values_.data(), kinds_.data(), padded,
+                                       grad_scale_ / positive_count,
+                                       grad_scale_ * weight / negative_count, grads_.data());
+    if (grad_ != nullptr) {
+      std::copy(grads_.begin(), grads_.begin() + count, grad_ + start * classes);
+    }
+    const acc negative_term = has_negative_term ? sums.negative / negative_count : acc(0);
+    return sums.positive / positive_count + weight * negative_term;
   }
 
  private:
@@ -105,7 +159,11 @@ class UtteranceLoss {
   const scalar_t* logits_;
   acc* grad_;
   acc grad_scale_;
-  std::vector<std::pair<Key, int64_t>> order_;  // scratch, reused across utterances
+  // Scratch, reused across the utterances of one task.
+  std::vector<std::pair<Key, int64_t>> order_;
+  std::vector<acc> values_;
+  std::vector<int32_t> kinds_;
+  std::vector<acc> grads_;
 };
 
 // (B,) per-utterance losses -> the reduced loss in `dtype` (sums in float64, in index order).

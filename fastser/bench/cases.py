@@ -9,7 +9,9 @@ from typing import Any, Callable
 import torch
 
 # suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
-SUITES: dict[str, str] = {}
+SUITES: dict[str, str] = {
+    "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
+}
 
 
 @dataclass

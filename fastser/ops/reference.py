@@ -35,9 +35,10 @@ def head_k_pooling_loss_reference(logits: torch.Tensor, lengths: torch.Tensor,
     utterance's segments by the label-class logit with a stable descending sort (ties: lower
     index first; NaN first, as torch.sort does), mask, and average BCE terms."""
     batch, classes = lengths.numel(), logits.shape[1]
-    padded = torch.nn.utils.rnn.pad_sequence(logits.split(lengths.tolist()), batch_first=True)
-    n_max = padded.shape[1]
+    n_max = int(lengths.max())
     valid = torch.arange(n_max, device=logits.device)[None, :] < lengths[:, None]  # (B, Nmax)
+    padded = logits.new_zeros(batch, n_max, classes)
+    padded[valid] = logits  # (B, Nmax, C); pad_sequence's backward is quadratic in B
     top = torch.ceil(lengths.double() * k - 1e-6).long().clamp(min=1)
     top = torch.minimum(top, lengths)                                                 # K, (B,)
 
