@@ -6,7 +6,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -46,23 +48,35 @@ struct TermSums {
   T negative;
 };
 
-// Sums the BCE terms of `count` logits (a multiple of vec::kWidth) by kind and writes their
+// Sums the BCE terms of `count` logits by kind and, when grad is not null, writes their
 // gradients: positive_grad or negative_grad times d BCE / dz, 0 for unused logits.
 TermSums<float> accumulate_terms(const float* z, const int32_t* kind, int64_t count,
                                  float positive_grad, float negative_grad, float* grad) {
   vec::Float4 positive{};
   vec::Float4 negative{};
-  for (int64_t j = 0; j < count; j += vec::kWidth) {
-    const vec::Int4 k = vec::load(kind + j);
+  const auto block = [&](vec::Float4 values, vec::Int4 k) {
     const vec::Int4 is_target = k == kPositiveTarget;
     const vec::Int4 is_positive = (k == kPositive) | is_target;
     const vec::Int4 is_negative = k == kNegative;
-    const vec::Bce4 term = vec::bce_with_logits(vec::load(z + j), is_target);
+    const vec::Bce4 term = vec::bce_with_logits(values, is_target);
     positive += vec::select(is_positive, term.loss, vec::Float4{});
     negative += vec::select(is_negative, term.loss, vec::Float4{});
-    vec::store(grad + j, vec::select(is_positive, term.grad * positive_grad,
-                                     vec::select(is_negative, term.grad * negative_grad,
-                                                 vec::Float4{})));
+    return vec::select(is_positive, term.grad * positive_grad,
+                       vec::select(is_negative, term.grad * negative_grad, vec::Float4{}));
+  };
+  int64_t j = 0;
+  for (; j + vec::kWidth <= count; j += vec::kWidth) {
+    const vec::Float4 g = block(vec::load(z + j), vec::load(kind + j));
+    if (grad != nullptr) vec::store(grad + j, g);
+  }
+  if (j < count) {  // the last, partial block through zero-padded copies (kind kUnused)
+    float values[vec::kWidth] = {};
+    int32_t kinds[vec::kWidth] = {};
+    float grads[vec::kWidth];
+    std::copy(z + j, z + count, values);
+    std::copy(kind + j, kind + count, kinds);
+    vec::store(grads, block(vec::load(values), vec::load(kinds)));
+    if (grad != nullptr) std::copy(grads, grads + (count - j), grad + j);
   }
   return {vec::horizontal_sum(positive), vec::horizontal_sum(negative)};
 }
@@ -73,15 +87,15 @@ TermSums<double> accumulate_terms(const double* z, const int32_t* kind, int64_t 
   TermSums<double> sums{0.0, 0.0};
   for (int64_t j = 0; j < count; ++j) {
     const auto term = bce_with_logits(z[j], kind[j] == kPositiveTarget);
+    double g = 0.0;
     if (kind[j] == kPositive || kind[j] == kPositiveTarget) {
       sums.positive += term.loss;
-      grad[j] = positive_grad * term.grad;
+      g = positive_grad * term.grad;
     } else if (kind[j] == kNegative) {
       sums.negative += term.loss;
-      grad[j] = negative_grad * term.grad;
-    } else {
-      grad[j] = 0.0;
+      g = negative_grad * term.grad;
     }
+    if (grad != nullptr) grad[j] = g;
   }
   return sums;
 }
@@ -91,6 +105,11 @@ class UtteranceLoss {
  public:
   using acc = acc_t<scalar_t>;
   using Key = typename OrderKey<acc>::type;
+  // A segment's place in selection order as one unsigned integer (larger: earlier): its order
+  // key above the complement of its index.
+  using Rank = unsigned __int128;
+  static constexpr int kIndexBits = 64;
+  static constexpr Rank kIndexMask = ~uint64_t(0);
 
   UtteranceLoss(const Config& cfg, const scalar_t* logits, acc* grad)
       : cfg_(cfg), logits_(logits), grad_(grad),
@@ -99,6 +118,7 @@ class UtteranceLoss {
   // Loss of the utterance of n segments starting at row `start`; writes its gradient rows.
   acc operator()(int64_t start, int64_t n, int64_t label) {
     const int64_t classes = cfg_.classes;
+    const int64_t count = n * classes;
     const scalar_t* z = logits_ + start * classes;
     const int64_t top = num_selected(n, cfg_.k);
     const int64_t rest = n - top;
@@ -108,31 +128,24 @@ class UtteranceLoss {
     const acc negative_count = acc(has_negative_term ? rest * negatives : 1);
     const acc weight = acc(cfg_.negative_weight);
 
-    const int64_t count = n * classes;
-    const int64_t padded = (count + vec::kWidth - 1) / vec::kWidth * vec::kWidth;
-    values_.assign(padded, acc(0));
-    kinds_.assign(padded, kUnused);
-    grads_.resize(padded);
+    // The kinds of a selected row, then of an unselected one; then of every row.
+    row_kinds_.resize(2 * classes);
+    for (int64_t c = 0; c < classes; ++c) {
+      row_kinds_[c] = c == label ? kPositiveTarget : kPositive;
+      row_kinds_[classes + c] =
+          is_negative_class(c, label, cfg_.neutral_class) ? kNegative : kUnused;
+    }
+    kinds_.resize(count);
     const Threshold<Key> threshold = select(z, n, label, top);
     for (int64_t s = 0; s < n; ++s) {
-      const scalar_t* row = z + s * classes;
-      const bool selected = threshold.selects(order_key(acc(row[label])), s);
-      for (int64_t c = 0; c < classes; ++c) {
-        const int64_t j = s * classes + c;
-        values_[j] = acc(row[c]);
-        if (selected) {
-          kinds_[j] = c == label ? kPositiveTarget : kPositive;
-        } else if (is_negative_class(c, label, cfg_.neutral_class)) {
-          kinds_[j] = kNegative;
-        }
-      }
+      const bool selected = threshold.selects(order_key(acc(z[s * classes + label])), s);
+      const int32_t* row = row_kinds_.data() + (selected ? 0 : classes);
+      std::copy(row, row + classes, kinds_.data() + s * classes);
     }
-    const auto sums = accumulate_terms(values_.data(), kinds_.data(), padded,
-                                       grad_scale_ / positive_count,
-                                       grad_scale_ * weight / negative_count, grads_.data());
-    if (grad_ != nullptr) {
-      std::copy(grads_.begin(), grads_.begin() + count, grad_ + start * classes);
-    }
+    const auto sums = accumulate_terms(
+        as_acc(z, count), kinds_.data(), count, grad_scale_ / positive_count,
+        grad_scale_ * weight / negative_count,
+        grad_ == nullptr ? nullptr : grad_ + start * classes);
     const acc negative_term = has_negative_term ? sums.negative / negative_count : acc(0);
     return sums.positive / positive_count + weight * negative_term;
   }
@@ -145,14 +158,23 @@ class UtteranceLoss {
     }
     order_.resize(n);
     for (int64_t s = 0; s < n; ++s) {
-      order_[s] = {order_key(acc(z[s * cfg_.classes + label])), s};
+      order_[s] = (Rank(order_key(acc(z[s * cfg_.classes + label]))) << kIndexBits) |
+                  Rank(kIndexMask - s);
     }
-    const auto comes_first = [](const std::pair<Key, int64_t>& a,
-                                const std::pair<Key, int64_t>& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    };
-    std::nth_element(order_.begin(), order_.begin() + (top - 1), order_.end(), comes_first);
-    return {order_[top - 1].first, order_[top - 1].second};
+    std::nth_element(order_.begin(), order_.begin() + (top - 1), order_.end(), std::greater<>());
+    const Rank kth = order_[top - 1];
+    return {Key(kth >> kIndexBits), int64_t(kIndexMask - (kth & kIndexMask))};
+  }
+
+  // The utterance's logits in the accumulation type (float16/bfloat16 converted to scratch).
+  const acc* as_acc(const scalar_t* z, int64_t count) {
+    if constexpr (std::is_same_v<scalar_t, acc>) {
+      return z;
+    } else {
+      values_.resize(count);
+      std::transform(z, z + count, values_.begin(), [](scalar_t v) { return acc(v); });
+      return values_.data();
+    }
   }
 
   const Config& cfg_;
@@ -160,10 +182,10 @@ class UtteranceLoss {
   acc* grad_;
   acc grad_scale_;
   // Scratch, reused across the utterances of one task.
-  std::vector<std::pair<Key, int64_t>> order_;
-  std::vector<acc> values_;
+  std::vector<Rank> order_;  // ranks of the label-class column
+  std::vector<int32_t> row_kinds_;
   std::vector<int32_t> kinds_;
-  std::vector<acc> grads_;
+  std::vector<acc> values_;
 };
 
 // (B,) per-utterance losses -> the reduced loss in `dtype` (sums in float64, in index order).
