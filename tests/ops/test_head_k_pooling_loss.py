@@ -1,6 +1,7 @@
 """fastser.ops.head_k_pooling_loss (ARCHITECTURE.md 3.3) against the vectorised and loop
 references, float64, the contract's selection rule and zero-gradient rule, NaN semantics, and
-the custom-op machinery (opcheck, gradcheck, torch.compile, TorchScript, fake kernels)."""
+the custom-op machinery (opcheck, gradcheck, torch.compile, fake kernels).  The module and
+TorchScript: tests/losses/test_head_k_pooling.py."""
 
 import math
 
@@ -11,7 +12,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import optest
-from fastser.losses import HeadKPoolingLoss
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.head_k_pooling_loss import BACKWARD_FLOPS_PER_LOGIT, FORWARD_FLOPS_PER_LOGIT
 from fastser.ops.reference import head_k_pooling_loss_loop, head_k_pooling_loss_reference
@@ -327,32 +327,6 @@ def test_no_gradient_without_compute_grad():
     assert grad.numel() == 0
     with pytest.raises(RuntimeError, match="compute_grad=False"):
         loss.backward()
-
-
-# --- the module and TorchScript -------------------------------------------------------------
-
-def test_module_matches_function_and_scripts(tmp_path):
-    logits, lengths, labels = make_batch(seed=12)
-    logits = logits.float()
-    module = HeadKPoolingLoss(k=0.5, neutral_class=NEUTRAL, negative_weight=0.5, reduction="none")
-    torch.testing.assert_close(module(logits, lengths, labels), head_k_pooling_loss(
-        logits, lengths, labels, k=0.5, neutral_class=NEUTRAL, negative_weight=0.5,
-        reduction="none"))
-    path = tmp_path / "head_k_pooling_loss.pt"
-    loaded = optest.script_roundtrip(module, (logits, lengths, labels), path)
-    x = logits.clone().requires_grad_()
-    loaded(x, lengths, labels).sum().backward()  # autograd through the reloaded module
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    optest.check_scripted_in_fresh_process(path, (logits, lengths, labels),
-                                           module(logits, lengths, labels), tmp_path)
-
-
-def test_module_rejects_bad_hyperparameters():
-    for kwargs, name in [(dict(k=0.0), "k"), (dict(k=1.5), "k"), (dict(reduction="avg"), "reduction"),
-                         (dict(negative_weight=math.inf), "negative_weight"),
-                         (dict(neutral_class=-1), "neutral_class")]:
-        with pytest.raises(ValueError, match=f"head_k_pooling_loss: {name}"):
-            HeadKPoolingLoss(**kwargs)
 
 
 # --- bad input ------------------------------------------------------------------------------
