@@ -61,18 +61,20 @@ struct ColumnKeys {
     return chunk < kCachedChunks ? key : (s < n ? read(s) : Key(0));
   }
 
-  // How many segments of the utterance have (key & mask) == value; the same on every lane.
+  // How many segments of the utterance have (key & mask) == value; the same on every lane
+  // (one ballot per chunk of 32 segments, no shuffle reduction).
   __device__ int64_t count_matching(Key mask, Key value) const {
     int64_t count = 0;
 #pragma unroll
     for (int r = 0; r < kCachedChunks; ++r) {
       const int64_t s = lane + int64_t(r) * kWarpSize;
-      count += (s < n && (cached[r] & mask) == value) ? 1 : 0;
+      count += __popc(__ballot_sync(kFullMask, s < n && (cached[r] & mask) == value));
     }
-    for (int64_t s = lane + int64_t(kCachedChunks) * kWarpSize; s < n; s += kWarpSize) {
-      count += ((read(s) & mask) == value) ? 1 : 0;
+    for (int64_t chunk = kCachedChunks; chunk * kWarpSize < n; ++chunk) {
+      const int64_t s = chunk * kWarpSize + lane;
+      count += __popc(__ballot_sync(kFullMask, s < n && (read(s) & mask) == value));
     }
-    return cuda::warp_sum(count);
+    return count;
   }
 };
 
