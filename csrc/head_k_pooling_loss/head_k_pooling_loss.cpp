@@ -2,10 +2,12 @@
 #include "head_k_pooling_loss/head_k_pooling_loss.h"
 
 #include <ATen/ATen.h>
-
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "common/checks.h"
 

@@ -1,6 +1,6 @@
 // CPU kernels of head_k_pooling_loss: at::parallel_for over utterances; each utterance finds
-// its selection threshold with std::nth_element on (order key, index) pairs, marks what each
-// of its logits contributes, then computes every BCE term and gradient four at a time.
+// its selection threshold with std::nth_element on packed (order key, index) ranks, marks what
+// each of its logits contributes, then computes its BCE terms and gradients four at a time.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -9,7 +9,6 @@
 #include <functional>
 #include <string>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "common/dispatch.h"
