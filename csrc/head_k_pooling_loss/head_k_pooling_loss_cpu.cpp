@@ -248,7 +248,8 @@ at::Tensor head_k_pooling_loss_backward_cpu(const at::Tensor& grad_loss_in,
   auto out = at::empty(grad_logits.sizes(), grad_logits.options().dtype(grad_loss.scalar_type()));
   const int64_t classes = grad_logits.size(1);
 
-  FASTSER_DISPATCH_FLOATING_TYPES(grad_loss.scalar_type(), "head_k_pooling_loss_backward_cpu", [&] {
+  const auto dtype = grad_loss.scalar_type();
+  FASTSER_DISPATCH_FLOATING_TYPES(dtype, "head_k_pooling_loss_backward_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const scalar_t* upstream = grad_loss.const_data_ptr<scalar_t>();
     const acc* g = grad_logits.const_data_ptr<acc>();
@@ -264,7 +265,8 @@ at::Tensor head_k_pooling_loss_backward_cpu(const at::Tensor& grad_loss_in,
     const int64_t* n = lengths.const_data_ptr<int64_t>();
     const int64_t batch = lengths.numel();
     const auto offsets = row_offsets(n, batch);
-    at::parallel_for(0, batch, utterance_grain(out.numel(), batch), [&](int64_t begin, int64_t end) {
+    const int64_t grain = utterance_grain(out.numel(), batch);
+    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const acc scale = acc(upstream[b]);
         const int64_t first = offsets[b] * classes;

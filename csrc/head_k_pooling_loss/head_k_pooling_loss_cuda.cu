@@ -302,7 +302,8 @@ at::Tensor head_k_pooling_loss_backward_cuda(const at::Tensor& grad_loss_in,
   const auto ends = parsed == Reduction::kNone ? at::cumsum(lengths_in, 0) : at::Tensor();
   const int64_t blocks = std::min<int64_t>(ceil_div(total, kThreads), 4096);
 
-  FASTSER_DISPATCH_FLOATING_TYPES(grad_loss.scalar_type(), "head_k_pooling_loss_backward_cuda", [&] {
+  const auto dtype = grad_loss.scalar_type();
+  FASTSER_DISPATCH_FLOATING_TYPES(dtype, "head_k_pooling_loss_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     scale_gradient_kernel<scalar_t><<<blocks, kThreads, 0, cuda::current_stream()>>>(
         grad_logits.const_data_ptr<acc>(), grad_loss.const_data_ptr<scalar_t>(),

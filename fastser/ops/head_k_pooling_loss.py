@@ -63,7 +63,8 @@ def _check_lengths_meta(lengths: torch.Tensor, like: torch.Tensor, op: str) -> i
                      f"{list(lengths.shape)}")
     batch = lengths.shape[0]
     if batch < 1:
-        _checks.fail(op, f"lengths must hold at least one utterance, got shape {list(lengths.shape)}")
+        _checks.fail(op, "lengths must hold at least one utterance, got shape "
+                     f"{list(lengths.shape)}")
     _checks.check_index_vector(lengths, batch, like, op, "lengths")
     return batch
 
@@ -80,11 +81,13 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_forward_meta(logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
                        k: float, neutral_class: int | None, negative_weight: float,
                        reduction: str) -> None:
-    _checks.check_dim(logits, 2, OP, "logits", "(S, C): the segments of every utterance back to back")
+    _checks.check_dim(logits, 2, OP, "logits",
+                      "(S, C): the segments of every utterance back to back")
     _checks.check_floating(logits, OP, "logits")
     classes = logits.shape[1]
     if classes < 1:
-        _checks.fail(OP, f"logits must have at least one class column, got shape {list(logits.shape)}")
+        _checks.fail(OP, "logits must have at least one class column, got shape "
+                     f"{list(logits.shape)}")
     batch = _check_lengths_meta(lengths, logits, OP)
     _checks.check_index_vector(labels, batch, logits, OP, "labels")
     check_hyperparameters(k, neutral_class, negative_weight, reduction, classes)

@@ -87,7 +87,8 @@ def head_k_pooling_loss_loop(logits: torch.Tensor, lengths: torch.Tensor, labels
             neutral_class is None or label == neutral_class or c != neutral_class)]
         if len(rest) > 0 and negatives:
             rest_logits = z[rest][:, negatives]
-            negative = F.binary_cross_entropy_with_logits(rest_logits, torch.zeros_like(rest_logits))
+            zeros = torch.zeros_like(rest_logits)
+            negative = F.binary_cross_entropy_with_logits(rest_logits, zeros)
             loss = loss + negative_weight * negative
         losses.append(loss)
     return _reduce(torch.stack(losses), reduction)

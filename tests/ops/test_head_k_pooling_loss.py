@@ -64,7 +64,8 @@ def kernel_selection(logits, lengths, labels, k, device="cpu"):
     x = logits.to(device).requires_grad_()
     head_k_pooling_loss(x, lengths.to(device), labels.to(device), k=k, reduction="sum").backward()
     label_grad = x.grad.cpu()[torch.arange(len(x)), labels.repeat_interleave(lengths)]
-    return [set(torch.nonzero(part).flatten().tolist()) for part in label_grad.split(lengths.tolist())]
+    parts = label_grad.split(lengths.tolist())
+    return [set(torch.nonzero(part).flatten().tolist()) for part in parts]
 
 
 # --- values and gradients -------------------------------------------------------------------
@@ -145,7 +146,8 @@ def test_k_one_is_the_mean_of_one_vs_rest_bce(device):
 ])
 def test_number_of_selected_segments(n, k, top):
     # Distinct label-class logits: the kernel's selection is exactly the top-K of the column.
-    logits = torch.randn(n, CLASSES, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    gen = torch.Generator().manual_seed(n)
+    logits = torch.randn(n, CLASSES, dtype=torch.float64, generator=gen)
     selected, = kernel_selection(logits, torch.tensor([n]), torch.tensor([1]), k)
     assert len(selected) == top
     assert selected == expected_selection(logits[:, 1].tolist(), k)
@@ -272,7 +274,8 @@ def test_opcheck(device, reduction):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gradcheck_float64(reduction):
     logits, lengths, labels = make_batch(lengths=(1, 2, 3, 10, 9), seed=8)
-    logits = torch.randn(logits.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(logits.shape, dtype=torch.float64, generator=gen)  # no ties
     optest.gradcheck64(
         lambda x: head_k_pooling_loss(x, lengths, labels, k=0.5, neutral_class=NEUTRAL,
                                       negative_weight=0.7, reduction=reduction), (logits,))
@@ -375,13 +378,17 @@ def test_bad_metadata_raises_eagerly_and_in_the_fake_kernel(changes, message):
             _call(changes, fake)
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(lengths=torch.tensor([1, 2, 3, 10, 97, 4, 7, 0])[1:].roll(1)), "every entry of lengths must be >= 1"),
-    (dict(lengths=torch.tensor([1, 2, 3, 10, 96, 4, 7])), "lengths must sum to the number of rows"),
-    (dict(lengths=torch.tensor([1, 2, 3, 10, 97, 4, 8])), "lengths must sum to the number of rows"),
-    (dict(lengths=torch.tensor([1, 2, 3, 10, 2**62, 4, 7])), "lengths must sum to the number of rows"),
-    (dict(labels=torch.tensor([0, 1, 2, 3, 4, 5, 0])), r"every entry of labels must be in \[0, 5\)"),
-    (dict(labels=torch.tensor([0, 1, -1, 3, 4, 2, 0])), r"every entry of labels must be in \[0, 5\)"),
+SUM_MISMATCH = "lengths must sum to the number of rows"
+LABEL_RANGE = r"every entry of labels must be in \[0, 5\)"
+
+
+@pytest.mark.parametrize("changes, message", [  # make_batch(): lengths (1, 2, 3, 10, 97, 4, 7)
+    (dict(lengths=torch.tensor([0, 2, 3, 10, 98, 4, 7])), "every entry of lengths must be >= 1"),
+    (dict(lengths=torch.tensor([1, 2, 3, 10, 96, 4, 7])), SUM_MISMATCH),
+    (dict(lengths=torch.tensor([1, 2, 3, 10, 97, 4, 8])), SUM_MISMATCH),
+    (dict(lengths=torch.tensor([1, 2, 3, 10, 2**62, 4, 7])), SUM_MISMATCH),
+    (dict(labels=torch.tensor([0, 1, 2, 3, 4, 5, 0])), LABEL_RANGE),
+    (dict(labels=torch.tensor([0, 1, -1, 3, 4, 2, 0])), LABEL_RANGE),
 ])
 def test_bad_values_raise(changes, message):
     with pytest.raises(ValueError, match=f"fastser.head_k_pooling_loss: {message}"):
