@@ -1,11 +1,12 @@
 // CPU kernels of head_k_pooling_loss: at::parallel_for over utterances; each utterance finds
-// its selection threshold with std::nth_element on packed (order key, index) ranks, marks what
+// its selection threshold by a quickselect on packed (order key, index) ranks, marks what
 // each of its logits contributes, then computes its BCE terms and gradients four at a time.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -33,6 +34,45 @@ std::vector<int64_t> row_offsets(const int64_t* lengths, int64_t batch) {
 int64_t utterance_grain(int64_t elements, int64_t batch) {
   const int64_t per_utterance = std::max<int64_t>(1, elements / std::max<int64_t>(1, batch));
   return std::max<int64_t>(1, 16384 / per_utterance);
+}
+
+// The kth largest (0-based) of the n distinct values in v, which it reorders: quickselect with
+// median-of-three pivots and branch-free Lomuto partitions (std::nth_element's branches
+// mispredict on every other element), handing over to std::nth_element after 2 log2(n) + 4
+// rounds so that no input takes quadratic time.
+template <typename Rank>
+Rank kth_largest(Rank* v, int64_t n, int64_t kth) {
+  int64_t lo = 0;
+  int64_t hi = n;  // the answer lies in v[lo, hi)
+  int rounds_left = 4;
+  for (int64_t m = n; m > 1; m >>= 1) rounds_left += 2;
+  while (hi - lo > 1) {
+    if (rounds_left-- == 0) {
+      std::nth_element(v + lo, v + kth, v + hi, std::greater<>());
+      return v[kth];
+    }
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (v[mid] < v[lo]) std::swap(v[mid], v[lo]);
+    if (v[hi - 1] < v[lo]) std::swap(v[hi - 1], v[lo]);
+    if (v[mid] < v[hi - 1]) std::swap(v[mid], v[hi - 1]);  // v[hi - 1]: median of the three
+    const Rank pivot = v[hi - 1];
+    int64_t store = lo;
+    for (int64_t i = lo; i < hi - 1; ++i) {
+      const Rank x = v[i];
+      v[i] = v[store];
+      v[store] = x;
+      store += x > pivot ? 1 : 0;
+    }
+    v[hi - 1] = v[store];
+    v[store] = pivot;  // v[lo, store) > pivot > v(store, hi)
+    if (kth == store) return pivot;
+    if (kth < store) {
+      hi = store;
+    } else {
+      lo = store + 1;
+    }
+  }
+  return v[lo];
 }
 
 // What a logit contributes to its utterance's loss.
@@ -104,11 +144,6 @@ class UtteranceLoss {
  public:
   using acc = acc_t<scalar_t>;
   using Key = typename OrderKey<acc>::type;
-  // A segment's place in selection order as one unsigned integer (larger: earlier): its order
-  // key above the complement of its index.
-  using Rank = unsigned __int128;
-  static constexpr int kIndexBits = 64;
-  static constexpr Rank kIndexMask = ~uint64_t(0);
 
   UtteranceLoss(const Config& cfg, const scalar_t* logits, acc* grad)
       : cfg_(cfg), logits_(logits), grad_(grad),
@@ -155,13 +190,27 @@ class UtteranceLoss {
     if (top == n) {
       return Threshold<Key>::all();
     }
-    order_.resize(n);
-    for (int64_t s = 0; s < n; ++s) {
-      order_[s] = (Rank(order_key(acc(z[s * cfg_.classes + label]))) << kIndexBits) |
-                  Rank(kIndexMask - s);
+    const auto key_at = [&](int64_t s) { return order_key(acc(z[s * cfg_.classes + label])); };
+    if constexpr (sizeof(Key) == 4) {
+      if (n <= int64_t(UINT32_MAX)) {
+        return nth_in_order(n, top, key_at, narrow_ranks_);
+      }
     }
-    std::nth_element(order_.begin(), order_.begin() + (top - 1), order_.end(), std::greater<>());
-    const Rank kth = order_[top - 1];
+    return nth_in_order(n, top, key_at, wide_ranks_);
+  }
+
+  // Selection on ranks that pack each segment's key above the complement of its index (a
+  // larger rank comes earlier); Rank holds the key bits and n indices.
+  template <typename Rank, typename KeyAt>
+  static Threshold<Key> nth_in_order(int64_t n, int64_t top, const KeyAt& key_at,
+                                     std::vector<Rank>& ranks) {
+    constexpr int kIndexBits = 8 * int(sizeof(Rank) - sizeof(Key));
+    constexpr Rank kIndexMask = (Rank(1) << kIndexBits) - 1;
+    ranks.resize(n);
+    for (int64_t s = 0; s < n; ++s) {
+      ranks[s] = (Rank(key_at(s)) << kIndexBits) | (kIndexMask - Rank(s));
+    }
+    const Rank kth = kth_largest(ranks.data(), n, top - 1);
     return {Key(kth >> kIndexBits), int64_t(kIndexMask - (kth & kIndexMask))};
   }
 
@@ -181,7 +230,8 @@ class UtteranceLoss {
   acc* grad_;
   acc grad_scale_;
   // Scratch, reused across the utterances of one task.
-  std::vector<Rank> order_;  // ranks of the label-class column
+  std::vector<uint64_t> narrow_ranks_;  // float keys, n < 2^32
+  std::vector<unsigned __int128> wide_ranks_;
   std::vector<int32_t> row_kinds_;
   std::vector<int32_t> kinds_;
   std::vector<acc> values_;
