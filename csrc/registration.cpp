@@ -4,4 +4,8 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(fastser, m) {
+  m.def("fractal_attention(Tensor q, Tensor k, Tensor v, Tensor? lengths, int p, int levels, "
+        "float? scale) -> Tensor");
+  m.def("fractal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
+        "Tensor? lengths, int p, int levels, float? scale) -> (Tensor, Tensor, Tensor)");
 }

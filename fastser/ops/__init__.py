@@ -6,5 +6,12 @@ and the FLOP formula; the kernels are in csrc/<op>/.
 """
 
 from fastser.ops._library import has_kernel, library_path, registered_ops
+from fastser.ops.fractal_attention import fractal_attention, fractal_attention_flops
 
-__all__ = ["has_kernel", "library_path", "registered_ops"]
+__all__ = [
+    "fractal_attention",
+    "fractal_attention_flops",
+    "has_kernel",
+    "library_path",
+    "registered_ops",
+]

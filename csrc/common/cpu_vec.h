@@ -1,0 +1,137 @@
+// CPU helpers for kernels whose inner loops run over short rows (a head dimension): loops the
+// compiler turns into SIMD code, a float32 GELU written without library calls so that it
+// vectorises too, and per-ISA multiversioning of the hot functions.
+//
+// The extension is compiled for the baseline x86-64 ISA; FASTSER_CPU_MULTIVERSION on a function
+// makes GCC also compile it for AVX2+FMA and AVX-512 and pick the best at load time. Functions it
+// calls are inlined into each version (FASTSER_CPU_INLINE), so they vectorise for that ISA.
+// Results are deterministic on a given machine (the version chosen never changes), and may
+// differ in the last bits between machines with different ISAs.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FASTSER_CPU_MULTIVERSION \
+  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FASTSER_CPU_MULTIVERSION
+#endif
+
+#if defined(__GNUC__)
+#define FASTSER_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define FASTSER_CPU_INLINE inline
+#endif
+
+namespace fastser::cpu {
+
+// --- rows -----------------------------------------------------------------------------------
+
+template <typename T>
+FASTSER_CPU_INLINE T row_dot(const T* a, const T* b, int64_t n) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) {
+    sum += a[i] * b[i];
+  }
+  return sum;
+}
+
+// y += alpha * x
+template <typename T>
+FASTSER_CPU_INLINE void row_axpy(T* __restrict y, T alpha, const T* __restrict x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] += alpha * x[i];
+  }
+}
+
+// y = alpha * x
+template <typename T>
+FASTSER_CPU_INLINE void row_scaled_copy(T* __restrict y, T alpha, const T* __restrict x,
+                                        int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = alpha * x[i];
+  }
+}
+
+template <typename T>
+FASTSER_CPU_INLINE void row_fill(T* y, T value, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = value;
+  }
+}
+
+// y = x, converting the element type (float16/bfloat16 <-> float32, or a plain copy).
+template <typename To, typename From>
+FASTSER_CPU_INLINE void row_convert(To* __restrict y, const From* __restrict x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = static_cast<To>(x[i]);
+  }
+}
+
+// --- GELU -----------------------------------------------------------------------------------
+
+// exp(x) for x in [-87, 1] (smaller x is clamped to -87; NaN stays NaN): x = n ln2 + r with
+// |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (error < 1e-8 relative), 2^n built
+// in the exponent bits.
+FASTSER_CPU_INLINE float exp_bounded(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float shifted = x * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  const int32_t exponent = std::bit_cast<int32_t>(shifted) - std::bit_cast<int32_t>(kRound);
+  float r = x - n * 0.693145751953125f;  // ln2 in two parts (Cody-Waite)
+  r = r - n * 1.428606765330187045e-6f;
+  float poly = 1.0f / 5040.0f;
+  poly = poly * r + 1.0f / 720.0f;
+  poly = poly * r + 1.0f / 120.0f;
+  poly = poly * r + 1.0f / 24.0f;
+  poly = poly * r + 1.0f / 6.0f;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  return poly * std::bit_cast<float>((exponent + 127) << 23);
+}
+
+// The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, with erfc from its Chebyshev fit
+// (Numerical Recipes' erfcc, relative error < 1.2e-7 for every argument), so that the GELU tail
+// x * Phi(x) for negative x keeps float32 relative accuracy.
+FASTSER_CPU_INLINE float normal_cdf(float x) {
+  const float z = std::fabs(x) * 0.70710678118654752440f;
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  float poly = 0.17087277f;
+  poly = poly * t - 0.82215223f;
+  poly = poly * t + 1.48851587f;
+  poly = poly * t - 1.13520398f;
+  poly = poly * t + 0.27886807f;
+  poly = poly * t - 0.18628806f;
+  poly = poly * t + 0.09678418f;
+  poly = poly * t + 0.37409196f;
+  poly = poly * t + 1.00002368f;
+  const float half_erfc = 0.5f * t * exp_bounded(poly * t - 1.26551223f - z * z);
+  return x >= 0.0f ? 1.0f - half_erfc : half_erfc;
+}
+
+// Exact (erf) GELU: x * Phi(x); its derivative Phi(x) + x * phi(x).  The float32 versions are
+// accurate to a few ulps and vectorise; the float64 ones call the C library.
+FASTSER_CPU_INLINE float gelu(float x) { return x * normal_cdf(x); }
+
+FASTSER_CPU_INLINE float gelu_grad(float x) {
+  return normal_cdf(x) + x * 0.39894228040143267794f * exp_bounded(-0.5f * x * x);
+}
+
+FASTSER_CPU_INLINE double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752440); }
+
+FASTSER_CPU_INLINE double gelu_grad(double x) {
+  return 0.5 * std::erfc(-x * 0.70710678118654752440) +
+         x * 0.39894228040143267794 * std::exp(-0.5 * x * x);
+}
+
+}  // namespace fastser::cpu
