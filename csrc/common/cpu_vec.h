@@ -30,14 +30,30 @@ namespace fastser::cpu {
 
 // --- rows -----------------------------------------------------------------------------------
 
+// Sum of a[i] * b[i] over 16 interleaved partial sums (one SIMD register on AVX-512), added
+// pairwise at the end: no long chain of dependent scalar additions.
 template <typename T>
 FASTSER_CPU_INLINE T row_dot(const T* a, const T* b, int64_t n) {
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) {
-    sum += a[i] * b[i];
+  constexpr int64_t kLanes = 16;
+  T part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      part[l] += a[i + l] * b[i + l];
+    }
   }
-  return sum;
+  for (int64_t l = 0; i + l < n; ++l) {
+    part[l] += a[i + l] * b[i + l];
+  }
+#pragma GCC unroll 4
+  for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+#pragma omp simd
+    for (int64_t l = 0; l < width; ++l) {
+      part[l] += part[l + width];
+    }
+  }
+  return part[0];
 }
 
 // y += alpha * x
@@ -59,6 +75,15 @@ FASTSER_CPU_INLINE void row_scaled_copy(T* __restrict y, T alpha, const T* __res
   }
 }
 
+// y *= alpha
+template <typename T>
+FASTSER_CPU_INLINE void row_scale(T* y, T alpha, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] *= alpha;
+  }
+}
+
 template <typename T>
 FASTSER_CPU_INLINE void row_fill(T* y, T value, int64_t n) {
 #pragma omp simd
@@ -76,11 +101,25 @@ FASTSER_CPU_INLINE void row_convert(To* __restrict y, const From* __restrict x, 
   }
 }
 
+// Brings the cache lines of `bytes` bytes at p towards the core (for_write: to be written).
+FASTSER_CPU_INLINE void prefetch(const void* p, int64_t bytes, bool for_write) {
+#if defined(__GNUC__)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t offset = 0; offset < bytes; offset += 64) {
+    if (for_write) {
+      __builtin_prefetch(c + offset, 1, 3);
+    } else {
+      __builtin_prefetch(c + offset, 0, 3);
+    }
+  }
+#endif
+}
+
 // --- GELU -----------------------------------------------------------------------------------
 
-// exp(x) for x in [-87, 1] (smaller x is clamped to -87; NaN stays NaN): x = n ln2 + r with
-// |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (error < 1e-8 relative), 2^n built
-// in the exponent bits.
+// exp(x) for x <= 1.  float32: smaller x than -87 is clamped to -87 (NaN stays NaN); x = n ln2
+// + r with |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (error < 1e-8 relative),
+// 2^n built in the exponent bits.
 FASTSER_CPU_INLINE float exp_bounded(float x) {
   x = x < -87.0f ? -87.0f : x;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -99,6 +138,8 @@ FASTSER_CPU_INLINE float exp_bounded(float x) {
   poly = poly * r + 1.0f;
   return poly * std::bit_cast<float>((exponent + 127) << 23);
 }
+
+FASTSER_CPU_INLINE double exp_bounded(double x) { return std::exp(x); }
 
 // The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, with erfc from its Chebyshev fit
 // (Numerical Recipes' erfcc, relative error < 1.2e-7 for every argument), so that the GELU tail

@@ -111,18 +111,47 @@ class Workspace {
   int64_t used_ = 0;
 };
 
-// Runs fn(task, buffers) for every task; each worker makes its buffers once.
+// Runs fn(task, next, buffers) for every task; each worker makes its buffers once and takes the
+// tasks in runs of `run` consecutive ones (the heads of one block), so that it knows its next
+// task (`next`, or -1 at the end of a run) and can prefetch that task's rows.
 template <typename MakeBuffers, typename Fn>
-void for_each_tile(int64_t num_tasks, const MakeBuffers& make_buffers, const Fn& fn) {
-  std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_tasks);
+void for_each_tile(int64_t num_tasks, int64_t run, const MakeBuffers& make_buffers,
+                   const Fn& fn) {
+  const int64_t num_runs = ceil_div(num_tasks, run);
+  std::atomic<int64_t> next_run{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_runs);
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     auto buffers = make_buffers();
-    for (int64_t task = next.fetch_add(1); task < num_tasks; task = next.fetch_add(1)) {
-      fn(task, buffers);
+    for (int64_t r = next_run.fetch_add(1); r < num_runs; r = next_run.fetch_add(1)) {
+      const int64_t end = std::min(num_tasks, (r + 1) * run);
+      for (int64_t task = r * run; task < end; ++task) {
+        fn(task, task + 1 < end ? task + 1 : -1, buffers);
+      }
     }
   });
 }
+
+// The rows of the task a worker runs next, prefetched one frame at a time while the current
+// tile computes its level 1.
+template <typename scalar_t, int kInputs, int kOutputs>
+struct NextTile {
+  Rows<const scalar_t> inputs[kInputs];
+  Rows<scalar_t> outputs[kOutputs];
+  int64_t valid = 0;
+
+  FASTSER_CPU_INLINE void prefetch_frame(int64_t i, int64_t dim) const {
+    if (i >= valid) {
+      return;
+    }
+    const int64_t bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
+    for (const auto& rows : inputs) {
+      cpu::prefetch(rows[i], bytes, /*for_write=*/false);
+    }
+    for (const auto& rows : outputs) {
+      cpu::prefetch(rows[i], bytes, /*for_write=*/true);
+    }
+  }
+};
 
 // Level-1 rows in the accumulation type: the input itself when it already has that type,
 // else converted into `staging`.
@@ -152,42 +181,68 @@ FASTSER_CPU_INLINE void pool_level(Rows<acc> above, Rows<const acc> below, int64
       row_axpy(dst, acc(1), below[first + c], dim);
     }
     if (mean && count > 1) {
-      const acc divisor = static_cast<acc>(count);
-#pragma omp simd
-      for (int64_t d = 0; d < dim; ++d) {
-        dst[d] /= divisor;
-      }
+      cpu::row_scale(dst, acc(1) / static_cast<acc>(count), dim);
     }
   }
 }
 
-// weights[c] = softmax_c(scale * query . keys[first + c]) over the window's `count` keys.
+// The q, k, v rows of one level.
 template <typename acc>
-FASTSER_CPU_INLINE void attention_weights(acc* weights, const acc* query, Rows<const acc> keys,
-                                          int64_t first, int64_t count, acc scale,
-                                          int64_t dim) {
-  acc top = -std::numeric_limits<acc>::infinity();
-  for (int64_t c = 0; c < count; ++c) {
-    weights[c] = scale * row_dot(query, keys[first + c], dim);
-    top = weights[c] > top ? weights[c] : top;
-  }
-  acc total = 0;
-  for (int64_t c = 0; c < count; ++c) {
-    weights[c] = std::exp(weights[c] - top);
-    total += weights[c];
-  }
-  for (int64_t c = 0; c < count; ++c) {
-    weights[c] /= total;
-  }
-}
+struct LevelRows {
+  Rows<const acc> q, k, v;
+  int64_t frames;
+};
 
-// y = sum_c weights[c] * values[first + c]
+// Query rows are processed in chunks of this many rows, one phase at a time (scores, softmax,
+// Y, GELU, ...), so that each phase runs many independent row operations.
+constexpr int64_t kChunkRows = 32;
+
+// Per chunk: the softmax weights of each query row over its window (row r at r * stride) and
+// the attention output Y (row r at r * dim).
 template <typename acc>
-FASTSER_CPU_INLINE void mix_values(acc* y, const acc* weights, Rows<const acc> values,
-                                   int64_t first, int64_t count, int64_t dim) {
-  row_scaled_copy(y, weights[0], values[first], dim);
-  for (int64_t c = 1; c < count; ++c) {
-    row_axpy(y, weights[c], values[first + c], dim);
+struct ChunkBuffers {
+  acc* weights;
+  int64_t stride;
+  acc* y;
+};
+
+// weights and Y of query rows [r0, r1) of level `lv`.
+template <typename acc>
+FASTSER_CPU_INLINE void chunk_attention(const LevelRows<acc>& lv, int64_t r0, int64_t r1,
+                                        int64_t p, acc scale, int64_t dim,
+                                        const ChunkBuffers<acc>& chunk) {
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t first = i / p * p, count = group_size(first, lv.frames, p);
+    acc* w = chunk.weights + (i - r0) * chunk.stride;
+    for (int64_t c = 0; c < count; ++c) {
+      w[c] = scale * row_dot(lv.q[i], lv.k[first + c], dim);
+    }
+  }
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t count = group_size(i / p * p, lv.frames, p);
+    acc* w = chunk.weights + (i - r0) * chunk.stride;
+    acc top = -std::numeric_limits<acc>::infinity();
+    for (int64_t c = 0; c < count; ++c) {
+      top = w[c] > top ? w[c] : top;
+    }
+    acc total = 0;
+    for (int64_t c = 0; c < count; ++c) {
+      w[c] = cpu::exp_bounded(w[c] - top);
+      total += w[c];
+    }
+    const acc inverse = acc(1) / total;
+    for (int64_t c = 0; c < count; ++c) {
+      w[c] *= inverse;
+    }
+  }
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t first = i / p * p, count = group_size(first, lv.frames, p);
+    const acc* w = chunk.weights + (i - r0) * chunk.stride;
+    acc* y = chunk.y + (i - r0) * dim;
+    row_scaled_copy(y, w[0], lv.v[first], dim);
+    for (int64_t c = 1; c < count; ++c) {
+      row_axpy(y, w[c], lv.v[first + c], dim);
+    }
   }
 }
 
@@ -231,19 +286,18 @@ struct ForwardBuffers {
   acc* staged[3];  // level-1 q, k, v converted to acc (float16/bfloat16 inputs)
   acc* pooled[3];  // levels 2.. of q, k, v
   acc* sums;       // levels 2..: GELU(Y) of the level plus the sums of the levels above
-  acc* y;
-  acc* weights;
+  ChunkBuffers<acc> chunk;
 
   ForwardBuffers(const Geometry& g, bool stage)
-      : space((stage ? 3 * g.block_frames * g.dim : 0) + 4 * g.pooled_frames * g.dim + g.dim +
-              g.window_frames) {
+      : space((stage ? 3 * g.block_frames * g.dim : 0) + 4 * g.pooled_frames * g.dim +
+              kChunkRows * (g.window_frames + g.dim)) {
     for (int x = 0; x < 3; ++x) {
       staged[x] = stage ? space.take(g.block_frames * g.dim) : nullptr;
       pooled[x] = space.take(g.pooled_frames * g.dim);
     }
     sums = space.take(g.pooled_frames * g.dim);
-    y = space.take(g.dim);
-    weights = space.take(g.window_frames);
+    chunk = {space.take(kChunkRows * g.window_frames), g.window_frames,
+             space.take(kChunkRows * g.dim)};
   }
 
   Rows<acc> level(acc* buffer, const LevelTable& table, int64_t j, int64_t dim) const {
@@ -253,6 +307,7 @@ struct ForwardBuffers {
 
 template <typename scalar_t>
 FASTSER_CPU_MULTIVERSION void forward_tile(const ForwardArgs<scalar_t>& a, int64_t task,
+                                           int64_t next_task,
                                            ForwardBuffers<acc_t<scalar_t>>& buf) {
   using acc = acc_t<scalar_t>;
   const Geometry& g = a.g;
@@ -264,6 +319,13 @@ FASTSER_CPU_MULTIVERSION void forward_tile(const ForwardArgs<scalar_t>& a, int64
     return;
   }
   const LevelTable table(tile.valid, g);
+  NextTile<scalar_t, 3, 1> next;
+  if (next_task >= 0) {
+    const Tile n = locate(g, a.lengths, next_task);
+    next = {{a.q.tile(n.b, n.t0, n.h), a.k.tile(n.b, n.t0, n.h), a.v.tile(n.b, n.t0, n.h)},
+            {a.out.tile(n.b, n.t0, n.h)},
+            n.valid};
+  }
 
   // Level j's q, k, v rows; levels 2.. pooled from level 1 upwards.
   Rows<const acc> qkv[kMaxLevels][3];
@@ -282,21 +344,21 @@ FASTSER_CPU_MULTIVERSION void forward_tile(const ForwardArgs<scalar_t>& a, int64
   // the output rows.
   const acc scale = static_cast<acc>(g.scale);
   for (int64_t j = top; j >= 0; --j) {
-    const auto [q, k, v] = qkv[j];
-    const int64_t n = table.frames[j];
+    const LevelRows<acc> lv{qkv[j][0], qkv[j][1], qkv[j][2], table.frames[j]};
     const Rows<acc> sums = j > 0 ? buf.level(buf.sums, table, j, dim) : Rows<acc>{};
     const Rows<acc> parents = j < top ? buf.level(buf.sums, table, j + 1, dim) : Rows<acc>{};
     const acc weight = j == top ? static_cast<acc>(g.top_multiplicity) : acc(1);
-    for (int64_t first = 0; first < n; first += p) {
-      const int64_t count = group_size(first, n, p);
-      for (int64_t i = first; i < first + count; ++i) {
-        attention_weights(buf.weights, q[i], k, first, count, scale, dim);
-        mix_values(buf.y, buf.weights, v, first, count, dim);
+    for (int64_t r0 = 0; r0 < lv.frames; r0 += kChunkRows) {
+      const int64_t r1 = std::min(lv.frames, r0 + kChunkRows);
+      chunk_attention(lv, r0, r1, p, scale, dim, buf.chunk);
+      for (int64_t i = r0; i < r1; ++i) {
+        const acc* y = buf.chunk.y + (i - r0) * dim;
         const acc* parent = j < top ? parents[i / p] : nullptr;
         if (j > 0) {
-          gelu_sum(sums[i], buf.y, parent, weight, dim);
+          gelu_sum(sums[i], y, parent, weight, dim);
         } else {
-          gelu_sum(out[i], buf.y, parent, weight, dim);
+          gelu_sum(out[i], y, parent, weight, dim);
+          next.prefetch_frame(i, dim);
         }
       }
     }
@@ -319,13 +381,13 @@ struct BackwardBuffers {
   acc* staged[4];  // level-1 q, k, v, grad_out converted to acc (float16/bfloat16 inputs)
   acc* pooled[4];  // levels 2.. of q, k, v (means) and of grad_out (sums)
   acc* grads[3];   // dq, dk, dv of every level: level 1 in rows [0, block_frames)
-  acc* y;
-  acc* dy;
-  acc* weights;
+  ChunkBuffers<acc> chunk;  // y holds dY once it is known
+  acc* dscores;             // like chunk.weights
 
   BackwardBuffers(const Geometry& g, bool stage)
       : space((stage ? 4 * g.block_frames * g.dim : 0) + 4 * g.pooled_frames * g.dim +
-              3 * (g.block_frames + g.pooled_frames) * g.dim + 2 * g.dim + g.window_frames) {
+              3 * (g.block_frames + g.pooled_frames) * g.dim +
+              kChunkRows * (2 * g.window_frames + g.dim)) {
     for (int x = 0; x < 4; ++x) {
       staged[x] = stage ? space.take(g.block_frames * g.dim) : nullptr;
       pooled[x] = space.take(g.pooled_frames * g.dim);
@@ -333,9 +395,9 @@ struct BackwardBuffers {
     for (int x = 0; x < 3; ++x) {
       grads[x] = space.take((g.block_frames + g.pooled_frames) * g.dim);
     }
-    y = space.take(g.dim);
-    dy = space.take(g.dim);
-    weights = space.take(g.window_frames);
+    chunk = {space.take(kChunkRows * g.window_frames), g.window_frames,
+             space.take(kChunkRows * g.dim)};
+    dscores = space.take(kChunkRows * g.window_frames);
   }
 
   Rows<acc> level(acc* buffer, const LevelTable& table, int64_t j, int64_t dim) const {
@@ -351,6 +413,7 @@ struct BackwardBuffers {
 
 template <typename scalar_t>
 FASTSER_CPU_MULTIVERSION void backward_tile(const BackwardArgs<scalar_t>& a, int64_t task,
+                                            int64_t next_task,
                                             BackwardBuffers<acc_t<scalar_t>>& buf) {
   using acc = acc_t<scalar_t>;
   const Geometry& g = a.g;
@@ -366,6 +429,14 @@ FASTSER_CPU_MULTIVERSION void backward_tile(const BackwardArgs<scalar_t>& a, int
     return;
   }
   const LevelTable table(tile.valid, g);
+  NextTile<scalar_t, 4, 3> next;
+  if (next_task >= 0) {
+    const Tile n = locate(g, a.lengths, next_task);
+    next = {{a.q.tile(n.b, n.t0, n.h), a.k.tile(n.b, n.t0, n.h), a.v.tile(n.b, n.t0, n.h),
+             a.grad_out.tile(n.b, n.t0, n.h)},
+            {a.dq.tile(n.b, n.t0, n.h), a.dk.tile(n.b, n.t0, n.h), a.dv.tile(n.b, n.t0, n.h)},
+            n.valid};
+  }
 
   // Level j's q, k, v (means) and S = the sum of grad_out over the frames a row stands for.
   Rows<const acc> rows[kMaxLevels][4];
@@ -384,8 +455,9 @@ FASTSER_CPU_MULTIVERSION void backward_tile(const BackwardArgs<scalar_t>& a, int
   // passes 1/count of its gradient to each member) and gather the level's attention terms.
   const acc scale = static_cast<acc>(g.scale);
   for (int64_t j = top; j >= 0; --j) {
-    const auto [q, k, v, s] = rows[j];
-    const int64_t n = table.frames[j];
+    const LevelRows<acc> lv{rows[j][0], rows[j][1], rows[j][2], table.frames[j]};
+    const Rows<const acc> s = rows[j][3];
+    const int64_t n = lv.frames;
     Rows<acc> grad[3];
     for (int x = 0; x < 3; ++x) {
       grad[x] = buf.grad_level(x, table, j, g.block_frames, dim);
@@ -401,26 +473,46 @@ FASTSER_CPU_MULTIVERSION void backward_tile(const BackwardArgs<scalar_t>& a, int
       }
     }
     const acc weight = j == top ? static_cast<acc>(g.top_multiplicity) : acc(1);
-    for (int64_t first = 0; first < n; first += p) {
-      const int64_t count = group_size(first, n, p);
-      for (int64_t i = first; i < first + count; ++i) {
-        attention_weights(buf.weights, q[i], k, first, count, scale, dim);
-        mix_values(buf.y, buf.weights, v, first, count, dim);
-        const acc* y = buf.y;
+    for (int64_t r0 = 0; r0 < n; r0 += kChunkRows) {
+      const int64_t r1 = std::min(n, r0 + kChunkRows);
+      chunk_attention(lv, r0, r1, p, scale, dim, buf.chunk);
+      // dY = weight * S * GELU'(Y), in place of Y.
+      for (int64_t i = r0; i < r1; ++i) {
+        acc* y = buf.chunk.y + (i - r0) * dim;
         const acc* s_i = s[i];
-        acc* dy = buf.dy;
 #pragma omp simd
         for (int64_t d = 0; d < dim; ++d) {
-          dy[d] = weight * s_i[d] * cpu::gelu_grad(y[d]);
+          y[d] = weight * s_i[d] * cpu::gelu_grad(y[d]);
         }
-        const acc dy_dot_y = row_dot(dy, y, dim);
+      }
+      // dscore_c = scale * w_c * (dY . V_c - sum_c' w_c' dY . V_c')
+      for (int64_t i = r0; i < r1; ++i) {
+        const int64_t first = i / p * p, count = group_size(first, n, p);
+        const acc* w = buf.chunk.weights + (i - r0) * buf.chunk.stride;
+        acc* ds = buf.dscores + (i - r0) * buf.chunk.stride;
+        const acc* dy = buf.chunk.y + (i - r0) * dim;
+        acc mean = 0;
+        for (int64_t c = 0; c < count; ++c) {
+          ds[c] = row_dot(dy, lv.v[first + c], dim);
+          mean += w[c] * ds[c];
+        }
+        for (int64_t c = 0; c < count; ++c) {
+          ds[c] = scale * w[c] * (ds[c] - mean);
+        }
+      }
+      for (int64_t i = r0; i < r1; ++i) {
+        const int64_t first = i / p * p, count = group_size(first, n, p);
+        const acc* w = buf.chunk.weights + (i - r0) * buf.chunk.stride;
+        const acc* ds = buf.dscores + (i - r0) * buf.chunk.stride;
+        const acc* dy = buf.chunk.y + (i - r0) * dim;
         for (int64_t c = 0; c < count; ++c) {
           const int64_t m = first + c;
-          const acc w = buf.weights[c];
-          const acc dscore = scale * w * (row_dot(dy, v[m], dim) - dy_dot_y);
-          row_axpy(grad[0][i], dscore, k[m], dim);
-          row_axpy(grad[1][m], dscore, q[i], dim);
-          row_axpy(grad[2][m], w, dy, dim);
+          row_axpy(grad[0][i], ds[c], lv.k[m], dim);
+          row_axpy(grad[1][m], ds[c], lv.q[i], dim);
+          row_axpy(grad[2][m], w[c], dy, dim);
+        }
+        if (j == 0) {
+          next.prefetch_frame(i, dim);
         }
       }
     }
@@ -459,9 +551,11 @@ at::Tensor fractal_attention_cpu(const at::Tensor& q, const at::Tensor& k, const
                                      Strided<const scalar_t>(vs), Strided<scalar_t>(out),
                                      lengths_data(lens)};
     for_each_tile(
-        g.num_tiles(),
+        g.num_tiles(), g.heads,
         [&] { return ForwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
-        [&](int64_t task, ForwardBuffers<acc>& buf) { forward_tile(args, task, buf); });
+        [&](int64_t task, int64_t next, ForwardBuffers<acc>& buf) {
+          forward_tile(args, task, next, buf);
+        });
   });
   return out;
 }
@@ -487,9 +581,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cpu(
         Strided<const scalar_t>(ks), Strided<const scalar_t>(vs), Strided<scalar_t>(dq),
         Strided<scalar_t>(dk), Strided<scalar_t>(dv), lengths_data(lens)};
     for_each_tile(
-        g.num_tiles(),
+        g.num_tiles(), g.heads,
         [&] { return BackwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
-        [&](int64_t task, BackwardBuffers<acc>& buf) { backward_tile(args, task, buf); });
+        [&](int64_t task, int64_t next, BackwardBuffers<acc>& buf) {
+          backward_tile(args, task, next, buf);
+        });
   });
   return {dq, dk, dv};
 }
