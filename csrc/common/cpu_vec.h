@@ -101,16 +101,12 @@ FASTSER_CPU_INLINE void row_convert(To* __restrict y, const From* __restrict x, 
   }
 }
 
-// Brings the cache lines of `bytes` bytes at p towards the core (for_write: to be written).
-FASTSER_CPU_INLINE void prefetch(const void* p, int64_t bytes, bool for_write) {
+// Asks for the cache lines of `bytes` bytes at p to be brought into the L2 cache.
+FASTSER_CPU_INLINE void prefetch(const void* p, int64_t bytes) {
 #if defined(__GNUC__)
   const char* c = static_cast<const char*>(p);
   for (int64_t offset = 0; offset < bytes; offset += 64) {
-    if (for_write) {
-      __builtin_prefetch(c + offset, 1, 3);
-    } else {
-      __builtin_prefetch(c + offset, 0, 3);
-    }
+    __builtin_prefetch(c + offset, 0, 1);
   }
 #endif
 }

@@ -4,6 +4,7 @@
 
 #include "common/checks.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace fastser::fractal {
@@ -23,9 +24,11 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
   check_same_device(v, q, op, "v", "q");
   check_same_dtype(k, q, op, "k", "q");
   check_same_dtype(v, q, op, "v", "q");
+  check_device_dtype(q, op, "q");
 }
 
-// Sets block_frames, num_blocks, levels, top_multiplicity, pooled_frames and window_frames.
+// Sets block_frames, num_blocks, levels, top_multiplicity and pooled_frames, and caps p at
+// block_frames (a window or group of p >= block_frames frames is the whole level either way).
 void plan_levels(Geometry& g, int64_t levels) {
   const int64_t T = g.time;
   if (T == 0) {
@@ -42,6 +45,7 @@ void plan_levels(Geometry& g, int64_t levels) {
     span *= g.p;
   }
   g.block_frames = one_block ? T : span;
+  g.p = std::min(g.p, g.block_frames);
   g.num_blocks = ceil_div(T, g.block_frames);
   g.levels = levels;
   g.top_multiplicity = 1;
@@ -61,7 +65,6 @@ void plan_levels(Geometry& g, int64_t levels) {
     frames = level_above(frames, g.p);
     g.pooled_frames += frames;
   }
-  g.window_frames = g.p < g.block_frames ? g.p : g.block_frames;
 }
 
 }  // namespace

@@ -30,13 +30,12 @@ inline constexpr int kMaxLevels = 64;
 // `top_multiplicity` (1 + the number of repeated levels above it).
 struct Geometry {
   int64_t batch = 0, time = 0, heads = 0, dim = 0;
-  int64_t p = 0;
+  int64_t p = 0;                 // frames per window and per group, capped at block_frames
   int64_t levels = 0;            // distinct levels computed (1..kMaxLevels)
   int64_t top_multiplicity = 1;  // weight of the top computed level's GELU term
   int64_t block_frames = 0;      // frames per block: p^levels, or T when that is not below T
   int64_t num_blocks = 0;        // ceil(T / block_frames)
   int64_t pooled_frames = 0;     // frames of levels 2..levels in one full block
-  int64_t window_frames = 0;     // the largest window: min(p, block_frames)
   double scale = 0.0;            // multiplies Q K^T
 
   int64_t num_tiles() const { return batch * num_blocks * heads; }

@@ -131,24 +131,18 @@ void for_each_tile(int64_t num_tasks, int64_t run, const MakeBuffers& make_buffe
   });
 }
 
-// The rows of the task a worker runs next, prefetched one frame at a time while the current
-// tile computes its level 1.
-template <typename scalar_t, int kInputs, int kOutputs>
+// The input rows of the task a worker runs next, prefetched one frame at a time while the
+// current tile computes its level 1.
+template <typename scalar_t, int kInputs>
 struct NextTile {
   Rows<const scalar_t> inputs[kInputs];
-  Rows<scalar_t> outputs[kOutputs];
   int64_t valid = 0;
 
   FASTSER_CPU_INLINE void prefetch_frame(int64_t i, int64_t dim) const {
-    if (i >= valid) {
-      return;
-    }
-    const int64_t bytes = dim * static_cast<int64_t>(sizeof(scalar_t));
-    for (const auto& rows : inputs) {
-      cpu::prefetch(rows[i], bytes, /*for_write=*/false);
-    }
-    for (const auto& rows : outputs) {
-      cpu::prefetch(rows[i], bytes, /*for_write=*/true);
+    if (i < valid) {
+      for (const auto& rows : inputs) {
+        cpu::prefetch(rows[i], dim * static_cast<int64_t>(sizeof(scalar_t)));
+      }
     }
   }
 };
@@ -290,13 +284,13 @@ struct ForwardBuffers {
 
   ForwardBuffers(const Geometry& g, bool stage)
       : space((stage ? 3 * g.block_frames * g.dim : 0) + 4 * g.pooled_frames * g.dim +
-              kChunkRows * (g.window_frames + g.dim)) {
+              kChunkRows * (g.p + g.dim)) {
     for (int x = 0; x < 3; ++x) {
       staged[x] = stage ? space.take(g.block_frames * g.dim) : nullptr;
       pooled[x] = space.take(g.pooled_frames * g.dim);
     }
     sums = space.take(g.pooled_frames * g.dim);
-    chunk = {space.take(kChunkRows * g.window_frames), g.window_frames,
+    chunk = {space.take(kChunkRows * g.p), g.p,
              space.take(kChunkRows * g.dim)};
   }
 
@@ -319,11 +313,10 @@ FASTSER_CPU_MULTIVERSION void forward_tile(const ForwardArgs<scalar_t>& a, int64
     return;
   }
   const LevelTable table(tile.valid, g);
-  NextTile<scalar_t, 3, 1> next;
+  NextTile<scalar_t, 3> next;
   if (next_task >= 0) {
     const Tile n = locate(g, a.lengths, next_task);
     next = {{a.q.tile(n.b, n.t0, n.h), a.k.tile(n.b, n.t0, n.h), a.v.tile(n.b, n.t0, n.h)},
-            {a.out.tile(n.b, n.t0, n.h)},
             n.valid};
   }
 
@@ -387,7 +380,7 @@ struct BackwardBuffers {
   BackwardBuffers(const Geometry& g, bool stage)
       : space((stage ? 4 * g.block_frames * g.dim : 0) + 4 * g.pooled_frames * g.dim +
               3 * (g.block_frames + g.pooled_frames) * g.dim +
-              kChunkRows * (2 * g.window_frames + g.dim)) {
+              kChunkRows * (2 * g.p + g.dim)) {
     for (int x = 0; x < 4; ++x) {
       staged[x] = stage ? space.take(g.block_frames * g.dim) : nullptr;
       pooled[x] = space.take(g.pooled_frames * g.dim);
@@ -395,9 +388,9 @@ struct BackwardBuffers {
     for (int x = 0; x < 3; ++x) {
       grads[x] = space.take((g.block_frames + g.pooled_frames) * g.dim);
     }
-    chunk = {space.take(kChunkRows * g.window_frames), g.window_frames,
+    chunk = {space.take(kChunkRows * g.p), g.p,
              space.take(kChunkRows * g.dim)};
-    dscores = space.take(kChunkRows * g.window_frames);
+    dscores = space.take(kChunkRows * g.p);
   }
 
   Rows<acc> level(acc* buffer, const LevelTable& table, int64_t j, int64_t dim) const {
@@ -429,12 +422,11 @@ FASTSER_CPU_MULTIVERSION void backward_tile(const BackwardArgs<scalar_t>& a, int
     return;
   }
   const LevelTable table(tile.valid, g);
-  NextTile<scalar_t, 4, 3> next;
+  NextTile<scalar_t, 4> next;
   if (next_task >= 0) {
     const Tile n = locate(g, a.lengths, next_task);
     next = {{a.q.tile(n.b, n.t0, n.h), a.k.tile(n.b, n.t0, n.h), a.v.tile(n.b, n.t0, n.h),
              a.grad_out.tile(n.b, n.t0, n.h)},
-            {a.dq.tile(n.b, n.t0, n.h), a.dk.tile(n.b, n.t0, n.h), a.dv.tile(n.b, n.t0, n.h)},
             n.valid};
   }
 

@@ -9,7 +9,9 @@ from typing import Any, Callable
 import torch
 
 # suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
-SUITES: dict[str, str] = {}
+SUITES: dict[str, str] = {
+    "fractal_attention": "fastser.bench.fractal_attention",
+}
 
 
 @dataclass

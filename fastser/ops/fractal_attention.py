@@ -48,6 +48,7 @@ def _check(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     _checks.check_same_device(v, q, op, "v", "q")
     _checks.check_same_dtype(k, q, op, "k", "q")
     _checks.check_same_dtype(v, q, op, "v", "q")
+    _checks.check_device_dtype(q, op, "q")
     if grad_out is not None:
         _checks.check_same_shape(grad_out, q, op, "grad_out", "q")
         _checks.check_same_device(grad_out, q, op, "grad_out", "q")

@@ -1,0 +1,662 @@
+// CUDA kernels of the fractal attention op (ARCHITECTURE.md 3.1).
+//
+// One thread block per (sequence, time block, head) tile (grid-stride over tiles).  A tile is
+// staged once into shared memory in the input dtype (16-byte vector loads when the layout
+// allows), the pooled levels are built there in float32, and warps then work through the
+// windows of each level from the top down: a warp owns a window, its lanes own head
+// dimensions, dot products are warp reductions.  Forward writes each output row once; backward
+// recomputes the tile's attention and accumulates every gradient row inside the warp that owns
+// it, in a fixed order: no atomics, the same bits on every run.  When a tile does not fit in
+// shared memory (very long blocks or wide heads) the same kernel runs on a per-block workspace
+// in global memory.
+#include "fractal_attention/fractal_attention.h"
+
+#include "common/checks.h"
+#include "common/cuda_utils.cuh"
+#include "common/dispatch.h"
+#include "common/math.h"
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+namespace fastser::fractal {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kKeyChunk = 4;  // keys whose dot products a warp reduces together
+
+// --- tile layout ----------------------------------------------------------------------------
+
+// A (B, T, H, D) input with a unit-strided last dimension.
+template <typename T>
+struct Strided {
+  const T* data;
+  int64_t batch_stride, time_stride, head_stride;
+};
+
+template <typename T>
+Strided<T> strided(const at::Tensor& t) {
+  return {static_cast<const T*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+constexpr int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+// Byte offsets of a tile's buffers in its shared memory (or global workspace).
+struct TileLayout {
+  int64_t staged[4] = {};  // level-1 rows of the inputs, in the input dtype
+  int64_t pooled[4] = {};  // levels 2.. of the inputs, float32
+  int64_t level_rows = 0;  // forward: GELU sums of levels 2..; backward: dq, dk, dv of 2..
+  int64_t warp = 0;        // per-warp scratch, warp_bytes each
+  int64_t warp_bytes = 0;
+  int64_t total = 0;
+};
+
+// inputs: 3 (q, k, v) forward, 4 (+ grad_out) backward.
+TileLayout make_layout(const Geometry& g, int inputs, int64_t element_size) {
+  TileLayout layout;
+  int64_t at = 0;
+  for (int x = 0; x < inputs; ++x) {
+    layout.staged[x] = at;
+    at += align16(g.block_frames * g.dim * element_size);
+  }
+  for (int x = 0; x < inputs; ++x) {
+    layout.pooled[x] = at;
+    at += align16(g.pooled_frames * g.dim * 4);
+  }
+  const bool backward = inputs == 4;
+  layout.level_rows = at;
+  at += align16((backward ? 3 : 1) * g.pooled_frames * g.dim * 4);
+  layout.warp = at;
+  // forward: softmax weights; backward: weights, dscores, dY row, level-1 window gradients.
+  layout.warp_bytes =
+      align16(backward ? (2 * g.p + g.dim + 3 * g.p * g.dim) * 4 : g.p * 4);
+  at += kWarps * layout.warp_bytes;
+  layout.total = at;
+  return layout;
+}
+
+// Everything a kernel needs, passed by value.
+template <typename scalar_t>
+struct Params {
+  Strided<scalar_t> in[4];  // q, k, v (, grad_out)
+  scalar_t* out[3];         // forward: out; backward: dq, dk, dv (contiguous (B, T, H, D))
+  const int64_t* lengths;   // nullptr: every sequence has T frames
+  int64_t batch, time, heads, dim, p, levels, top_multiplicity;
+  int64_t block_frames, num_blocks, pooled_frames;
+  float scale;
+  bool vector_loads;        // 16-byte loads of the inputs are aligned
+  TileLayout layout;
+  unsigned char* workspace;  // nullptr: the tile lives in shared memory
+};
+
+// --- per-tile helpers -----------------------------------------------------------------------
+
+struct Tile {
+  int64_t b, h, t0, rows, valid;
+};
+
+template <typename P>
+__device__ Tile locate(const P& prm, int64_t task) {
+  Tile tile;
+  tile.h = task % prm.heads;
+  const int64_t block = (task / prm.heads) % prm.num_blocks;
+  tile.b = task / (prm.heads * prm.num_blocks);
+  tile.t0 = block * prm.block_frames;
+  const int64_t left = prm.time - tile.t0;
+  tile.rows = left < prm.block_frames ? left : prm.block_frames;
+  const int64_t length = prm.lengths != nullptr ? prm.lengths[tile.b] : prm.time;
+  const int64_t valid = length - tile.t0;
+  tile.valid = valid < 0 ? 0 : (valid < tile.rows ? valid : tile.rows);
+  return tile;
+}
+
+// Frames of each level and where levels 2.. start in the pooled buffers (rows).
+struct LevelTable {
+  int64_t frames[kMaxLevels];
+  int64_t offset[kMaxLevels];
+};
+
+__device__ void fill_level_table(LevelTable& table, int64_t valid, int64_t p, int64_t levels) {
+  table.frames[0] = valid;
+  table.offset[0] = 0;
+  int64_t offset = 0;
+  for (int64_t j = 1; j < levels; ++j) {
+    table.frames[j] = level_above(table.frames[j - 1], p);
+    table.offset[j] = offset;
+    offset += table.frames[j];
+  }
+}
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+template <typename T>
+__device__ __forceinline__ float to_float(T x) {
+  return static_cast<float>(x);
+}
+
+// Output row (b, t, h) of a contiguous (B, T, H, D) tensor.
+template <typename P>
+__device__ __forceinline__ int64_t out_row(const P& prm, const Tile& tile, int64_t f) {
+  return ((tile.b * prm.time + tile.t0 + f) * prm.heads + tile.h) * prm.dim;
+}
+
+// Zero rows [valid, rows) of the tile in `out`.
+template <typename scalar_t, typename P>
+__device__ void zero_padding(const P& prm, const Tile& tile, scalar_t* out) {
+  const int64_t count = (tile.rows - tile.valid) * prm.dim;
+  for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+    const int64_t f = tile.valid + e / prm.dim, d = e % prm.dim;
+    out[out_row(prm, tile, f) + d] = scalar_t(0);
+  }
+}
+
+// Copies the tile's valid level-1 rows of `src` into `dst` (rows of dim elements).
+template <typename scalar_t, typename P>
+__device__ void stage_rows(const P& prm, const Tile& tile, const Strided<scalar_t>& src,
+                           scalar_t* dst) {
+  const scalar_t* base = src.data + tile.b * src.batch_stride + tile.t0 * src.time_stride +
+                         tile.h * src.head_stride;
+  if (prm.vector_loads) {
+    constexpr int kPerVector = 16 / sizeof(scalar_t);
+    const int64_t per_row = prm.dim / kPerVector, count = tile.valid * per_row;
+    uint4* out = reinterpret_cast<uint4*>(dst);
+    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+      const int64_t f = e / per_row, u = e % per_row;
+      out[e] = *reinterpret_cast<const uint4*>(base + f * src.time_stride + u * kPerVector);
+    }
+  } else {
+    const int64_t count = tile.valid * prm.dim;
+    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+      const int64_t f = e / prm.dim, d = e % prm.dim;
+      dst[e] = base[f * src.time_stride + d];
+    }
+  }
+}
+
+// Rows of level j+1 (float32) from level j (`below`, n rows): group sums, or means.
+template <typename T>
+__device__ void pool_rows(float* above, const T* below, int64_t n, int64_t p, int64_t dim,
+                          bool mean) {
+  const int64_t count = level_above(n, p) * dim;
+  for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
+    const int64_t i = e / dim, d = e % dim;
+    const int64_t first = i * p, members = group_size(first, n, p);
+    float sum = 0.f;
+    for (int64_t c = 0; c < members; ++c) {
+      sum += to_float(below[(first + c) * dim + d]);
+    }
+    above[e] = mean ? sum / static_cast<float>(members) : sum;
+  }
+}
+
+// The q, k, v rows of one level (contiguous rows of dim elements).
+template <typename T>
+struct LevelView {
+  const T* q;
+  const T* k;
+  const T* v;
+  int64_t frames;
+};
+
+// weights[c] = softmax_c(scale * q_i . k_{first+c}) over the window's keys, computed by one
+// warp and left in `weights` (visible to the whole warp on return).
+template <typename T>
+__device__ void window_softmax(const LevelView<T>& lv, int64_t i, int64_t first, int64_t count,
+                               int64_t dim, float scale, float* weights) {
+  const int lane = threadIdx.x % 32;
+  const T* qi = lv.q + i * dim;
+  for (int64_t c0 = 0; c0 < count; c0 += kKeyChunk) {
+    float part[kKeyChunk];
+#pragma unroll
+    for (int u = 0; u < kKeyChunk; ++u) {
+      part[u] = 0.f;
+      if (c0 + u < count) {
+        const T* kc = lv.k + (first + c0 + u) * dim;
+        for (int64_t d = lane; d < dim; d += 32) {
+          part[u] += to_float(qi[d]) * to_float(kc[d]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kKeyChunk; ++u) {
+      part[u] = cuda::warp_sum(part[u]);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int u = 0; u < kKeyChunk; ++u) {
+        if (c0 + u < count) {
+          weights[c0 + u] = scale * part[u];
+        }
+      }
+    }
+  }
+  __syncwarp();
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < count; ++c) {
+    top = fmaxf(top, weights[c]);
+  }
+  float total = 0.f;
+  for (int64_t c = 0; c < count; ++c) {
+    total += expf(weights[c] - top);
+  }
+  __syncwarp();
+  const float inverse = 1.f / total;
+  for (int64_t c = lane; c < count; c += 32) {
+    weights[c] = expf(weights[c] - top) * inverse;
+  }
+  __syncwarp();
+}
+
+// Y_i[d] = sum_c weights[c] * v_{first+c}[d]
+template <typename T>
+__device__ __forceinline__ float mix_values(const LevelView<T>& lv, const float* weights,
+                                            int64_t first, int64_t count, int64_t dim,
+                                            int64_t d) {
+  float y = 0.f;
+  for (int64_t c = 0; c < count; ++c) {
+    y += weights[c] * to_float(lv.v[(first + c) * dim + d]);
+  }
+  return y;
+}
+
+// --- forward --------------------------------------------------------------------------------
+
+// One level's windows, one warp per window.  Row i gets GELU(Y_i) + sums_above[i / p] (times
+// `weight` and no parent at the top level), into `sums` (float rows) or, at level 1, into the
+// output rows of the tile.
+template <typename scalar_t, typename T>
+__device__ void forward_level(const Params<scalar_t>& prm, const Tile& tile,
+                              const LevelView<T>& lv, const float* parents, float weight,
+                              float* sums, float* weights) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t dim = prm.dim, p = prm.p;
+  for (int64_t first = warp * p; first < lv.frames; first += kWarps * p) {
+    const int64_t count = group_size(first, lv.frames, p);
+    for (int64_t i = first; i < first + count; ++i) {
+      window_softmax(lv, i, first, count, dim, prm.scale, weights);
+      for (int64_t d = lane; d < dim; d += 32) {
+        const float g = gelu_erf(mix_values(lv, weights, first, count, dim, d));
+        const float value = parents != nullptr ? g + parents[(i / p) * dim + d] : weight * g;
+        if (sums != nullptr) {
+          sums[i * dim + d] = value;
+        } else {
+          prm.out[0][out_row(prm, tile, i) + d] = static_cast<scalar_t>(value);
+        }
+      }
+      __syncwarp();  // the weights are overwritten by the next row
+    }
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    fractal_forward_kernel(const Params<scalar_t> prm, int64_t num_tasks) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  __shared__ LevelTable table;
+  unsigned char* base =
+      prm.workspace != nullptr ? prm.workspace + blockIdx.x * prm.layout.total : shared;
+  const TileLayout& L = prm.layout;
+  scalar_t* staged[3];
+  float* pooled[3];
+  for (int x = 0; x < 3; ++x) {
+    staged[x] = reinterpret_cast<scalar_t*>(base + L.staged[x]);
+    pooled[x] = reinterpret_cast<float*>(base + L.pooled[x]);
+  }
+  float* sums = reinterpret_cast<float*>(base + L.level_rows);
+  float* weights = reinterpret_cast<float*>(base + L.warp + (threadIdx.x / 32) * L.warp_bytes);
+  const int64_t dim = prm.dim, p = prm.p, top = prm.levels - 1;
+
+  for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
+    const Tile tile = locate(prm, task);
+    zero_padding(prm, tile, prm.out[0]);
+    if (tile.valid == 0) {
+      continue;
+    }
+    // (the previous tile ended with a barrier: the buffers are free)
+    if (threadIdx.x == 0) {
+      fill_level_table(table, tile.valid, p, prm.levels);
+    }
+    for (int x = 0; x < 3; ++x) {
+      stage_rows(prm, tile, prm.in[x], staged[x]);
+    }
+    __syncthreads();
+    for (int64_t j = 1; j <= top; ++j) {
+      for (int x = 0; x < 3; ++x) {
+        float* above = pooled[x] + table.offset[j] * dim;
+        if (j == 1) {
+          pool_rows(above, staged[x], table.frames[0], p, dim, true);
+        } else {
+          pool_rows(above, pooled[x] + table.offset[j - 1] * dim, table.frames[j - 1], p, dim,
+                    true);
+        }
+      }
+      __syncthreads();
+    }
+    for (int64_t j = top; j >= 0; --j) {
+      const float* parents = j < top ? sums + table.offset[j + 1] * dim : nullptr;
+      const float weight = j == top ? static_cast<float>(prm.top_multiplicity) : 1.f;
+      if (j == 0) {
+        const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
+        forward_level(prm, tile, lv, parents, weight, nullptr, weights);
+      } else {
+        const int64_t o = table.offset[j] * dim;
+        const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
+        forward_level(prm, tile, lv, parents, weight, sums + o, weights);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// --- backward -------------------------------------------------------------------------------
+
+// Per-warp scratch of the backward kernel.
+struct WarpScratch {
+  float* weights;  // p (the largest window)
+  float* dscores;  // p
+  float* dy;       // dim
+  float* grads;    // level-1 window gradients: dq, dk, dv rows, p * dim each
+};
+
+// One level's windows, one warp per window.  grads[x] are the level's gradient rows (float) or,
+// at level 1, nullptr: the warp then gathers its window's rows in scratch and writes them out.
+// above[x] are the level above's gradient rows (nullptr at the top).
+template <typename scalar_t, typename T>
+__device__ void backward_level(const Params<scalar_t>& prm, const Tile& tile,
+                               const LevelView<T>& lv, const T* s, float* const* grads,
+                               const float* const* above, float weight, float scale,
+                               const WarpScratch& w) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t dim = prm.dim, p = prm.p, n = lv.frames;
+  for (int64_t first = warp * p; first < n; first += kWarps * p) {
+    const int64_t count = group_size(first, n, p);
+    // The window's gradient rows (local row r = frame first + r), started from the level
+    // above's (a mean passes 1/count of its gradient to each member).
+    float* rows[3];
+    for (int x = 0; x < 3; ++x) {
+      rows[x] = grads[x] != nullptr ? grads[x] + first * dim : w.grads + x * count * dim;
+      for (int64_t r = 0; r < count; ++r) {
+        for (int64_t d = lane; d < dim; d += 32) {
+          rows[x][r * dim + d] = above[x] != nullptr
+                                     ? above[x][(first / p) * dim + d] / static_cast<float>(count)
+                                     : 0.f;
+        }
+      }
+    }
+    for (int64_t i = first; i < first + count; ++i) {
+      window_softmax(lv, i, first, count, dim, scale, w.weights);
+      // dY = weight * S * GELU'(Y), lane-owned dimensions.
+      for (int64_t d = lane; d < dim; d += 32) {
+        const float y = mix_values(lv, w.weights, first, count, dim, d);
+        w.dy[d] = weight * to_float(s[i * dim + d]) * gelu_erf_grad(y);
+      }
+      // dA_c = dY . v_c, then dscore_c = scale * w_c * (dA_c - sum_c' w_c' dA_c').
+      for (int64_t c0 = 0; c0 < count; c0 += kKeyChunk) {
+        float part[kKeyChunk];
+#pragma unroll
+        for (int u = 0; u < kKeyChunk; ++u) {
+          part[u] = 0.f;
+          if (c0 + u < count) {
+            const T* vc = lv.v + (first + c0 + u) * dim;
+            for (int64_t d = lane; d < dim; d += 32) {
+              part[u] += w.dy[d] * to_float(vc[d]);
+            }
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kKeyChunk; ++u) {
+          part[u] = cuda::warp_sum(part[u]);
+        }
+        if (lane == 0) {
+#pragma unroll
+          for (int u = 0; u < kKeyChunk; ++u) {
+            if (c0 + u < count) {
+              w.dscores[c0 + u] = part[u];
+            }
+          }
+        }
+      }
+      __syncwarp();
+      float mean = 0.f;
+      for (int64_t c = 0; c < count; ++c) {
+        mean += w.weights[c] * w.dscores[c];
+      }
+      const int64_t r = i - first;
+      for (int64_t d = lane; d < dim; d += 32) {
+        const float qd = to_float(lv.q[i * dim + d]), dyd = w.dy[d];
+        float dq = rows[0][r * dim + d];
+        for (int64_t c = 0; c < count; ++c) {
+          const float dscore = scale * w.weights[c] * (w.dscores[c] - mean);
+          dq += dscore * to_float(lv.k[(first + c) * dim + d]);
+          rows[1][c * dim + d] += dscore * qd;
+          rows[2][c * dim + d] += w.weights[c] * dyd;
+        }
+        rows[0][r * dim + d] = dq;
+      }
+      __syncwarp();  // weights and dscores are overwritten by the next row
+    }
+    if (grads[0] == nullptr) {  // level 1: the window's rows are final
+      for (int x = 0; x < 3; ++x) {
+        for (int64_t r = 0; r < count; ++r) {
+          scalar_t* out = prm.out[x] + out_row(prm, tile, first + r);
+          for (int64_t d = lane; d < dim; d += 32) {
+            out[d] = static_cast<scalar_t>(rows[x][r * dim + d]);
+          }
+        }
+      }
+      __syncwarp();  // the scratch rows are reused by the warp's next window
+    }
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    fractal_backward_kernel(const Params<scalar_t> prm, int64_t num_tasks) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  __shared__ LevelTable table;
+  unsigned char* base =
+      prm.workspace != nullptr ? prm.workspace + blockIdx.x * prm.layout.total : shared;
+  const TileLayout& L = prm.layout;
+  const int64_t dim = prm.dim, p = prm.p, top = prm.levels - 1;
+  scalar_t* staged[4];
+  float* pooled[4];
+  for (int x = 0; x < 4; ++x) {
+    staged[x] = reinterpret_cast<scalar_t*>(base + L.staged[x]);
+    pooled[x] = reinterpret_cast<float*>(base + L.pooled[x]);
+  }
+  float* level_grads = reinterpret_cast<float*>(base + L.level_rows);
+  const int64_t grad_stride = prm.pooled_frames * dim;  // floats per gradient buffer
+  float* scratch = reinterpret_cast<float*>(base + L.warp + (threadIdx.x / 32) * L.warp_bytes);
+  const WarpScratch w{scratch, scratch + p, scratch + 2 * p, scratch + 2 * p + dim};
+
+  for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
+    const Tile tile = locate(prm, task);
+    for (int x = 0; x < 3; ++x) {
+      zero_padding(prm, tile, prm.out[x]);
+    }
+    if (tile.valid == 0) {
+      continue;
+    }
+    // (the previous tile ended with a barrier: the buffers are free)
+    if (threadIdx.x == 0) {
+      fill_level_table(table, tile.valid, p, prm.levels);
+    }
+    for (int x = 0; x < 4; ++x) {
+      stage_rows(prm, tile, prm.in[x], staged[x]);
+    }
+    __syncthreads();
+    for (int64_t j = 1; j <= top; ++j) {
+      for (int x = 0; x < 4; ++x) {
+        float* above = pooled[x] + table.offset[j] * dim;
+        const bool mean = x < 3;  // grad_out is summed over the frames a row stands for
+        if (j == 1) {
+          pool_rows(above, staged[x], table.frames[0], p, dim, mean);
+        } else {
+          pool_rows(above, pooled[x] + table.offset[j - 1] * dim, table.frames[j - 1], p, dim,
+                    mean);
+        }
+      }
+      __syncthreads();
+    }
+    for (int64_t j = top; j >= 0; --j) {
+      const float weight = j == top ? static_cast<float>(prm.top_multiplicity) : 1.f;
+      const float* above[3] = {nullptr, nullptr, nullptr};
+      float* grads[3] = {nullptr, nullptr, nullptr};
+      for (int x = 0; x < 3; ++x) {
+        if (j < top) {
+          above[x] = level_grads + x * grad_stride + table.offset[j + 1] * dim;
+        }
+        if (j > 0) {
+          grads[x] = level_grads + x * grad_stride + table.offset[j] * dim;
+        }
+      }
+      if (j == 0) {
+        const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
+        backward_level(prm, tile, lv, staged[3], grads, above, weight, prm.scale, w);
+      } else {
+        const int64_t o = table.offset[j] * dim;
+        const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
+        backward_level(prm, tile, lv, pooled[3] + o, grads, above, weight, prm.scale, w);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// --- launch ---------------------------------------------------------------------------------
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// 16-byte loads of every row of every input are aligned.
+template <typename scalar_t>
+bool vector_loads_ok(const Params<scalar_t>& prm, int inputs) {
+  constexpr int64_t per_vector = 16 / sizeof(scalar_t);
+  if (prm.dim % per_vector != 0) {
+    return false;
+  }
+  for (int x = 0; x < inputs; ++x) {
+    const auto& in = prm.in[x];
+    if (!aligned16(in.data) || in.batch_stride % per_vector != 0 ||
+        in.time_stride % per_vector != 0 || in.head_stride % per_vector != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Launches `kernel` over every tile: in shared memory when the tile fits, else on a global
+// workspace for a bounded number of thread blocks.
+template <typename scalar_t>
+void launch(void (*kernel)(Params<scalar_t>, int64_t), Params<scalar_t> prm, int64_t num_tasks,
+            const at::Tensor& like) {
+  int device = 0, max_shared = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t static_shared = static_cast<int64_t>(sizeof(LevelTable));
+  int64_t grid = std::min<int64_t>(num_tasks, std::numeric_limits<int32_t>::max());
+  int64_t dynamic_shared = prm.layout.total;
+  at::Tensor workspace;
+  if (prm.layout.total + static_shared > max_shared) {
+    constexpr int64_t kWorkspaceBudget = int64_t(1) << 29;  // bytes
+    grid = std::min({grid, 4 * static_cast<int64_t>(sms),
+                     std::max<int64_t>(1, kWorkspaceBudget / prm.layout.total)});
+    workspace = at::empty({grid * prm.layout.total}, like.options().dtype(at::kByte));
+    prm.workspace = workspace.data_ptr<unsigned char>();
+    dynamic_shared = 0;
+  } else {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(dynamic_shared)));
+  }
+  kernel<<<static_cast<unsigned int>(grid), kThreads, static_cast<size_t>(dynamic_shared),
+           cuda::current_stream()>>>(prm, num_tasks);
+  FASTSER_CUDA_LAUNCH_CHECK();
+}
+
+template <typename scalar_t>
+Params<scalar_t> make_params(const Geometry& g, const at::Tensor* inputs, int count,
+                             const at::Tensor& lengths) {
+  Params<scalar_t> prm{};
+  for (int x = 0; x < count; ++x) {
+    prm.in[x] = strided<scalar_t>(inputs[x]);
+  }
+  prm.lengths = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+  prm.batch = g.batch;
+  prm.time = g.time;
+  prm.heads = g.heads;
+  prm.dim = g.dim;
+  prm.p = g.p;
+  prm.levels = g.levels;
+  prm.top_multiplicity = g.top_multiplicity;
+  prm.block_frames = g.block_frames;
+  prm.num_blocks = g.num_blocks;
+  prm.pooled_frames = g.pooled_frames;
+  prm.scale = static_cast<float>(g.scale);
+  prm.layout = make_layout(g, count, sizeof(scalar_t));
+  prm.vector_loads = vector_loads_ok(prm, count);
+  prm.workspace = nullptr;
+  return prm;
+}
+
+at::Tensor lengths_on_device(const std::optional<at::Tensor>& lengths) {
+  return lengths.has_value() ? lengths->contiguous() : at::Tensor();
+}
+
+at::Tensor fractal_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const std::optional<at::Tensor>& lengths, int64_t p,
+                                  int64_t levels, std::optional<double> scale) {
+  const Geometry g = check_and_plan(kForwardOp, q, k, v, lengths, p, levels, scale);
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  if (out.numel() == 0) {
+    return out;
+  }
+  const at::Tensor inputs[3] = {with_unit_last_stride(q), with_unit_last_stride(k),
+                                with_unit_last_stride(v)};
+  const at::Tensor lens = lengths_on_device(lengths);
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(q.scalar_type(), "fractal_attention_cuda", [&] {
+    Params<scalar_t> prm = make_params<scalar_t>(g, inputs, 3, lens);
+    prm.out[0] = out.data_ptr<scalar_t>();
+    launch<scalar_t>(fractal_forward_kernel<scalar_t>, prm, g.num_tiles(), q);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& lengths, int64_t p, int64_t levels,
+    std::optional<double> scale) {
+  const Geometry g = check_and_plan(kBackwardOp, q, k, v, lengths, p, levels, scale, &grad_out);
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor dq = at::empty(q.sizes(), q.options());
+  at::Tensor dk = at::empty(q.sizes(), q.options());
+  at::Tensor dv = at::empty(q.sizes(), q.options());
+  if (dq.numel() == 0) {
+    return {dq, dk, dv};
+  }
+  const at::Tensor inputs[4] = {with_unit_last_stride(q), with_unit_last_stride(k),
+                                with_unit_last_stride(v), with_unit_last_stride(grad_out)};
+  const at::Tensor lens = lengths_on_device(lengths);
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(q.scalar_type(), "fractal_attention_backward_cuda", [&] {
+    Params<scalar_t> prm = make_params<scalar_t>(g, inputs, 4, lens);
+    prm.out[0] = dq.data_ptr<scalar_t>();
+    prm.out[1] = dk.data_ptr<scalar_t>();
+    prm.out[2] = dv.data_ptr<scalar_t>();
+    launch<scalar_t>(fractal_backward_kernel<scalar_t>, prm, g.num_tiles(), q);
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastser, CUDA, m) {
+  m.impl("fractal_attention", &fractal_attention_cuda);
+  m.impl("fractal_attention_backward", &fractal_attention_backward_cuda);
+}
+
+}  // namespace fastser::fractal
