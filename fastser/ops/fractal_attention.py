@@ -85,7 +85,13 @@ def _backward(ctx, grad_out):
     return dq, dk, dv, None, None, None, None
 
 
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(f"fastser.{OP}: gradients of its gradients (double backward) are not "
+                       "supported")
+
+
 torch.library.register_autograd(f"{NAMESPACE}::{OP}", _backward, setup_context=_setup_context)
+torch.library.register_autograd(f"{NAMESPACE}::{BACKWARD_OP}", _no_double_backward)
 
 
 # --- FLOPs ----------------------------------------------------------------------------------
