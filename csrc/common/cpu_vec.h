@@ -9,9 +9,13 @@
 // differ in the last bits between machines with different ISAs.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define FASTSER_CPU_MULTIVERSION \
@@ -92,12 +96,108 @@ FASTSER_CPU_INLINE void row_fill(T* y, T value, int64_t n) {
   }
 }
 
+// --- element conversions that vectorise ------------------------------------------------------
+//
+// float16 and bfloat16 rows are read and written as their 16-bit patterns, converted with
+// integer and float arithmetic free of branches (round to nearest even, subnormals, infinities
+// and NaN exactly as c10::Half and c10::BFloat16), so that the loops vectorise.
+
+typedef uint16_t bits16 __attribute__((may_alias));
+
+template <typename T>
+struct Storage {
+  using type = T;
+};
+template <>
+struct Storage<c10::Half> {
+  using type = bits16;
+};
+template <>
+struct Storage<c10::BFloat16> {
+  using type = bits16;
+};
+
+// The element type a row of T is accessed as.
+template <typename T>
+using storage_t = typename Storage<T>::type;
+
+template <typename T>
+FASTSER_CPU_INLINE storage_t<T>* storage(T* p) {
+  return reinterpret_cast<storage_t<T>*>(p);
+}
+template <typename T>
+FASTSER_CPU_INLINE const storage_t<T>* storage(const T* p) {
+  return reinterpret_cast<const storage_t<T>*>(p);
+}
+
+FASTSER_CPU_INLINE float half_to_float(uint16_t h) {
+  const uint32_t magnitude = static_cast<uint32_t>(h & 0x7FFFu) << 13;
+  // Rebias the exponent by a multiplication by 2^112 (exact, subnormals included).
+  const float scaled = std::bit_cast<float>(magnitude) * 5.192296858534828e33f;
+  const uint32_t finite = std::bit_cast<uint32_t>(scaled);
+  const uint32_t special = magnitude | 0x7F800000u;  // infinity or NaN (payload kept)
+  const uint32_t bits = (h & 0x7C00u) == 0x7C00u ? special : finite;
+  return std::bit_cast<float>(bits | (static_cast<uint32_t>(h & 0x8000u) << 16));
+}
+
+FASTSER_CPU_INLINE uint16_t float_to_half(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t magnitude = bits & 0x7FFFFFFFu;
+  // Normal results: rebias the exponent and round the 13 dropped bits to nearest even.
+  const uint32_t normal = (magnitude - (112u << 23) + 0xFFFu + ((magnitude >> 13) & 1u)) >> 13;
+  // Subnormal results: adding 0.5 aligns the mantissa so that the float addition rounds.
+  const uint32_t subnormal =
+      std::bit_cast<uint32_t>(std::bit_cast<float>(magnitude) + 0.5f) - 0x3F000000u;
+  const uint32_t overflow = magnitude > 0x7F800000u ? 0x7E00u : 0x7C00u;  // NaN : infinity
+  const uint32_t half = magnitude >= 0x47800000u   ? overflow
+                        : magnitude < 0x38800000u ? subnormal
+                                                  : normal;
+  return static_cast<uint16_t>(half | sign);
+}
+
+FASTSER_CPU_INLINE float bfloat16_to_float(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
+
+FASTSER_CPU_INLINE uint16_t float_to_bfloat16(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>(x != x ? 0x7FC0u : rounded);
+}
+
+// A stored T as float32 (float64 stays float64).
+template <typename T>
+FASTSER_CPU_INLINE auto decode(storage_t<T> x) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return bfloat16_to_float(x);
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    return half_to_float(x);
+  } else {
+    return x;
+  }
+}
+
+// A float32 (or float64) value stored as T.
+template <typename T, typename A>
+FASTSER_CPU_INLINE storage_t<T> encode(A x) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return float_to_bfloat16(x);
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    return float_to_half(x);
+  } else {
+    return static_cast<T>(x);
+  }
+}
+
 // y = x, converting the element type (float16/bfloat16 <-> float32, or a plain copy).
 template <typename To, typename From>
 FASTSER_CPU_INLINE void row_convert(To* __restrict y, const From* __restrict x, int64_t n) {
+  storage_t<To>* dst = storage(y);
+  const storage_t<From>* src = storage(x);
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    y[i] = static_cast<To>(x[i]);
+    dst[i] = encode<To>(decode<From>(src[i]));
   }
 }
 

@@ -242,17 +242,18 @@ FASTSER_CPU_INLINE void chunk_attention(const LevelRows<acc>& lv, int64_t r0, in
 
 // dst = weight * GELU(y) at the top level (no parent), dst = GELU(y) + parent below it.
 template <typename T, typename acc>
-FASTSER_CPU_INLINE void gelu_sum(T* __restrict dst, const acc* __restrict y,
-                                 const acc* __restrict parent, acc weight, int64_t dim) {
+FASTSER_CPU_INLINE void gelu_sum(T* dst, const acc* __restrict y, const acc* __restrict parent,
+                                 acc weight, int64_t dim) {
+  cpu::storage_t<T>* __restrict out = cpu::storage(dst);
   if (parent == nullptr) {
 #pragma omp simd
     for (int64_t d = 0; d < dim; ++d) {
-      dst[d] = static_cast<T>(weight * cpu::gelu(y[d]));
+      out[d] = cpu::encode<T>(weight * cpu::gelu(y[d]));
     }
   } else {
 #pragma omp simd
     for (int64_t d = 0; d < dim; ++d) {
-      dst[d] = static_cast<T>(cpu::gelu(y[d]) + parent[d]);
+      out[d] = cpu::encode<T>(cpu::gelu(y[d]) + parent[d]);
     }
   }
 }

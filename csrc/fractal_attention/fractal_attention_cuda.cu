@@ -144,13 +144,16 @@ __device__ __forceinline__ int64_t out_row(const P& prm, const Tile& tile, int64
   return ((tile.b * prm.time + tile.t0 + f) * prm.heads + tile.h) * prm.dim;
 }
 
+// Tile-local element counts fit in 32 bits (checked at launch), so the index arithmetic of the
+// copy loops below avoids 64-bit divisions.
+
 // Zero rows [valid, rows) of the tile in `out`.
 template <typename scalar_t, typename P>
 __device__ void zero_padding(const P& prm, const Tile& tile, scalar_t* out) {
-  const int64_t count = (tile.rows - tile.valid) * prm.dim;
-  for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-    const int64_t f = tile.valid + e / prm.dim, d = e % prm.dim;
-    out[out_row(prm, tile, f) + d] = scalar_t(0);
+  const int dim = static_cast<int>(prm.dim);
+  const int count = static_cast<int>(tile.rows - tile.valid) * dim;
+  for (int e = threadIdx.x; e < count; e += blockDim.x) {
+    out[out_row(prm, tile, tile.valid + e / dim) + e % dim] = scalar_t(0);
   }
 }
 
@@ -162,17 +165,18 @@ __device__ void stage_rows(const P& prm, const Tile& tile, const Strided<scalar_
                          tile.h * src.head_stride;
   if (prm.vector_loads) {
     constexpr int kPerVector = 16 / sizeof(scalar_t);
-    const int64_t per_row = prm.dim / kPerVector, count = tile.valid * per_row;
+    const int per_row = static_cast<int>(prm.dim) / kPerVector;
+    const int count = static_cast<int>(tile.valid) * per_row;
     uint4* out = reinterpret_cast<uint4*>(dst);
-    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-      const int64_t f = e / per_row, u = e % per_row;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+      const int f = e / per_row, u = e % per_row;
       out[e] = *reinterpret_cast<const uint4*>(base + f * src.time_stride + u * kPerVector);
     }
   } else {
-    const int64_t count = tile.valid * prm.dim;
-    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-      const int64_t f = e / prm.dim, d = e % prm.dim;
-      dst[e] = base[f * src.time_stride + d];
+    const int dim = static_cast<int>(prm.dim);
+    const int count = static_cast<int>(tile.valid) * dim;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+      dst[e] = base[(e / dim) * src.time_stride + e % dim];
     }
   }
 }
@@ -181,13 +185,14 @@ __device__ void stage_rows(const P& prm, const Tile& tile, const Strided<scalar_
 template <typename T>
 __device__ void pool_rows(float* above, const T* below, int64_t n, int64_t p, int64_t dim,
                           bool mean) {
-  const int64_t count = level_above(n, p) * dim;
-  for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-    const int64_t i = e / dim, d = e % dim;
-    const int64_t first = i * p, members = group_size(first, n, p);
+  const int d32 = static_cast<int>(dim);
+  const int count = static_cast<int>(level_above(n, p)) * d32;
+  for (int e = threadIdx.x; e < count; e += blockDim.x) {
+    const int64_t first = (e / d32) * p, members = group_size(first, n, p);
+    const T* column = below + first * dim + e % d32;
     float sum = 0.f;
     for (int64_t c = 0; c < members; ++c) {
-      sum += to_float(below[(first + c) * dim + d]);
+      sum += to_float(column[c * dim]);
     }
     above[e] = mean ? sum / static_cast<float>(members) : sum;
   }
@@ -603,6 +608,14 @@ Params<scalar_t> make_params(const Geometry& g, const at::Tensor* inputs, int co
   return prm;
 }
 
+// A tile's elements (block_frames * D) are indexed with 32-bit integers.
+void check_tile_size(const char* op, const Geometry& g) {
+  FASTSER_CHECK(g.block_frames * g.dim <= std::numeric_limits<int32_t>::max(), op,
+                "a block of ", g.block_frames, " frames of D = ", g.dim,
+                " is too large for the CUDA kernel (p^levels or T times D must stay below "
+                "2^31)");
+}
+
 at::Tensor lengths_on_device(const std::optional<at::Tensor>& lengths) {
   return lengths.has_value() ? lengths->contiguous() : at::Tensor();
 }
@@ -611,6 +624,7 @@ at::Tensor fractal_attention_cuda(const at::Tensor& q, const at::Tensor& k, cons
                                   const std::optional<at::Tensor>& lengths, int64_t p,
                                   int64_t levels, std::optional<double> scale) {
   const Geometry g = check_and_plan(kForwardOp, q, k, v, lengths, p, levels, scale);
+  check_tile_size(kForwardOp, g);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty(q.sizes(), q.options());
   if (out.numel() == 0) {
@@ -632,6 +646,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cuda(
     const std::optional<at::Tensor>& lengths, int64_t p, int64_t levels,
     std::optional<double> scale) {
   const Geometry g = check_and_plan(kBackwardOp, q, k, v, lengths, p, levels, scale, &grad_out);
+  check_tile_size(kBackwardOp, g);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor dq = at::empty(q.sizes(), q.options());
   at::Tensor dk = at::empty(q.sizes(), q.options());
