@@ -113,13 +113,17 @@ class Workspace {
 
 // Runs fn(task, next, buffers) for every task; each worker makes its buffers once and takes the
 // tasks in runs of `run` consecutive ones (the heads of one block), so that it knows its next
-// task (`next`, or -1 at the end of a run) and can prefetch that task's rows.
+// task (`next`, or -1 at the end of a run) and can prefetch that task's rows.  Small calls
+// (below at::internal::GRAIN_SIZE elements per worker) use fewer threads, down to none.
 template <typename MakeBuffers, typename Fn>
-void for_each_tile(int64_t num_tasks, int64_t run, const MakeBuffers& make_buffers,
-                   const Fn& fn) {
+void for_each_tile(const Geometry& g, const MakeBuffers& make_buffers, const Fn& fn) {
+  const int64_t num_tasks = g.num_tiles(), run = g.heads;
   const int64_t num_runs = ceil_div(num_tasks, run);
+  const int64_t elements = g.batch * g.time * g.heads * g.dim;
+  const int64_t workers =
+      std::min({static_cast<int64_t>(at::get_num_threads()), num_runs,
+                std::max<int64_t>(1, elements / at::internal::GRAIN_SIZE)});
   std::atomic<int64_t> next_run{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_runs);
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     auto buffers = make_buffers();
     for (int64_t r = next_run.fetch_add(1); r < num_runs; r = next_run.fetch_add(1)) {
@@ -544,8 +548,7 @@ at::Tensor fractal_attention_cpu(const at::Tensor& q, const at::Tensor& k, const
                                      Strided<const scalar_t>(vs), Strided<scalar_t>(out),
                                      lengths_data(lens)};
     for_each_tile(
-        g.num_tiles(), g.heads,
-        [&] { return ForwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
+        g, [&] { return ForwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
         [&](int64_t task, int64_t next, ForwardBuffers<acc>& buf) {
           forward_tile(args, task, next, buf);
         });
@@ -574,8 +577,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cpu(
         Strided<const scalar_t>(ks), Strided<const scalar_t>(vs), Strided<scalar_t>(dq),
         Strided<scalar_t>(dk), Strided<scalar_t>(dv), lengths_data(lens)};
     for_each_tile(
-        g.num_tiles(), g.heads,
-        [&] { return BackwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
+        g, [&] { return BackwardBuffers<acc>(g, !std::is_same_v<acc, scalar_t>); },
         [&](int64_t task, int64_t next, BackwardBuffers<acc>& buf) {
           backward_tile(args, task, next, buf);
         });
