@@ -26,8 +26,10 @@
 
 #if defined(__GNUC__)
 #define FASTSER_CPU_INLINE inline __attribute__((always_inline))
+#define FASTSER_MAY_ALIAS __attribute__((may_alias))
 #else
 #define FASTSER_CPU_INLINE inline
+#define FASTSER_MAY_ALIAS
 #endif
 
 namespace fastser::cpu {
@@ -102,7 +104,7 @@ FASTSER_CPU_INLINE void row_fill(T* y, T value, int64_t n) {
 // integer and float arithmetic free of branches (round to nearest even, subnormals, infinities
 // and NaN exactly as c10::Half and c10::BFloat16), so that the loops vectorise.
 
-typedef uint16_t bits16 __attribute__((may_alias));
+typedef uint16_t bits16 FASTSER_MAY_ALIAS;
 
 template <typename T>
 struct Storage {

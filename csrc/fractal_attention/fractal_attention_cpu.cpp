@@ -7,7 +7,6 @@
 // row once; the backward pass recomputes the tile's forward values instead of storing them.
 #include "fractal_attention/fractal_attention.h"
 
-#include "common/checks.h"
 #include "common/cpu_vec.h"
 #include "common/dispatch.h"
 
@@ -17,7 +16,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -93,11 +91,14 @@ struct LevelTable {
   }
 };
 
-// A thread's workspace: named slices of one allocation, reused by all of its tiles.
+// A thread's workspace: named slices of one allocation, reused by all of its tiles.  Neither
+// copied nor moved, so the slices handed out stay valid.
 template <typename acc>
 class Workspace {
  public:
   explicit Workspace(int64_t size) : storage_(static_cast<size_t>(size)) {}
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
 
   acc* take(int64_t size) {
     acc* slice = storage_.data() + used_;
