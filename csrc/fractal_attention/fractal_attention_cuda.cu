@@ -2,13 +2,14 @@
 //
 // One thread block per (sequence, time block, head) tile (grid-stride over tiles).  A tile is
 // staged once into shared memory in the input dtype (16-byte vector loads when the layout
-// allows), the pooled levels are built there in float32, and warps then work through the
-// windows of each level from the top down: a warp owns a window, its lanes own head
-// dimensions, dot products are warp reductions.  Forward writes each output row once; backward
-// recomputes the tile's attention and accumulates every gradient row inside the warp that owns
-// it, in a fixed order: no atomics, the same bits on every run.  When a tile does not fit in
-// shared memory (very long blocks or wide heads) the same kernel runs on a per-block workspace
-// in global memory.
+// allows) and the pooled levels are built there in float32.  A warp owns a window, its lanes
+// own head dimensions; it takes 4 query rows at a time, their 4 x 4 dot products with a chunk
+// of keys reduced together by a transposing butterfly.  The windows of all pooled levels are
+// computed at once, their GELU sums (gradients, in backward) combined from the top down, and
+// level 1 last, writing each output row once.  Backward recomputes the tile's attention and
+// accumulates every gradient row inside the warp that owns it, in a fixed order: no atomics,
+// the same bits on every run.  When a tile does not fit in shared memory (very long blocks or
+// wide heads) the same kernel runs on a per-block workspace in global memory.
 #include "fractal_attention/fractal_attention.h"
 
 #include "common/checks.h"
@@ -28,7 +29,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kKeyChunk = 4;  // keys whose dot products a warp reduces together
+constexpr int kRowChunk = 4;  // query rows (and keys) a warp takes together: 16 dot products
 
 // --- tile layout ----------------------------------------------------------------------------
 
@@ -72,9 +73,11 @@ TileLayout make_layout(const Geometry& g, int inputs, int64_t element_size) {
   layout.level_rows = at;
   at += align16((backward ? 3 : 1) * g.pooled_frames * g.dim * 4);
   layout.warp = at;
-  // forward: softmax weights; backward: weights, dscores, dY row, level-1 window gradients.
-  layout.warp_bytes =
-      align16(backward ? (2 * g.p + g.dim + 3 * g.p * g.dim) * 4 : g.p * 4);
+  // forward: softmax weights of a row chunk; backward: weights, dscores and dY of a row chunk,
+  // and the level-1 window gradients.
+  layout.warp_bytes = align16(
+      backward ? (2 * kRowChunk * g.p + kRowChunk * g.dim + 3 * g.p * g.dim) * 4
+               : kRowChunk * g.p * 4);
   at += kWarps * layout.warp_bytes;
   layout.total = at;
   return layout;
@@ -207,93 +210,160 @@ struct LevelView {
   int64_t frames;
 };
 
-// weights[c] = softmax_c(scale * q_i . k_{first+c}) over the window's keys, computed by one
-// warp and left in `weights` (visible to the whole warp on return).
-template <typename T>
-__device__ void window_softmax(const LevelView<T>& lv, int64_t i, int64_t first, int64_t count,
-                               int64_t dim, float scale, float* weights) {
+// Calls fn(j, first, count) for the windows of levels j = 2..top+1 (1..top counted from 0)
+// handed to this warp: the windows of every pooled level are dealt to the warps together.
+template <typename Fn>
+__device__ void for_pooled_windows(const LevelTable& table, int64_t top, int64_t p,
+                                   const Fn& fn) {
+  const int warp = threadIdx.x / 32;
+  int64_t dealt = 0;  // windows of the levels below j
+  for (int64_t j = 1; j <= top; ++j) {
+    const int64_t windows = level_above(table.frames[j], p);
+    for (int64_t w = ((warp - dealt) % kWarps + kWarps) % kWarps; w < windows; w += kWarps) {
+      fn(j, w * p, group_size(w * p, table.frames[j], p));
+    }
+    dealt += windows;
+  }
+}
+
+// Calls fn(first, count) for this warp's windows of a level of n frames.
+template <typename Fn>
+__device__ void for_level_windows(int64_t n, int64_t p, const Fn& fn) {
+  for (int64_t w = threadIdx.x / 32; w * p < n; w += kWarps) {
+    fn(w * p, group_size(w * p, n, p));
+  }
+}
+
+// One butterfly round of warp_sum16: keeps half of the values, sums them with the partner lane.
+template <int kCount, int kOffset>
+__device__ __forceinline__ void butterfly(float (&v)[16], int lane) {
+  const bool upper = (lane & kOffset) != 0;
+#pragma unroll
+  for (int k = 0; k < kCount / 2; ++k) {
+    const float send = upper ? v[k] : v[k + kCount / 2];
+    const float keep = upper ? v[k + kCount / 2] : v[k];
+    v[k] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+  }
+}
+
+// Sums each of 16 per-lane values over the warp with 16 shuffles (a transposing butterfly)
+// instead of 16 x 5: returns the total of value lane / 2 (lanes 2m and 2m + 1 get value m).
+__device__ __forceinline__ float warp_sum16(float (&v)[16]) {
   const int lane = threadIdx.x % 32;
-  const T* qi = lv.q + i * dim;
-  for (int64_t c0 = 0; c0 < count; c0 += kKeyChunk) {
-    float part[kKeyChunk];
+  butterfly<16, 16>(v, lane);
+  butterfly<8, 8>(v, lane);
+  butterfly<4, 4>(v, lane);
+  butterfly<2, 2>(v, lane);
+  return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
+// out[r * out_stride + c] = scale * a_r . b_c for rows r < na of `a` and c < nb of `b` (rows of
+// dim elements), both at most kRowChunk; one warp, lanes over the dimensions.
+template <typename TA, typename TB>
+__device__ void dot_block(const TA* a, int na, const TB* b, int nb, int64_t dim, float scale,
+                          float* out, int64_t out_stride) {
+  const int lane = threadIdx.x % 32;
+  float v[16];
 #pragma unroll
-    for (int u = 0; u < kKeyChunk; ++u) {
-      part[u] = 0.f;
-      if (c0 + u < count) {
-        const T* kc = lv.k + (first + c0 + u) * dim;
-        for (int64_t d = lane; d < dim; d += 32) {
-          part[u] += to_float(qi[d]) * to_float(kc[d]);
-        }
+  for (int e = 0; e < 16; ++e) {
+    v[e] = 0.f;
+  }
+  for (int64_t d = lane; d < dim; d += 32) {
+    float ad[kRowChunk], bd[kRowChunk];
+#pragma unroll
+    for (int r = 0; r < kRowChunk; ++r) {
+      ad[r] = r < na ? to_float(a[r * dim + d]) : 0.f;
+      bd[r] = r < nb ? to_float(b[r * dim + d]) : 0.f;
+    }
+#pragma unroll
+    for (int r = 0; r < kRowChunk; ++r) {
+#pragma unroll
+      for (int c = 0; c < kRowChunk; ++c) {
+        v[r * kRowChunk + c] += ad[r] * bd[c];
       }
     }
-#pragma unroll
-    for (int u = 0; u < kKeyChunk; ++u) {
-      part[u] = cuda::warp_sum(part[u]);
-    }
-    if (lane == 0) {
-#pragma unroll
-      for (int u = 0; u < kKeyChunk; ++u) {
-        if (c0 + u < count) {
-          weights[c0 + u] = scale * part[u];
-        }
-      }
-    }
+  }
+  const float total = warp_sum16(v);
+  const int m = lane / 2, r = m / kRowChunk, c = m % kRowChunk;
+  if (lane % 2 == 0 && r < na && c < nb) {
+    out[r * out_stride + c] = scale * total;
+  }
+}
+
+// weights[r * p + c] = softmax_c(scale * q_{i0+r} . k_{first+c}) for the nq query rows from i0
+// over their window's keys; one warp, the weights visible to all of it on return.
+template <typename T>
+__device__ void attention_weights(const LevelView<T>& lv, int64_t i0, int nq, int64_t first,
+                                  int64_t count, int64_t dim, int64_t p, float scale,
+                                  float* weights) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t c0 = 0; c0 < count; c0 += kRowChunk) {
+    const int nk = static_cast<int>(count - c0 < kRowChunk ? count - c0 : kRowChunk);
+    dot_block(lv.q + i0 * dim, nq, lv.k + (first + c0) * dim, nk, dim, scale, weights + c0, p);
   }
   __syncwarp();
-  float top = -std::numeric_limits<float>::infinity();
-  for (int64_t c = 0; c < count; ++c) {
-    top = fmaxf(top, weights[c]);
-  }
-  float total = 0.f;
-  for (int64_t c = 0; c < count; ++c) {
-    total += expf(weights[c] - top);
-  }
-  __syncwarp();
-  const float inverse = 1.f / total;
-  for (int64_t c = lane; c < count; c += 32) {
-    weights[c] = expf(weights[c] - top) * inverse;
+  if (lane < nq) {
+    float* row = weights + lane * p;
+    float top = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < count; ++c) {
+      top = fmaxf(top, row[c]);
+    }
+    float total = 0.f;
+    for (int64_t c = 0; c < count; ++c) {
+      row[c] = expf(row[c] - top);
+      total += row[c];
+    }
+    const float inverse = 1.f / total;
+    for (int64_t c = 0; c < count; ++c) {
+      row[c] *= inverse;
+    }
   }
   __syncwarp();
 }
 
-// Y_i[d] = sum_c weights[c] * v_{first+c}[d]
+// y[r] = sum_c weights[r * p + c] * v_{first+c}[d] for the chunk's nq rows.
 template <typename T>
-__device__ __forceinline__ float mix_values(const LevelView<T>& lv, const float* weights,
-                                            int64_t first, int64_t count, int64_t dim,
-                                            int64_t d) {
-  float y = 0.f;
-  for (int64_t c = 0; c < count; ++c) {
-    y += weights[c] * to_float(lv.v[(first + c) * dim + d]);
+__device__ __forceinline__ void mix_values(const LevelView<T>& lv, const float* weights,
+                                           int64_t first, int64_t count, int64_t p, int64_t dim,
+                                           int64_t d, int nq, float (&y)[kRowChunk]) {
+#pragma unroll
+  for (int r = 0; r < kRowChunk; ++r) {
+    y[r] = 0.f;
   }
-  return y;
+  for (int64_t c = 0; c < count; ++c) {
+    const float vc = to_float(lv.v[(first + c) * dim + d]);
+#pragma unroll
+    for (int r = 0; r < kRowChunk; ++r) {
+      if (r < nq) {
+        y[r] += weights[r * p + c] * vc;
+      }
+    }
+  }
 }
 
 // --- forward --------------------------------------------------------------------------------
 
-// One level's windows, one warp per window.  Row i gets GELU(Y_i) + sums_above[i / p] (times
-// `weight` and no parent at the top level), into `sums` (float rows) or, at level 1, into the
-// output rows of the tile.
-template <typename scalar_t, typename T>
-__device__ void forward_level(const Params<scalar_t>& prm, const Tile& tile,
-                              const LevelView<T>& lv, const float* parents, float weight,
-                              float* sums, float* weights) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t dim = prm.dim, p = prm.p;
-  for (int64_t first = warp * p; first < lv.frames; first += kWarps * p) {
-    const int64_t count = group_size(first, lv.frames, p);
-    for (int64_t i = first; i < first + count; ++i) {
-      window_softmax(lv, i, first, count, dim, prm.scale, weights);
-      for (int64_t d = lane; d < dim; d += 32) {
-        const float g = gelu_erf(mix_values(lv, weights, first, count, dim, d));
-        const float value = parents != nullptr ? g + parents[(i / p) * dim + d] : weight * g;
-        if (sums != nullptr) {
-          sums[i * dim + d] = value;
-        } else {
-          prm.out[0][out_row(prm, tile, i) + d] = static_cast<scalar_t>(value);
+// One window (one warp): sink(i, d, GELU(Y_i[d])) for each of its rows i and dimensions d.
+template <typename T, typename Sink>
+__device__ void window_forward(const LevelView<T>& lv, int64_t first, int64_t count,
+                               int64_t dim, int64_t p, float scale, float* weights,
+                               const Sink& sink) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t i0 = first; i0 < first + count; i0 += kRowChunk) {
+    const int nq = static_cast<int>(first + count - i0 < kRowChunk ? first + count - i0
+                                                                   : kRowChunk);
+    attention_weights(lv, i0, nq, first, count, dim, p, scale, weights);
+    for (int64_t d = lane; d < dim; d += 32) {
+      float y[kRowChunk];
+      mix_values(lv, weights, first, count, p, dim, d, nq, y);
+#pragma unroll
+      for (int r = 0; r < kRowChunk; ++r) {
+        if (r < nq) {
+          sink(i0 + r, d, gelu_erf(y[r]));
         }
       }
-      __syncwarp();  // the weights are overwritten by the next row
     }
+    __syncwarp();  // the weights are overwritten by the next chunk
   }
 }
 
@@ -314,6 +384,7 @@ __global__ void __launch_bounds__(kThreads)
   float* sums = reinterpret_cast<float*>(base + L.level_rows);
   float* weights = reinterpret_cast<float*>(base + L.warp + (threadIdx.x / 32) * L.warp_bytes);
   const int64_t dim = prm.dim, p = prm.p, top = prm.levels - 1;
+  const float top_weight = static_cast<float>(prm.top_multiplicity);
 
   for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
     const Tile tile = locate(prm, task);
@@ -341,19 +412,39 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
     }
-    for (int64_t j = top; j >= 0; --j) {
-      const float* parents = j < top ? sums + table.offset[j + 1] * dim : nullptr;
-      const float weight = j == top ? static_cast<float>(prm.top_multiplicity) : 1.f;
-      if (j == 0) {
-        const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
-        forward_level(prm, tile, lv, parents, weight, nullptr, weights);
-      } else {
-        const int64_t o = table.offset[j] * dim;
-        const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
-        forward_level(prm, tile, lv, parents, weight, sums + o, weights);
+    // Levels 2..: GELU(Y_j) (times top_weight at the top), all levels at once.
+    for_pooled_windows(table, top, p, [&](int64_t j, int64_t first, int64_t count) {
+      const int64_t o = table.offset[j] * dim;
+      const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
+      const float weight = j == top ? top_weight : 1.f;
+      float* rows = sums + o;
+      window_forward(lv, first, count, dim, p, prm.scale, weights,
+                     [&](int64_t i, int64_t d, float g) { rows[i * dim + d] = weight * g; });
+    });
+    __syncthreads();
+    // sums_j[i] = GELU(Y_j[i]) + sums_{j+1}[i / p], from the top down.
+    for (int64_t j = top - 1; j >= 1; --j) {
+      float* rows = sums + table.offset[j] * dim;
+      const float* parents = sums + table.offset[j + 1] * dim;
+      const int d32 = static_cast<int>(dim);
+      const int count = static_cast<int>(table.frames[j]) * d32;
+      for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        rows[e] += parents[(e / d32) / p * dim + e % d32];
       }
       __syncthreads();
     }
+    // Level 1: out[i] = GELU(Y_1[i]) + sums_2[i / p].
+    const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
+    const float* parents = top > 0 ? sums + table.offset[1] * dim : nullptr;
+    for_level_windows(table.frames[0], p, [&](int64_t first, int64_t count) {
+      window_forward(lv, first, count, dim, p, prm.scale, weights,
+                     [&](int64_t i, int64_t d, float g) {
+                       const float value =
+                           parents != nullptr ? g + parents[(i / p) * dim + d] : top_weight * g;
+                       prm.out[0][out_row(prm, tile, i) + d] = static_cast<scalar_t>(value);
+                     });
+    });
+    __syncthreads();
   }
 }
 
@@ -361,105 +452,91 @@ __global__ void __launch_bounds__(kThreads)
 
 // Per-warp scratch of the backward kernel.
 struct WarpScratch {
-  float* weights;  // p (the largest window)
-  float* dscores;  // p
-  float* dy;       // dim
+  float* weights;  // kRowChunk rows of p
+  float* dscores;  // kRowChunk rows of p
+  float* dy;       // kRowChunk rows of dim
   float* grads;    // level-1 window gradients: dq, dk, dv rows, p * dim each
 };
 
-// One level's windows, one warp per window.  grads[x] are the level's gradient rows (float) or,
-// at level 1, nullptr: the warp then gathers its window's rows in scratch and writes them out.
-// above[x] are the level above's gradient rows (nullptr at the top).
-template <typename scalar_t, typename T>
-__device__ void backward_level(const Params<scalar_t>& prm, const Tile& tile,
-                               const LevelView<T>& lv, const T* s, float* const* grads,
-                               const float* const* above, float weight, float scale,
-                               const WarpScratch& w) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t dim = prm.dim, p = prm.p, n = lv.frames;
-  for (int64_t first = warp * p; first < n; first += kWarps * p) {
-    const int64_t count = group_size(first, n, p);
-    // The window's gradient rows (local row r = frame first + r), started from the level
-    // above's (a mean passes 1/count of its gradient to each member).
-    float* rows[3];
-    for (int x = 0; x < 3; ++x) {
-      rows[x] = grads[x] != nullptr ? grads[x] + first * dim : w.grads + x * count * dim;
-      for (int64_t r = 0; r < count; ++r) {
-        for (int64_t d = lane; d < dim; d += 32) {
-          rows[x][r * dim + d] = above[x] != nullptr
-                                     ? above[x][(first / p) * dim + d] / static_cast<float>(count)
-                                     : 0.f;
+// One window (one warp): adds the window's attention terms of dq, dk, dv to rows[x] (row r =
+// frame first + r), with dY = weight * S * GELU'(Y).
+template <typename T>
+__device__ void window_backward(const LevelView<T>& lv, const T* s, int64_t first,
+                                int64_t count, int64_t dim, int64_t p, float scale,
+                                float weight, const WarpScratch& w, float* const (&rows)[3]) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t i0 = first; i0 < first + count; i0 += kRowChunk) {
+    const int nq = static_cast<int>(first + count - i0 < kRowChunk ? first + count - i0
+                                                                   : kRowChunk);
+    attention_weights(lv, i0, nq, first, count, dim, p, scale, w.weights);
+    for (int64_t d = lane; d < dim; d += 32) {
+      float y[kRowChunk];
+      mix_values(lv, w.weights, first, count, p, dim, d, nq, y);
+#pragma unroll
+      for (int r = 0; r < kRowChunk; ++r) {
+        if (r < nq) {
+          w.dy[r * dim + d] = weight * to_float(s[(i0 + r) * dim + d]) * gelu_erf_grad(y[r]);
         }
       }
     }
-    for (int64_t i = first; i < first + count; ++i) {
-      window_softmax(lv, i, first, count, dim, scale, w.weights);
-      // dY = weight * S * GELU'(Y), lane-owned dimensions.
-      for (int64_t d = lane; d < dim; d += 32) {
-        const float y = mix_values(lv, w.weights, first, count, dim, d);
-        w.dy[d] = weight * to_float(s[i * dim + d]) * gelu_erf_grad(y);
-      }
-      // dA_c = dY . v_c, then dscore_c = scale * w_c * (dA_c - sum_c' w_c' dA_c').
-      for (int64_t c0 = 0; c0 < count; c0 += kKeyChunk) {
-        float part[kKeyChunk];
-#pragma unroll
-        for (int u = 0; u < kKeyChunk; ++u) {
-          part[u] = 0.f;
-          if (c0 + u < count) {
-            const T* vc = lv.v + (first + c0 + u) * dim;
-            for (int64_t d = lane; d < dim; d += 32) {
-              part[u] += w.dy[d] * to_float(vc[d]);
-            }
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kKeyChunk; ++u) {
-          part[u] = cuda::warp_sum(part[u]);
-        }
-        if (lane == 0) {
-#pragma unroll
-          for (int u = 0; u < kKeyChunk; ++u) {
-            if (c0 + u < count) {
-              w.dscores[c0 + u] = part[u];
-            }
-          }
-        }
-      }
-      __syncwarp();
+    // dA[r][c] = dY_r . v_c, then dscore = scale * w * (dA - sum_c' w dA) in place.
+    for (int64_t c0 = 0; c0 < count; c0 += kRowChunk) {
+      const int nk = static_cast<int>(count - c0 < kRowChunk ? count - c0 : kRowChunk);
+      dot_block(w.dy, nq, lv.v + (first + c0) * dim, nk, dim, 1.f, w.dscores + c0, p);
+    }
+    __syncwarp();
+    if (lane < nq) {
+      const float* wr = w.weights + lane * p;
+      float* ds = w.dscores + lane * p;
       float mean = 0.f;
       for (int64_t c = 0; c < count; ++c) {
-        mean += w.weights[c] * w.dscores[c];
+        mean += wr[c] * ds[c];
       }
-      const int64_t r = i - first;
-      for (int64_t d = lane; d < dim; d += 32) {
-        const float qd = to_float(lv.q[i * dim + d]), dyd = w.dy[d];
-        float dq = rows[0][r * dim + d];
-        for (int64_t c = 0; c < count; ++c) {
-          const float dscore = scale * w.weights[c] * (w.dscores[c] - mean);
-          dq += dscore * to_float(lv.k[(first + c) * dim + d]);
-          rows[1][c * dim + d] += dscore * qd;
-          rows[2][c * dim + d] += w.weights[c] * dyd;
-        }
-        rows[0][r * dim + d] = dq;
+      for (int64_t c = 0; c < count; ++c) {
+        ds[c] = scale * wr[c] * (ds[c] - mean);
       }
-      __syncwarp();  // weights and dscores are overwritten by the next row
     }
-    if (grads[0] == nullptr) {  // level 1: the window's rows are final
-      for (int x = 0; x < 3; ++x) {
-        for (int64_t r = 0; r < count; ++r) {
-          scalar_t* out = prm.out[x] + out_row(prm, tile, first + r);
-          for (int64_t d = lane; d < dim; d += 32) {
-            out[d] = static_cast<scalar_t>(rows[x][r * dim + d]);
+    __syncwarp();
+    for (int64_t d = lane; d < dim; d += 32) {
+      float qd[kRowChunk], dyd[kRowChunk];
+#pragma unroll
+      for (int r = 0; r < kRowChunk; ++r) {
+        qd[r] = r < nq ? to_float(lv.q[(i0 + r) * dim + d]) : 0.f;
+        dyd[r] = r < nq ? w.dy[r * dim + d] : 0.f;
+      }
+      float dq[kRowChunk];
+#pragma unroll
+      for (int r = 0; r < kRowChunk; ++r) {
+        dq[r] = 0.f;
+      }
+      for (int64_t c = 0; c < count; ++c) {
+        const float kc = to_float(lv.k[(first + c) * dim + d]);
+        float dk = 0.f, dv = 0.f;
+#pragma unroll
+        for (int r = 0; r < kRowChunk; ++r) {
+          if (r < nq) {
+            const float ds = w.dscores[r * p + c];
+            dq[r] += ds * kc;
+            dk += ds * qd[r];
+            dv += w.weights[r * p + c] * dyd[r];
           }
         }
+        rows[1][c * dim + d] += dk;
+        rows[2][c * dim + d] += dv;
       }
-      __syncwarp();  // the scratch rows are reused by the warp's next window
+#pragma unroll
+      for (int r = 0; r < kRowChunk; ++r) {
+        if (r < nq) {
+          rows[0][(i0 - first + r) * dim + d] += dq[r];
+        }
+      }
     }
+    __syncwarp();  // weights, dscores and dy are overwritten by the next chunk
   }
 }
 
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     fractal_backward_kernel(const Params<scalar_t> prm, int64_t num_tasks) {
   extern __shared__ __align__(16) unsigned char shared[];
   __shared__ LevelTable table;
@@ -467,16 +544,21 @@ __global__ void __launch_bounds__(kThreads)
       prm.workspace != nullptr ? prm.workspace + blockIdx.x * prm.layout.total : shared;
   const TileLayout& L = prm.layout;
   const int64_t dim = prm.dim, p = prm.p, top = prm.levels - 1;
+  const float top_weight = static_cast<float>(prm.top_multiplicity);
   scalar_t* staged[4];
   float* pooled[4];
   for (int x = 0; x < 4; ++x) {
     staged[x] = reinterpret_cast<scalar_t*>(base + L.staged[x]);
     pooled[x] = reinterpret_cast<float*>(base + L.pooled[x]);
   }
-  float* level_grads = reinterpret_cast<float*>(base + L.level_rows);
-  const int64_t grad_stride = prm.pooled_frames * dim;  // floats per gradient buffer
+  float* level_grads[3];
+  for (int x = 0; x < 3; ++x) {
+    level_grads[x] = reinterpret_cast<float*>(base + L.level_rows) + x * prm.pooled_frames * dim;
+  }
   float* scratch = reinterpret_cast<float*>(base + L.warp + (threadIdx.x / 32) * L.warp_bytes);
-  const WarpScratch w{scratch, scratch + p, scratch + 2 * p, scratch + 2 * p + dim};
+  const WarpScratch w{scratch, scratch + kRowChunk * p, scratch + 2 * kRowChunk * p,
+                      scratch + 2 * kRowChunk * p + kRowChunk * dim};
+  const int lane = threadIdx.x % 32;
 
   for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
     const Tile tile = locate(prm, task);
@@ -507,28 +589,59 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
     }
-    for (int64_t j = top; j >= 0; --j) {
-      const float weight = j == top ? static_cast<float>(prm.top_multiplicity) : 1.f;
-      const float* above[3] = {nullptr, nullptr, nullptr};
-      float* grads[3] = {nullptr, nullptr, nullptr};
+    // Levels 2..: each level's own attention terms, all levels at once.
+    for_pooled_windows(table, top, p, [&](int64_t j, int64_t first, int64_t count) {
+      const int64_t o = table.offset[j] * dim;
+      const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
+      float* const rows[3] = {level_grads[0] + o + first * dim, level_grads[1] + o + first * dim,
+                              level_grads[2] + o + first * dim};
       for (int x = 0; x < 3; ++x) {
-        if (j < top) {
-          above[x] = level_grads + x * grad_stride + table.offset[j + 1] * dim;
-        }
-        if (j > 0) {
-          grads[x] = level_grads + x * grad_stride + table.offset[j] * dim;
+        for (int64_t e = lane; e < count * dim; e += 32) {
+          rows[x][e] = 0.f;
         }
       }
-      if (j == 0) {
-        const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
-        backward_level(prm, tile, lv, staged[3], grads, above, weight, prm.scale, w);
-      } else {
-        const int64_t o = table.offset[j] * dim;
-        const LevelView<float> lv{pooled[0] + o, pooled[1] + o, pooled[2] + o, table.frames[j]};
-        backward_level(prm, tile, lv, pooled[3] + o, grads, above, weight, prm.scale, w);
+      window_backward(lv, pooled[3] + o, first, count, dim, p, prm.scale,
+                      j == top ? top_weight : 1.f, w, rows);
+    });
+    __syncthreads();
+    // From the top down, each level's gradient gains the level above's (a mean passes 1/count
+    // of its gradient to each member).
+    for (int64_t j = top - 1; j >= 1; --j) {
+      const int d32 = static_cast<int>(dim);
+      const int64_t n = table.frames[j];
+      const int count = static_cast<int>(n) * d32;
+      for (int x = 0; x < 3; ++x) {
+        float* rows = level_grads[x] + table.offset[j] * dim;
+        const float* parents = level_grads[x] + table.offset[j + 1] * dim;
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+          const int64_t group = (e / d32) / p;
+          rows[e] += parents[group * dim + e % d32] / static_cast<float>(group_size(group * p, n, p));
+        }
       }
       __syncthreads();
     }
+    // Level 1: each window's rows start from level 2's, gain the window's terms, and are final.
+    const LevelView<scalar_t> lv{staged[0], staged[1], staged[2], table.frames[0]};
+    for_level_windows(table.frames[0], p, [&](int64_t first, int64_t count) {
+      float* const rows[3] = {w.grads, w.grads + count * dim, w.grads + 2 * count * dim};
+      for (int x = 0; x < 3; ++x) {
+        const float* parent = top > 0 ? level_grads[x] + table.offset[1] * dim + (first / p) * dim
+                                      : nullptr;
+        for (int64_t e = lane; e < count * dim; e += 32) {
+          rows[x][e] = parent != nullptr ? parent[e % dim] / static_cast<float>(count) : 0.f;
+        }
+      }
+      window_backward(lv, staged[3], first, count, dim, p, prm.scale, top > 0 ? 1.f : top_weight,
+                      w, rows);
+      for (int x = 0; x < 3; ++x) {
+        for (int64_t e = lane; e < count * dim; e += 32) {
+          prm.out[x][out_row(prm, tile, first + e / dim) + e % dim] =
+              static_cast<scalar_t>(rows[x][e]);
+        }
+      }
+      __syncwarp();  // the scratch rows are reused by the warp's next window
+    });
+    __syncthreads();
   }
 }
 
