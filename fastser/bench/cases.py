@@ -12,6 +12,7 @@ import torch
 SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
+    "fractal_attention": "fastser.bench.fractal_attention",
 }
 
 
