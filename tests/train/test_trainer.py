@@ -12,6 +12,7 @@ import torch
 
 from fastser.train.checkpoint import load_checkpoint
 from fastser.train.trainer import TrainConfig, Trainer
+from sigkill import killed_run_code
 from toy_recipe import LABELS, ToyRecipe, make_items
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,23 +65,9 @@ def test_bad_config_is_rejected():
 
 
 KILLED_RUN = """
-    import os, signal, sys, torch
     sys.path.insert(0, {tests!r})
-    import fastser.train.trainer as trainer_module
     from fastser.train.trainer import TrainConfig, Trainer
     from toy_recipe import LABELS, ToyRecipe, make_items
-
-    def die_mid_write(obj, f):
-        f.write(b"partial")
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    real_save_checkpoint = trainer_module.save_checkpoint
-    def save_checkpoint(payload, path):
-        if payload["epoch"] == 2 and path.name == "last.pt":
-            torch.save = die_mid_write  # SIGKILL in the middle of writing epoch 3's last.pt
-        real_save_checkpoint(payload, path)
-    trainer_module.save_checkpoint = save_checkpoint
     Trainer(ToyRecipe(LABELS), TrainConfig(**{config!r}), {out!r}).fit(
         make_items(96), make_items(48, seed=1))
 """
@@ -91,7 +78,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     straight = Trainer(ToyRecipe(LABELS), TrainConfig(**config), tmp_path / "straight").fit(
         make_items(96), make_items(48, seed=1))
     out = tmp_path / "killed"
-    code = textwrap.dedent(KILLED_RUN).format(tests=TESTS_DIR, config=config, out=str(out))
+    code = killed_run_code(2, KILLED_RUN.format(tests=TESTS_DIR, config=config, out=str(out)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # epoch 3's write never landed
