@@ -19,4 +19,8 @@ TORCH_LIBRARY(fastser, m) {
         "-> (Tensor, Tensor)");
   m.def("head_k_pooling_loss_backward(Tensor grad_loss, Tensor grad_logits, Tensor lengths, "
         "str reduction) -> Tensor");
+  m.def("fractal_attention(Tensor q, Tensor k, Tensor v, Tensor? lengths, int p, int levels, "
+        "float? scale) -> Tensor");
+  m.def("fractal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
+        "Tensor? lengths, int p, int levels, float? scale) -> (Tensor, Tensor, Tensor)");
 }
