@@ -167,6 +167,19 @@ def test_segment_spans_follow_the_test_windows():
     assert recipe.segment_spans(51234) == [(0.0, 2.0), (0.4, 2.4), (0.8, 2.8), (1.2, 3.2)]
 
 
+def test_feature_stats_round_trip_through_the_recipe_state():
+    recipe = _recipe()
+    assert recipe.extra_state() == {}
+    gen = torch.Generator().manual_seed(3)
+    recipe.fit_extra([recipe.item_from_audio(0.1 * torch.randn(n, generator=gen))
+                      for n in (20000, 41000)])
+    restored = GLRFRecipe.from_state(recipe.state())
+    torch.testing.assert_close(restored.feature_stats, recipe.feature_stats, atol=0, rtol=0)
+    model = restored.build_model()
+    torch.testing.assert_close(model.feature_mean, recipe.feature_stats[0], atol=0, rtol=0)
+    torch.testing.assert_close(model.feature_std, recipe.feature_stats[1], atol=0, rtol=0)
+
+
 def test_export_module_scripts_and_runs_in_a_fresh_process(tmp_path):
     recipe = _recipe()
     model = _model(recipe).eval()

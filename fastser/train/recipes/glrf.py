@@ -117,6 +117,15 @@ class GLRFRecipe(Recipe):
         frames = torch.cat([item.frames for item in train_items]).double()
         self.feature_stats = (frames.mean(0).float(), frames.std(0).clamp_min(1e-5).float())
 
+    def extra_state(self) -> dict[str, Any]:
+        if self.feature_stats is None:
+            return {}
+        return {"feature_mean": self.feature_stats[0], "feature_std": self.feature_stats[1]}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.feature_stats = ((state["feature_mean"], state["feature_std"])
+                              if "feature_mean" in state else None)
+
     # -- model ---------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         model = GLRF(self.num_classes, **{key: self.settings[key] for key in MODEL_KEYS})
