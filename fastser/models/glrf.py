@@ -156,6 +156,22 @@ class GLRF(nn.Module):
         return self.scorer(x.mean(dim=2))
 
 
+def _check_counts(counts: Tensor, segments: int) -> None:
+    if int(counts.min()) < 1:
+        raise ValueError("every utterance needs at least one segment (counts >= 1)")
+    if int(counts.sum()) != segments:
+        raise ValueError("counts sum to " + str(int(counts.sum())) + " but there are "
+                         + str(segments) + " segments")
+
+
+def _assert_counts(counts: Tensor, segments: int) -> None:
+    """:func:`_check_counts` for torch.export, as asserts on data-dependent values."""
+    torch._check(counts.min().item() >= 1,
+                 lambda: "every utterance needs at least one segment (counts >= 1)")
+    torch._check(counts.sum().item() == segments,
+                 lambda: "counts must sum to the number of segments")
+
+
 def utterance_scores(segment_scores: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment scores: (S, C) packed utterance after utterance, int64
     counts (B,) summing to S, each >= 1 -> (B, C)."""
@@ -165,12 +181,15 @@ def utterance_scores(segment_scores: Tensor, counts: Tensor) -> Tensor:
     if segment_scores.dim() != 2:
         raise ValueError("segment scores must be (S, C), got shape "
                          + str(list(segment_scores.shape)))
-    if counts.numel() == 0 or int(counts.min()) < 1:
+    if counts.numel() == 0:
         raise ValueError("every utterance needs at least one segment (counts >= 1)")
-    if int(counts.sum()) != segment_scores.shape[0]:
-        raise ValueError("counts sum to " + str(int(counts.sum())) + " but there are "
-                         + str(segment_scores.shape[0]) + " segments")
-    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    if not torch.jit.is_scripting() and torch.compiler.is_compiling():
+        _assert_counts(counts, segment_scores.shape[0])  # torch.export: runtime asserts
+    else:
+        _check_counts(counts, segment_scores.shape[0])
+    # owner[s]: the utterance of segment s (no data-dependent shape, so torch.export traces it)
+    positions = torch.arange(segment_scores.shape[0], device=counts.device)
+    owner = torch.bucketize(positions, counts.cumsum(0), right=True)
     total = segment_scores.new_zeros(counts.shape[0], segment_scores.shape[1])
     total.index_add_(0, owner, segment_scores)
     return total / counts.unsqueeze(1).to(segment_scores.dtype)

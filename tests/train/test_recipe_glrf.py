@@ -10,12 +10,14 @@ from fastser.audio.features import MFCC
 from fastser.audio.segmentation import fixed_windows, num_windows
 from fastser.data.protocols import speaker_split
 from fastser.data.synthetic import SyntheticConfig, load_synthetic
+from fastser.export import export_program
 from fastser.models.glrf import utterance_scores
 from fastser.ops.reference import head_k_pooling_loss_reference
 from fastser.recognizer import Recognizer
 from fastser.train.evaluation import evaluate
 from fastser.train.recipes import make_recipe
 from fastser.train.recipes.glrf import GLRFRecipe
+from fastser.train.run import load_trained
 from fastser.train.trainer import TrainConfig, Trainer
 
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -208,3 +210,10 @@ def test_smoke_training_on_a_tiny_synthetic_corpus(tmp_path):
     spans = recipe.segment_spans(int(round(split.test[0].duration * 16000)))
     assert [(s.start, s.end) for s in recognition.segments] == spans
     assert recognition.label in corpus.labels
+    # and exports with torch.export: one program for any number of utterances and segments
+    trained = load_trained(tmp_path / "last.pt")
+    program = torch.export.load(str(export_program(trained, tmp_path / "glrf.pt2"))).module()
+    module = trained.recipe.export_module(trained.model).eval()
+    inputs = recipe.export_inputs(_batch(recipe, _waves((16000, 70123, 41000), seed=5)))
+    with torch.no_grad():
+        torch.testing.assert_close(program(*inputs), module(*inputs), atol=1e-6, rtol=1e-5)
