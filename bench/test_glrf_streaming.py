@@ -1,0 +1,18 @@
+"""pytest-benchmark: streaming GLRF recognition on one CPU thread with a TorchScript model,
+30 s of audio in 100 ms chunks; the real-time factor (audio seconds per wall second, target
+>= 50) is in the benchmark's extra_info."""
+
+import pytest
+
+from fastser.bench.glrf import streaming_real_time_factor
+from fastser.train.recipes.glrf import GLRFRecipe
+
+
+@pytest.mark.parametrize("config", ["default", "demo"])
+def test_glrf_streaming_real_time_factor(benchmark, config):
+    settings = {} if config == "default" else GLRFRecipe.demo_config
+    benchmark.group = "glrf streaming, 30 s of audio in 100 ms chunks, 1 thread"
+    result = benchmark.pedantic(streaming_real_time_factor, args=(settings,), rounds=3)
+    benchmark.extra_info.update(result)
+    print(f"\nGLRF streaming ({config} model): real-time factor "
+          f"{result['real_time_factor']:.0f}x, {result['ms_per_segment']:.2f} ms per segment")
