@@ -8,7 +8,9 @@ from typing import Any, Sequence
 from fastser.train.recipe import Recipe
 
 # name -> "module:Class"
-RECIPES: dict[str, str] = {}
+RECIPES: dict[str, str] = {
+    "can": "fastser.train.recipes.can:CanRecipe",
+}
 
 
 def recipe_names() -> list[str]:
