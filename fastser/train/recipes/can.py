@@ -10,8 +10,9 @@ as ``<s>``/``<sil>`` dropped, silences split at their midpoint, 10% overlap);
 
 CAN needs word timings also to predict on a new recording: ``item_from_audio(waveform)``
 without an utterance raises; use :meth:`CanRecipe.item_from_words` with the recording's
-alignment. Words the training data did not have map to the ``<unk>`` token (their share is
-reported as ``unknown_words`` in the epoch logs).
+alignment. Words the training data did not have map to the ``<unk>`` token (their share among
+the utterances collated since the last report, training and validation, is reported as
+``unknown_words`` in the epoch logs).
 
 The vocabulary is built from the training items' words in ``fit_extra`` (or given as the
 config key ``vocabulary``; ``state()`` stores it, so a checkpoint rebuilds the same one);
