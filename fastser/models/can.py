@@ -65,6 +65,11 @@ def check_batch(token_ids: Tensor, frames: Tensor, frame_lengths: Tensor, length
             or frame_lengths.shape[0] != words):
         raise ValueError(f"CAN: frame_lengths must be int64 ({words},), got "
                          f"{frame_lengths.dtype} {list(frame_lengths.shape)}")
+    for tensor, name in [(frames, "frames"), (frame_lengths, "frame_lengths"),
+                         (lengths, "lengths")]:
+        if tensor.device != token_ids.device:
+            raise ValueError(f"CAN: {name} is on {tensor.device} but token_ids on "
+                             f"{token_ids.device}")
     if batch == 0:
         raise ValueError("CAN: empty batch")
     if int(lengths.min()) < 1 or int(lengths.max()) > steps:

@@ -173,6 +173,7 @@ def _replace(batch, index, value):
     (lambda b: _replace(b, 1, b[1][..., :13]), r"frames must be float \(W, F, 40\)"),
     (lambda b: _replace(b, 2, b[2] * 0), r"frame_lengths must be in \[1, 9\]"),
     (lambda b: _replace(b, 2, b[2][:-1]), r"frame_lengths must be int64 \(14,\)"),
+    (lambda b: _replace(b, 1, b[1].to("meta")), "frames is on meta but token_ids on cpu"),
 ])
 def test_bad_batches_raise_clear_errors(change, message):
     model = make_model()

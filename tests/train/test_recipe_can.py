@@ -62,12 +62,21 @@ def test_synthetic_items_hold_one_mfcc_segment_per_word(corpus, items):
     u, item = corpus[0], items[0]
     waveform = load_audio(u.path)
     mfcc = MFCC()(waveform)
+    mfcc = mfcc - mfcc.mean(dim=0)  # cepstral mean normalisation over the utterance
     segments = aligned_segments(u.words, len(waveform), overlap=0.1)
     first, last = word_frame_ranges(segments.starts, segments.ends, len(waveform))
     assert torch.equal(item.frame_counts, last - first)
     assert torch.equal(item.frames, torch.cat([mfcc[a:b] for a, b in zip(first, last)]))
     # the 10% overlap: neighbouring words share frames, so there are more than the utterance has
     assert item.frames.shape[0] > last[-1] - first[0]
+
+
+def test_cepstral_mean_normalisation_can_be_switched_off(corpus, items):
+    (raw,) = CanRecipe(LABELS, cmn=False).featurize([corpus[0]])
+    assert torch.equal(raw.frame_counts, items[0].frame_counts)
+    shift = raw.frames - items[0].frames
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift), atol=1e-4, rtol=0)
+    assert shift[0].abs().max() > 0.1
 
 
 def test_equal_segmentation_cuts_as_many_equal_pieces_as_words(corpus, items):
@@ -187,8 +196,10 @@ def test_other_bad_input(items):
         recipe.collate([items[0], items[1]._replace(words=items[1].words[:-1])])
     with pytest.raises(ValueError, match="empty batch"):
         recipe.collate([])
-    with pytest.raises(ValueError, match="1-D tensor"):
-        recipe.item_from_words(torch.zeros(2, 16000), [WordTiming("a", 0.0, 0.5)])
+    with pytest.raises(ValueError, match="NaN"):
+        recipe.item_from_words(torch.full((16000,), float("nan")), [WordTiming("a", 0.0, 0.5)])
+    with pytest.raises(ValueError, match="label 'bored' is not one of"):
+        recipe.item_from_audio(torch.zeros(16000), utterance([("a", 0.0, 0.5)], label="bored"))
 
 
 def test_prediction_does_not_depend_on_batch_padding(items):

@@ -1,7 +1,8 @@
 """The CAN recipe: word-aligned audio and text, cross attention (fastser.models.can).
 
-Features: the utterance's MFCCs (40 coefficients, 25 ms window, 10 ms hop) are cut into one
-segment per word of its word timings (``Utterance.words``: the synthetic corpus' timings,
+Features: the utterance's MFCCs (40 coefficients, 25 ms window, 10 ms hop; with ``cmn``, the
+default, minus their mean over the utterance: cepstral mean normalisation, which removes the
+recording gain and channel) are cut into one segment per word of its word timings (``Utterance.words``: the synthetic corpus' timings,
 IEMOCAP's .wdseg forced alignments; both take this same path). ``segmentation="aligned"``
 (default) cuts at the word boundaries (fastser.audio.alignment.aligned_segments: markers such
 as ``<s>``/``<sil>`` dropped, silences split at their midpoint, 10% overlap);
@@ -20,7 +21,7 @@ items keep their words and ``collate`` turns them into token ids. MFCC standardi
 statistics are taken from the training items too and live in the model's buffers.
 
 Config keys: embed_dim (300), hidden (128), word_hidden (128), heads (4), dropout (0.3),
-alpha (0.1), segmentation ("aligned" | "equal"), overlap (0.1), glove (path of a GloVe-format
+alpha (0.1), segmentation ("aligned" | "equal"), overlap (0.1), cmn (True), glove (path of a GloVe-format
 file to initialise the embeddings, None), min_count (1: words seen fewer times in training
 are unknown), vocabulary (list of words, None: built from the training data), naive (False:
 the fused cross attention op; True: the reference PyTorch op).
@@ -38,6 +39,7 @@ from torch.nn.utils.rnn import pad_sequence
 from fastser.audio.alignment import (MARKERS, WordTiming, aligned_segments, equal_segments,
                                      word_frame_ranges)
 from fastser.audio.features import MFCC
+from fastser.audio.io import validate_waveform
 from fastser.data.corpus import Utterance
 from fastser.models.can import CAN, CANInference, can_loss, fuse_predictions
 from fastser.models.can_text import PAD_ID, UNK_ID, GloveCoverage, Vocabulary, load_glove
@@ -48,7 +50,8 @@ log = logging.getLogger(__name__)
 SEGMENTATIONS = ("aligned", "equal")
 DEFAULTS: dict[str, Any] = {
     "embed_dim": 300, "hidden": 128, "word_hidden": 128, "heads": 4, "dropout": 0.3,
-    "alpha": 0.1, "segmentation": "aligned", "overlap": 0.1, "glove": None, "min_count": 1,
+    "alpha": 0.1, "segmentation": "aligned", "overlap": 0.1, "cmn": True, "glove": None,
+    "min_count": 1,
     "vocabulary": None, "naive": False,
 }
 _FOLDED_MARKERS = frozenset(m.casefold() for m in MARKERS)
@@ -96,19 +99,19 @@ class CanRecipe(Recipe):
             raise ValueError(f"can: utterance {utterance.id!r} has no word timings "
                              "(Utterance.words); CAN needs a forced alignment (e.g. IEMOCAP's "
                              ".wdseg files)")
+        label = self.label_index(utterance.label)
         try:
-            return self.item_from_words(waveform, utterance.words,
-                                        self.label_index(utterance.label))
+            return self.item_from_words(waveform, utterance.words, label)
         except ValueError as error:
             raise ValueError(f"can: utterance {utterance.id!r}: {error}") from None
 
     def item_from_words(self, waveform: Tensor, words: Sequence[WordTiming],
                         label: int = -1) -> CanItem:
-        """An item from a 16 kHz mono waveform (N,) and its word timings (markers such as
-        ``<sil>`` are dropped; ValueError for an empty transcript, words outside the audio,
-        unsorted or overlapping words, audio shorter than one 25 ms frame)."""
-        if not isinstance(waveform, Tensor) or waveform.dim() != 1:
-            raise ValueError("can: waveform must be a 1-D tensor (N,) of 16 kHz samples")
+        """An item from a 16 kHz waveform (N,) or (channels, N) and its word timings
+        (markers such as ``<sil>`` are dropped; ValueError for an empty transcript, words
+        outside the audio, unsorted or overlapping words, audio shorter than one 25 ms frame,
+        NaN/inf samples)."""
+        waveform = validate_waveform(waveform, SAMPLE_RATE, warn=False)
         num_samples = waveform.shape[0]
         if self.settings["segmentation"] == "aligned":
             segments = aligned_segments(words, num_samples, SAMPLE_RATE,
@@ -119,6 +122,8 @@ class CanRecipe(Recipe):
             starts, ends = equal_segments(len(kept), num_samples,
                                           overlap=self.settings["overlap"])
         mfcc = self.mfcc(waveform)  # (T, 40); ValueError below one frame
+        if self.settings["cmn"]:
+            mfcc = mfcc - mfcc.mean(dim=0)
         first, last = word_frame_ranges(starts, ends, num_samples, n_fft=self.mfcc.n_fft,
                                         hop_length=self.mfcc.hop_length)
         frames = torch.cat([mfcc[a:b] for a, b in zip(first.tolist(), last.tolist())])
