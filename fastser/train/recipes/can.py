@@ -9,16 +9,18 @@ as ``<s>``/``<sil>`` dropped, silences split at their midpoint, 10% overlap);
 ``segmentation="equal"`` is the paper's ablation: as many equal pieces as words
 (equal_segments), the word times ignored.
 
-CAN needs word timings also to predict on a new recording: ``item_from_audio(waveform)``
-without an utterance raises; use :meth:`CanRecipe.item_from_words` with the recording's
-alignment. Words the training data did not have map to the ``<unk>`` token (their share among
+CAN needs word timings also to predict on a new recording:
+``item_from_audio(waveform, words=...)`` (``fastser predict --words FILE`` with a .wdseg file
+or a JSON list of [word, start, end]; ``Recognizer.predict(path, words=...)``); without them
+it raises. Words the training data did not have map to the ``<unk>`` token (their share among
 the utterances collated since the last report, training and validation, is reported as
 ``unknown_words`` in the epoch logs).
 
 The vocabulary is built from the training items' words in ``fit_extra`` (or given as the
-config key ``vocabulary``; ``state()`` stores it, so a checkpoint rebuilds the same one);
-items keep their words and ``collate`` turns them into token ids. MFCC standardisation
-statistics are taken from the training items too and live in the model's buffers.
+config key ``vocabulary``); items keep their words and ``collate`` turns them into token ids.
+MFCC standardisation statistics are taken from the training items too and copied into the
+model's buffers. Both travel through ``extra_state``/``load_extra_state``, so a checkpoint
+alone rebuilds the recipe (``Recognizer.from_checkpoint``, ``fastser export``).
 
 Config keys: embed_dim (300), hidden (128), word_hidden (128), heads (4), dropout (0.3),
 alpha (0.1), segmentation ("aligned" | "equal"), overlap (0.1), cmn (True), glove (path of a GloVe-format
@@ -90,11 +92,16 @@ class CanRecipe(Recipe):
         self._tokens_seen = self._tokens_unknown = 0
 
     # -- features ------------------------------------------------------------------------------
-    def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None) -> CanItem:
+    def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None, *,
+                        words: Sequence[WordTiming] | None = None) -> CanItem:
+        """An item from a 16 kHz waveform and the word timings of ``utterance`` (training,
+        evaluation) or ``words`` (a new recording: label -1)."""
         if utterance is None:
-            raise ValueError("can: CAN cuts the audio at word boundaries and needs the "
-                             "recording's word timings; pass an Utterance with words or call "
-                             "item_from_words(waveform, words)")
+            if words is None:
+                raise ValueError("can: CAN cuts the audio at word boundaries and needs the "
+                                 "recording's word timings; pass words=[WordTiming(...), ...] "
+                                 "(fastser predict --words FILE)")
+            return self.item_from_words(waveform, words)
         if not utterance.words:
             raise ValueError(f"can: utterance {utterance.id!r} has no word timings "
                              "(Utterance.words); CAN needs a forced alignment (e.g. IEMOCAP's "
@@ -138,11 +145,34 @@ class CanRecipe(Recipe):
         frames = torch.cat([item.frames for item in train_items]).double()
         self.feature_stats = (frames.mean(0).float(), frames.std(0).clamp_min(1e-5).float())
 
-    def state(self) -> dict[str, Any]:
-        state = super().state()
+    def extra_state(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         if self.vocabulary is not None:
-            state["config"] = {**state["config"], "vocabulary": list(self.vocabulary.words)}
-        return state
+            extra["vocabulary"] = list(self.vocabulary.words)
+        if self.feature_stats is not None:
+            extra["feature_mean"], extra["feature_std"] = self.feature_stats
+        return extra
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "vocabulary" in state:
+            self.vocabulary = Vocabulary(state["vocabulary"])
+        if "feature_mean" in state:
+            self.feature_stats = (state["feature_mean"], state["feature_std"])
+
+    def example_batch(self) -> Batch:
+        """Two utterances of low noise (3 s, 2.5 s) with evenly spaced words of the
+        vocabulary, for tracing and exporting."""
+        vocabulary = self._require_vocabulary()
+        gen = torch.Generator().manual_seed(0)
+        known = list(vocabulary.words) or ["unknown"]
+        items = []
+        for seconds, count in ((3.0, 6), (2.5, 4)):
+            wave = 0.05 * torch.randn(int(seconds * SAMPLE_RATE), generator=gen)
+            step = seconds / count
+            words = [WordTiming(known[i % len(known)], i * step, (i + 1) * step)
+                     for i in range(count)]
+            items.append(self.item_from_words(wave, words))
+        return self.collate(items)
 
     def _require_vocabulary(self) -> Vocabulary:
         if self.vocabulary is None:
