@@ -14,6 +14,7 @@ SUITES: dict[str, str] = {
     "glrf": "fastser.bench.glrf",
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
     "fractal_attention": "fastser.bench.fractal_attention",
+    "can": "fastser.bench.can",
 }
 
 

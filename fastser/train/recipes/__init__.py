@@ -9,6 +9,7 @@ from fastser.train.recipe import Recipe
 
 # name -> "module:Class"
 RECIPES: dict[str, str] = {
+    "can": "fastser.train.recipes.can:CanRecipe",
     "glrf": "fastser.train.recipes.glrf:GLRFRecipe",
 }
 
