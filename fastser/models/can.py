@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fastser.models._guards import assert_range, assert_sum, tracing
 from fastser.models.can_layers import PackedBLSTM
 from fastser.models.can_text import TextEncoder
 from fastser.nn.cross_attention import CrossAttention
@@ -72,6 +73,12 @@ def check_batch(token_ids: Tensor, frames: Tensor, frame_lengths: Tensor, length
                              f"{token_ids.device}")
     if batch == 0:
         raise ValueError("CAN: empty batch")
+    if tracing():  # torch.compile / torch.export: the value checks below as graph asserts
+        assert_range(lengths, 1, steps, "CAN: lengths must be in [1, L]")
+        assert_sum(lengths, words, "CAN: lengths must sum to the word segments of frames")
+        assert_range(frame_lengths, 1, frames.shape[1], "CAN: frame_lengths must be in [1, F]")
+        assert_range(token_ids, 0, vocab_size - 1, "CAN: token ids must be in [0, vocab_size)")
+        return
     if int(lengths.min()) < 1 or int(lengths.max()) > steps:
         raise ValueError(f"CAN: lengths must be in [1, {steps}] (words per utterance; "
                          f"token_ids has {steps} steps), got values in [{int(lengths.min())}, "

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastser.models._guards import assert_range, assert_sum, tracing
+
 
 class GlobalBranch(nn.Module):
     """x + MHSA(LayerNorm(x)): (S, D, T) -> (S, D, T), self-attention over the T frames."""
@@ -164,14 +166,6 @@ def _check_counts(counts: Tensor, segments: int) -> None:
                          + str(segments) + " segments")
 
 
-def _assert_counts(counts: Tensor, segments: int) -> None:
-    """:func:`_check_counts` for torch.export, as asserts on data-dependent values."""
-    torch._check(counts.min().item() >= 1,
-                 lambda: "every utterance needs at least one segment (counts >= 1)")
-    torch._check(counts.sum().item() == segments,
-                 lambda: "counts must sum to the number of segments")
-
-
 def utterance_scores(segment_scores: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment scores: (S, C) packed utterance after utterance, int64
     counts (B,) summing to S, each >= 1 -> (B, C)."""
@@ -183,8 +177,10 @@ def utterance_scores(segment_scores: Tensor, counts: Tensor) -> Tensor:
                          + str(list(segment_scores.shape)))
     if counts.numel() == 0:
         raise ValueError("every utterance needs at least one segment (counts >= 1)")
-    if not torch.jit.is_scripting() and torch.compiler.is_compiling():
-        _assert_counts(counts, segment_scores.shape[0])  # torch.export: runtime asserts
+    if tracing():  # torch.compile / torch.export: _check_counts as graph asserts
+        assert_range(counts, 1, segment_scores.shape[0],
+                     "every utterance needs at least one segment (counts >= 1)")
+        assert_sum(counts, segment_scores.shape[0], "counts must sum to the number of segments")
     else:
         _check_counts(counts, segment_scores.shape[0])
     # owner[s]: the utterance of segment s (no data-dependent shape, so torch.export traces it)
