@@ -187,7 +187,7 @@ class MultiTaskNet(nn.Module):
     @torch.jit.export
     def heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z = self.encoder(x)
-        return self.emotion(z), self.vad(z).unflatten(1, (3, VAD_CLASSES))
+        return self.emotion(z), self.vad(z).unflatten(1, (3, -1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.emotion(self.encoder(x))

@@ -8,7 +8,11 @@ from typing import Any, Sequence
 from fastser.train.recipe import Recipe
 
 # name -> "module:Class"
-RECIPES: dict[str, str] = {}
+RECIPES: dict[str, str] = {
+    "mmtl": "fastser.train.recipes.mmtl:MMTLRecipe",
+    "mtl": "fastser.train.recipes.mmtl:MTLRecipe",
+    "stl": "fastser.train.recipes.mmtl:STLRecipe",
+}
 
 
 def recipe_names() -> list[str]:
