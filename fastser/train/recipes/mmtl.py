@@ -356,18 +356,22 @@ class SpeakerEpisodes(TrainBatches):
         choice = np.random.default_rng([self.seed, self.epoch])
         chosen = [sorted(choice.permutation(len(self.speakers))[:self.per_step].tolist())
                   for _ in range(self.steps)]
-        mine = [c[self.rank::self.world_size] for c in chosen]
-        draws = {}
-        for k in sorted({k for c in mine for k in c}):
-            uses = sum(k in c for c in mine) * self.per_speaker
-            rng = np.random.default_rng([self.seed, self.epoch, k])
-            draws[k] = (iter(self._draws(len(self.support[k]), uses, rng).reshape(-1, self.per_speaker)),
-                        iter(self._draws(len(self.query[k]), uses, rng).reshape(-1, self.per_speaker)))
-        for speakers in mine:
-            parts = [self._speaker_batch(k, next(draws[k][0]), next(draws[k][1]))
-                     for k in speakers]
+        mine = {k for c in chosen for k in c[self.rank::self.world_size]}
+        draws = {}  # speaker -> (support, query) draws (uses, per_speaker), the same on every rank
+        for k in mine:
+            uses = sum(k in c for c in chosen)
+            draws[k] = tuple(self._draws(len(pool[k]), uses * self.per_speaker,
+                                         np.random.default_rng([self.seed, self.epoch, k, role])
+                                         ).reshape(uses, self.per_speaker)
+                             for role, pool in enumerate((self.support, self.query)))
+        position = [0] * len(self.speakers)
+        for speakers in chosen:
+            parts = [self._speaker_batch(k, draws[k][0][position[k]], draws[k][1][position[k]])
+                     for k in speakers[self.rank::self.world_size]]
+            for k in speakers:
+                position[k] += 1
             batch = {key: torch.stack([p[key] for p in parts]) for key in parts[0]}
-            yield TrainStep(batch, float(self.world_size), 2 * self.per_speaker * len(speakers))
+            yield TrainStep(batch, float(self.world_size), 2 * self.per_speaker * len(parts))
 
     def _speaker_batch(self, k: int, support: np.ndarray, query: np.ndarray) -> dict[str, Tensor]:
         def segments(pairs: Tensor) -> Tensor:
