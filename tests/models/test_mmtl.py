@@ -280,3 +280,13 @@ def test_export_modules_scripted_and_reloaded_in_a_fresh_process(tmp_path):
     optest.script_roundtrip(module, inputs, tmp_path / "mmtl.pt", atol=1e-5, rtol=1e-5)
     optest.check_scripted_in_fresh_process(tmp_path / "mmtl.pt", inputs, expected, tmp_path,
                                            atol=1e-5)
+
+
+def test_bench_suite_quick_case_compares_equal_steps():
+    from fastser.bench import load_suite
+
+    (case,) = load_suite("mmtl", torch.device("cpu"), torch.float32, quick=True)
+    net, episode = case.make_inputs()
+    batched, naive = (case.impls[name](net, episode) for name in ("batched", "naive"))
+    for b, n in zip(batched, naive):
+        torch.testing.assert_close(b, n, rtol=1e-4, atol=1e-6)
