@@ -295,3 +295,19 @@ def test_config_and_batch_errors(corpus, items):
         recipe.collate(items[:2])
     with pytest.raises(ValueError, match="empty batch"):
         recipe.collate([])
+
+
+def test_recipe_state_round_trip_keeps_class_weights_and_segment_spans(corpus, items):
+    train, _ = _split(items)
+    recipe = make_recipe("mtl", corpus.labels, **TINY)
+    recipe.fit_extra(train)
+    back = recipe_class("mtl").from_state(recipe.state())
+    assert back.options == recipe.options
+    assert torch.equal(back.emotion_weights, recipe.emotion_weights)
+    assert torch.equal(back.vad_weights, recipe.vad_weights)
+    # 7 s at 16 kHz: three equal pieces of at most 3 s
+    spans = recipe.segment_spans(7 * 16000)
+    assert len(spans) == 3 and spans[0][0] == 0.0 and spans[-1][1] == 7.0
+    example = recipe.example_batch()
+    assert example["counts"].tolist() == [len(recipe.segment_spans(3 * 16000)),
+                                          len(recipe.segment_spans(40000))]

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastser.audio.alignment import WordTiming
 from fastser.audio.features import LogSpectrogram
-from fastser.audio.segmentation import equal_pieces
+from fastser.audio.segmentation import equal_pieces, piece_bounds, seconds_to_samples
 from fastser.data.corpus import Utterance
 from fastser.models.mmtl import (TABLE1_CONV, VAD_CLASSES, MMTLNet, MultiTaskNet,
                                  SegmentPosteriorMean, SingleTaskNet, utterance_posteriors)
@@ -100,6 +101,7 @@ class SpectrogramRecipe(Recipe):
         spectrogram = _spectrogram()
         self.frames = spectrogram.max_frames // pool[0]
         self.bins = spectrogram.n_bins // pool[1]
+        self.emotion_weights = torch.ones(self.num_classes)  # until fit_extra
 
     def encoder_config(self) -> dict[str, Any]:
         return {"frames": self.frames, "bins": self.bins, "conv": self.options["conv"],
@@ -115,7 +117,8 @@ class SpectrogramRecipe(Recipe):
             spec = F.avg_pool2d(spec.unsqueeze(1), self.pool).squeeze(1)
         return spec.contiguous()
 
-    def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None) -> SegmentItem:
+    def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None, *,
+                        words: Sequence[WordTiming] | None = None) -> SegmentItem:
         if utterance is None:
             return SegmentItem(self.segments(waveform), -1, None, "", "")
         return SegmentItem(self.segments(waveform), self.label_index(utterance.label),
@@ -150,6 +153,11 @@ class SpectrogramRecipe(Recipe):
         return Predictions(utterance_posteriors(segment_probs, batch["counts"]), segment_probs,
                            batch["counts"])
 
+    def segment_spans(self, num_samples: int) -> list[tuple[float, float]]:
+        window = seconds_to_samples(self.options["max_duration"], SAMPLE_RATE, "max_duration")
+        bounds = (piece_bounds(num_samples, window) / SAMPLE_RATE).tolist()
+        return list(zip(bounds[:-1], bounds[1:]))
+
     def export_module(self, model: nn.Module) -> nn.Module:
         return SegmentPosteriorMean(model)
 
@@ -159,9 +167,15 @@ class SpectrogramRecipe(Recipe):
     # -- class weights -------------------------------------------------------------------------
     def fit_extra(self, train_items: Sequence[SegmentItem]) -> None:
         """Emotion class weights over the training segments (N / N_c, normalised by the
-        maximum)."""
+        maximum; all 1 before this is called)."""
         labels = torch.cat([torch.full((len(it.segments),), it.label) for it in train_items])
         self.emotion_weights = class_weights(labels, self.num_classes)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"emotion_weights": self.emotion_weights}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.emotion_weights = state["emotion_weights"]
 
 
 class STLRecipe(SpectrogramRecipe):
@@ -191,6 +205,10 @@ class MTLRecipe(SpectrogramRecipe):
     demo_config = STLRecipe.demo_config
     demo_train = STLRecipe.demo_train
 
+    def __init__(self, label_names: Sequence[str], **config: Any) -> None:
+        super().__init__(label_names, **config)
+        self.vad_weights = torch.ones(3, VAD_CLASSES)  # until fit_extra
+
     def build_model(self) -> nn.Module:
         return MultiTaskNet(self.num_classes, **self.encoder_config())
 
@@ -201,6 +219,13 @@ class MTLRecipe(SpectrogramRecipe):
             raise ValueError(f"{self.name}: no training utterance has V/A/D labels")
         vad = torch.cat([it.vad.expand(len(it.segments), 3) for it in labelled])
         self.vad_weights = torch.stack([class_weights(vad[:, j], VAD_CLASSES) for j in range(3)])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "vad_weights": self.vad_weights}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.vad_weights = state["vad_weights"]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         device = batch["segments"].device
