@@ -12,7 +12,7 @@ import torch
 
 from fastser.train.checkpoint import load_checkpoint
 from fastser.train.trainer import TrainConfig, Trainer
-from toy_recipe import LABELS, ToyRecipe, make_items
+from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,6 +56,37 @@ def test_non_finite_loss_is_reported(tmp_path):
         Trainer(ToyRecipe(LABELS), _config(), tmp_path).fit(items)
 
 
+def test_own_gradients_give_the_same_model_as_back_propagation(tmp_path, monkeypatch):
+    """A recipe's step_gradients path (here autograd of the same loss) and the trainer's own
+    back-propagation take identical steps when both see the same batches."""
+    items = make_items(64)
+    own = Trainer(OwnGradientsToyRecipe(LABELS), _config(), tmp_path / "own").fit(items)
+    # the plain recipe fed the same batches: only the gradient path differs
+    monkeypatch.setattr(ToyRecipe, "train_batches",
+                        lambda self, its, bs, **kw: SlicedBatches(self, its, bs))
+    plain = Trainer(ToyRecipe(LABELS), _config(), tmp_path / "plain").fit(items)
+    for a, b in zip(own.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)  # the last step's
+    assert [r["train_loss"] for r in own.history] == pytest.approx(
+        [r["train_loss"] for r in plain.history], rel=1e-6)
+
+
+def test_own_batches_are_used_in_order_for_every_epoch(tmp_path, monkeypatch):
+    served = []
+    original = OwnGradientsToyRecipe.train_batches
+
+    def spy(self, *args, **kw):
+        batches = original(self, *args, **kw)
+        served.append(batches)
+        return batches
+
+    monkeypatch.setattr(OwnGradientsToyRecipe, "train_batches", spy)
+    Trainer(OwnGradientsToyRecipe(LABELS), _config(epochs=2), tmp_path).fit(make_items(32))
+    # 32 items / batch 8 = 4 steps per epoch, the second half first
+    assert served[0].served == [(e, s) for e in (0, 1) for s in (16, 24, 0, 8)]
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
@@ -68,7 +99,7 @@ KILLED_RUN = """
     sys.path.insert(0, {tests!r})
     import fastser.train.trainer as trainer_module
     from fastser.train.trainer import TrainConfig, Trainer
-    from toy_recipe import LABELS, ToyRecipe, make_items
+    from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items
 
     def die_mid_write(obj, f):
         f.write(b"partial")
@@ -111,7 +142,7 @@ DDP_RUN = """
     sys.path.insert(0, {tests!r})
     from fastser.train.trainer import TrainConfig, Trainer
     from fastser.train.distributed import shutdown_distributed
-    from toy_recipe import LABELS, ToyRecipe, make_items
+    from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items
     result = Trainer(ToyRecipe(LABELS), TrainConfig(**{config!r}), {out!r}).fit(make_items(96))
     if torch.distributed.get_rank() == 0:
         torch.save(result.model.state_dict(), {out!r} + "/final.pt")
