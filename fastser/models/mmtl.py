@@ -208,7 +208,8 @@ class SingleTaskNet(nn.Module):
 def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment posteriors: (S, C), counts (B,) summing to S ->
     (B, C)."""
-    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
+                                    output_size=segment_probs.shape[0])
     total = segment_probs.new_zeros(counts.shape[0], segment_probs.shape[1])
     total = total.index_add(0, owner, segment_probs)
     return total / counts.to(segment_probs.dtype).unsqueeze(1)
@@ -227,9 +228,12 @@ class SegmentPosteriorMean(nn.Module):
         if counts.dim() != 1 or counts.dtype != torch.long:
             raise ValueError("SegmentPosteriorMean: counts must be int64 (B,), got {} {}".format(
                 counts.dtype, list(counts.shape)))
-        if counts.shape[0] > 0 and int(counts.min()) < 1:
-            raise ValueError("SegmentPosteriorMean: every utterance needs at least one segment")
-        if int(counts.sum()) != segments.shape[0]:
-            raise ValueError("SegmentPosteriorMean: counts sum to {}, but there are {} "
-                             "segments".format(int(counts.sum()), segments.shape[0]))
+        # the value checks run eagerly and in TorchScript; torch.export traces past them (a
+        # graph cannot branch on the values of its inputs)
+        if torch.jit.is_scripting() or not torch.compiler.is_compiling():
+            if counts.shape[0] > 0 and int(counts.min()) < 1:
+                raise ValueError("SegmentPosteriorMean: every utterance needs at least one segment")
+            if int(counts.sum()) != segments.shape[0]:
+                raise ValueError("SegmentPosteriorMean: counts sum to {}, but there are {} "
+                                 "segments".format(int(counts.sum()), segments.shape[0]))
         return utterance_posteriors(torch.softmax(self.net(segments), dim=1), counts)

@@ -228,6 +228,13 @@ def test_export_module_matches_unadapted_prediction(name, corpus, items, tmp_pat
     scripted = optest.script_roundtrip(recipe.export_module(model), inputs, tmp_path / "m.pt",
                                        atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(scripted(*inputs), expected, rtol=1e-5, atol=1e-6)
+    # torch.export with dynamic segment and utterance counts: another batch, other sizes
+    dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs)
+    program = torch.export.export(recipe.export_module(model), inputs, dynamic_shapes=dims)
+    other = recipe.collate(items[6:9])
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(*recipe.export_inputs(other)),
+                                   recipe.predict(model, other).probs, rtol=1e-5, atol=1e-6)
 
 
 def test_registry_and_demo_settings():
