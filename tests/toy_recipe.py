@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastser.train.recipe import Predictions, Recipe
+from fastser.train.recipe import Predictions, Recipe, StepGradients, TrainBatches, TrainStep
 
 
 class ToyRecipe(Recipe):
@@ -49,3 +49,38 @@ LABELS = ["neutral", "happy", "sad"]
 
 class OtherToyRecipe(ToyRecipe):
     name = "toy2"
+
+
+class OwnGradientsToyRecipe(ToyRecipe):
+    """The toy recipe through the trainer hooks: its own gradients (autograd of ``loss``) and
+    its own batches (fixed consecutive slices, the second half of each epoch's batch list
+    first)."""
+
+    name = "toy_own"
+
+    def step_gradients(self, model, batch):
+        loss = self.loss(model, batch)
+        return StepGradients(loss.detach(), list(torch.autograd.grad(loss, model.parameters())))
+
+    def train_batches(self, train_items, batch_size, *, seed, rank, world_size):
+        return SlicedBatches(self, train_items, batch_size)
+
+
+class SlicedBatches(TrainBatches):
+    def __init__(self, recipe, items, batch_size):
+        self.recipe, self.items, self.batch_size, self.epoch = recipe, items, batch_size, 0
+        self.served = []  # (epoch, first item) of every step served
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.items) // self.batch_size
+
+    def __iter__(self):
+        starts = [i * self.batch_size for i in range(len(self))]
+        half = len(starts) // 2
+        for start in starts[half:] + starts[:half]:
+            self.served.append((self.epoch, start))
+            chunk = self.items[start:start + self.batch_size]
+            yield TrainStep(self.recipe.collate(chunk), 1.0, len(chunk))

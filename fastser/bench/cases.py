@@ -15,6 +15,7 @@ SUITES: dict[str, str] = {
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
     "fractal_attention": "fastser.bench.fractal_attention",
     "can": "fastser.bench.can",
+    "mmtl": "fastser.bench.mmtl",
 }
 
 

@@ -1,1 +1,1 @@
-"""The SER methods (models and their baselines), built on fastser's ops and nn modules."""
+"""The five SER methods and their baselines, as nn.Modules over feature tensors."""

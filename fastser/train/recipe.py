@@ -3,13 +3,19 @@
 A recipe knows how its method turns corpus utterances into features (``featurize``), batches
 (``collate``), a training loss and utterance-level predictions. The trainer, the
 cross-validation runner, the command line and :class:`fastser.Recognizer` only talk to recipes.
+
+Two optional hooks let a method bring its own optimisation step while keeping the rest of the
+trainer (optimiser, schedule, clipping, checkpoints, resumption, metrics, early stopping):
+``train_batches`` (its own sampling, e.g. per-speaker episodes) and ``step_gradients`` (its
+own gradients, e.g. a meta-learning outer step). Both default to None: the trainer's shuffled
+utterance batches and back-propagation of ``loss``.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +39,44 @@ class Predictions:
     probs: torch.Tensor
     segment_probs: torch.Tensor | None = None
     segment_counts: torch.Tensor | None = None
+
+
+@dataclass
+class TrainStep:
+    """One training step's batch on this process.  ``share``: the weight of this process's
+    gradient, so that the mean over processes of share x gradient is the step's gradient (1
+    on one process); ``count``: the examples in the batch (the epoch's mean loss weighs the
+    step's loss by it)."""
+
+    batch: Batch
+    share: float
+    count: int
+
+
+class TrainBatches(abc.ABC):
+    """The training steps of one epoch when a recipe samples its own batches.  Must give the
+    same steps for the same seed and epoch (exact resumption)."""
+
+    @abc.abstractmethod
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose steps ``__iter__`` yields."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Steps per epoch (the same on every process)."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[TrainStep]:
+        """This process's steps of the current epoch."""
+
+
+@dataclass
+class StepGradients:
+    """A training step computed by the recipe: the loss to report (a detached scalar) and one
+    gradient per model parameter, in ``model.parameters()`` order."""
+
+    loss: torch.Tensor
+    gradients: list[torch.Tensor]
 
 
 class Recipe(abc.ABC):
@@ -124,6 +168,21 @@ class Recipe(abc.ABC):
 
     def fit_extra(self, train_items: Sequence[Any]) -> None:
         """Statistics taken from the training set before training (class weights, ...)."""
+
+    def train_batches(self, train_items: Sequence[Any], batch_size: int, *, seed: int,
+                      rank: int, world_size: int) -> TrainBatches | None:
+        """Optional hook: the training steps when the recipe samples its own batches (e.g.
+        per-speaker episodes for meta-learning).  None (the default): the trainer shuffles the
+        items into batches of ``batch_size`` and collates them."""
+        return None
+
+    def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients | None:
+        """Optional hook: this step's loss and gradients when the recipe computes them itself
+        (e.g. a meta-learning outer step over per-speaker adapted copies).  ``model`` is the
+        bare module (not the DDP wrapper); the trainer scales the gradients by the step's
+        share, averages them over processes and takes its optimiser step.  None (the
+        default): the trainer back-propagates :meth:`loss`."""
+        return None
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:
         """(start, end) seconds of the segments :meth:`predict` scores for a recording of

@@ -22,7 +22,7 @@ from torch import nn
 from fastser.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
 from fastser.train.evaluation import evaluate
-from fastser.train.recipe import Recipe, move_to
+from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
@@ -149,9 +149,13 @@ class Trainer:
         if dist.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        sampler = GlobalBatchSampler(len(train_items), cfg.batch_size, seed=cfg.seed,
-                                     rank=dist.rank, world_size=dist.world_size)
-        total_steps = cfg.epochs * len(sampler)
+        batches = recipe.train_batches(train_items, cfg.batch_size, seed=cfg.seed,
+                                       rank=dist.rank, world_size=dist.world_size)
+        if batches is None:
+            batches = UtteranceBatches(recipe, train_items, GlobalBatchSampler(
+                len(train_items), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
+                world_size=dist.world_size))
+        total_steps = cfg.epochs * len(batches)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
@@ -180,9 +184,9 @@ class Trainer:
             if dist.broadcast_flag(patience_spent):
                 stopped_early = True
                 break
-            sampler.set_epoch(epoch)
-            record, step = self._train_epoch(model, train_items, sampler, optimizer, scheduler,
-                                             scaler, epoch, step)
+            batches.set_epoch(epoch)
+            record, step = self._train_epoch(model, batches, optimizer, scheduler, scaler,
+                                             epoch, step)
             if val_items is not None and dist.is_main:
                 record["val"] = evaluate(recipe, _unwrap(model), val_items,
                                          batch_size=cfg.eval_batch_size)
@@ -206,28 +210,28 @@ class Trainer:
                                                   map_location=self.device)["model"])
         return FitResult(history, best, model, time.perf_counter() - started, stopped_early)
 
-    def _train_epoch(self, model, items, sampler, optimizer, scheduler, scaler, epoch, step):
+    def _train_epoch(self, model, batches: TrainBatches, optimizer, scheduler, scaler, epoch,
+                     step):
         cfg, recipe = self.config, self.recipe
         model.train()
         loss_sum, seen = 0.0, 0
         started = time.perf_counter()
-        batches = list(sampler)
-        global_sizes = [len(b) for b in sampler.global_batches()]
         bar = _progress(len(batches), f"epoch {epoch + 1}/{cfg.epochs}",
                         cfg.progress and self.dist.is_main)
-        for indices, global_size in zip(batches, global_sizes):
-            batch = move_to(recipe.collate([items[i] for i in indices]), self.device)
-            # Each rank's mean loss is weighted by its share of the global batch, so the
-            # averaged DDP gradient is the gradient of the global batch mean.
-            share = len(indices) * self.dist.world_size / global_size
+        for train_step in batches:
+            batch = move_to(train_step.batch, self.device)
             with self._autocast():
-                loss = recipe.loss(model, batch)
+                own = recipe.step_gradients(_unwrap(model), batch)
+                loss = recipe.loss(model, batch) if own is None else own.loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{recipe.name}: the training loss became {loss.item()} at epoch {epoch + 1}, "
                     f"step {step + 1} (lower the learning rate or check the inputs)")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss * share).backward()
+            if own is None:
+                scaler.scale(loss * train_step.share).backward()
+            else:
+                self._set_gradients(model, own.gradients, train_step.share, scaler)
             if cfg.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -235,8 +239,8 @@ class Trainer:
             scaler.update()
             scheduler.step()
             step += 1
-            loss_sum += loss.item() * len(indices)
-            seen += len(indices)
+            loss_sum += loss.item() * train_step.count
+            seen += train_step.count
             elapsed = time.perf_counter() - started
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", utt_s=f"{seen / max(elapsed, 1e-9):.1f}")
@@ -252,6 +256,23 @@ class Trainer:
         record.update(recipe.epoch_logs())
         return record, step
 
+    def _set_gradients(self, model: nn.Module, gradients: list[torch.Tensor], share: float,
+                       scaler) -> None:
+        """The recipe's own gradients as the parameters' .grad: scaled by the step's share
+        and averaged over processes (what DDP does for back-propagated losses)."""
+        if scaler.is_enabled():
+            raise ValueError(f"{self.recipe.name} computes its own gradients, which fp16 loss "
+                             "scaling cannot scale; use amp='bf16' or 'off'")
+        params = list(_unwrap(model).parameters())
+        if len(gradients) != len(params):
+            raise ValueError(f"{self.recipe.name}: step_gradients gave {len(gradients)} "
+                             f"gradients for {len(params)} parameters")
+        for param, grad in zip(params, gradients):
+            param.grad = (grad * share).to(param.dtype)
+            if self.dist.enabled:
+                torch.distributed.all_reduce(param.grad)
+                param.grad /= self.dist.world_size
+
     def _rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl from the checkpoint's history (a killed run may have written a line
         for an epoch whose checkpoint never landed)."""
@@ -261,6 +282,27 @@ class Trainer:
             for record in history:
                 f.write(json.dumps(record) + "\n")
         os.replace(tmp, self.metrics_path)
+
+
+class UtteranceBatches(TrainBatches):
+    """The default training steps: ``sampler``'s shuffled batches of items, collated by the
+    recipe.  Each rank's mean loss is weighted by its share of the global batch, so the
+    averaged DDP gradient is the gradient of the global batch mean."""
+
+    def __init__(self, recipe: Recipe, items: Sequence[Any], sampler: GlobalBatchSampler) -> None:
+        self.recipe, self.items, self.sampler = recipe, items, sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        global_sizes = [len(b) for b in self.sampler.global_batches()]
+        for indices, global_size in zip(self.sampler, global_sizes):
+            yield TrainStep(self.recipe.collate([self.items[i] for i in indices]),
+                            len(indices) * self.sampler.world_size / global_size, len(indices))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -13,7 +13,7 @@ import torch
 from fastser.train.checkpoint import load_checkpoint
 from fastser.train.trainer import TrainConfig, Trainer
 from sigkill import killed_run_code
-from toy_recipe import LABELS, ToyRecipe, make_items
+from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,6 +55,37 @@ def test_non_finite_loss_is_reported(tmp_path):
     items[3] = (torch.full((8,), float("nan")), 0)
     with pytest.raises(FloatingPointError, match="training loss became nan"):
         Trainer(ToyRecipe(LABELS), _config(), tmp_path).fit(items)
+
+
+def test_own_gradients_give_the_same_model_as_back_propagation(tmp_path, monkeypatch):
+    """A recipe's step_gradients path (here autograd of the same loss) and the trainer's own
+    back-propagation take identical steps when both see the same batches."""
+    items = make_items(64)
+    own = Trainer(OwnGradientsToyRecipe(LABELS), _config(), tmp_path / "own").fit(items)
+    # the plain recipe fed the same batches: only the gradient path differs
+    monkeypatch.setattr(ToyRecipe, "train_batches",
+                        lambda self, its, bs, **kw: SlicedBatches(self, its, bs))
+    plain = Trainer(ToyRecipe(LABELS), _config(), tmp_path / "plain").fit(items)
+    for a, b in zip(own.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)  # the last step's
+    assert [r["train_loss"] for r in own.history] == pytest.approx(
+        [r["train_loss"] for r in plain.history], rel=1e-6)
+
+
+def test_own_batches_are_used_in_order_for_every_epoch(tmp_path, monkeypatch):
+    served = []
+    original = OwnGradientsToyRecipe.train_batches
+
+    def spy(self, *args, **kw):
+        batches = original(self, *args, **kw)
+        served.append(batches)
+        return batches
+
+    monkeypatch.setattr(OwnGradientsToyRecipe, "train_batches", spy)
+    Trainer(OwnGradientsToyRecipe(LABELS), _config(epochs=2), tmp_path).fit(make_items(32))
+    # 32 items / batch 8 = 4 steps per epoch, the second half first
+    assert served[0].served == [(e, s) for e in (0, 1) for s in (16, 24, 0, 8)]
 
 
 def test_bad_config_is_rejected():

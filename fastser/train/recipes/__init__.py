@@ -11,6 +11,9 @@ from fastser.train.recipe import Recipe
 RECIPES: dict[str, str] = {
     "can": "fastser.train.recipes.can:CanRecipe",
     "glrf": "fastser.train.recipes.glrf:GLRFRecipe",
+    "mmtl": "fastser.train.recipes.mmtl:MMTLRecipe",
+    "mtl": "fastser.train.recipes.mmtl:MTLRecipe",
+    "stl": "fastser.train.recipes.mmtl:STLRecipe",
 }
 
 

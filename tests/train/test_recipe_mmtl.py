@@ -1,0 +1,320 @@
+"""The mmtl / mtl / stl recipes on a tiny synthetic corpus: smoke training, batched == naive
+training, exact resumption through the trainer hooks, per-speaker episodes, test-time
+adaptation in prediction, export, DDP, and the bad inputs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fastser.data.corpus import Utterance
+from fastser.data.synthetic import SyntheticConfig, load_synthetic
+from fastser.train.evaluation import evaluate
+from fastser.train.recipes import make_recipe, recipe_class
+from fastser.train.recipes.mmtl import MMTLRecipe, SegmentItem, SpeakerEpisodes
+from fastser.train.trainer import TrainConfig, Trainer
+
+import optest
+
+# a small input (300 x 200 pooled to 50 x 25) and a small network keep these tests fast
+TINY = {"pool": (6, 8), "conv": ((3, 3, 4), (3, 3, 6)), "lstm_hidden": 8, "embed_dim": 8}
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+
+
+@pytest.fixture(scope="module")
+def items(corpus):
+    return MMTLRecipe(corpus.labels, **TINY).featurize(list(corpus))
+
+
+def _split(items):
+    """3 training speakers, 1 test speaker."""
+    speakers = sorted({it.speaker for it in items})
+    train = [it for it in items if it.speaker != speakers[-1]]
+    return train, [it for it in items if it.speaker == speakers[-1]]
+
+
+def _config(**kw):
+    base = dict(epochs=2, batch_size=4, lr=3e-3, progress=False, device="cpu", seed=1,
+                eval_batch_size=64)
+    return TrainConfig(**{**base, **kw})
+
+
+def _without_vad(item):
+    return replace(item, vad=None)
+
+
+# -- training --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mmtl", "mtl", "stl"])
+def test_smoke_training_runs_end_to_end_and_the_loss_decreases(name, corpus, items, tmp_path):
+    train, test = _split(items)
+    recipe = make_recipe(name, corpus.labels, **TINY)
+    result = Trainer(recipe, _config(epochs=3), tmp_path).fit(train, test)
+    losses = [r["train_loss"] for r in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert (tmp_path / "last.pt").exists() and (tmp_path / "metrics.jsonl").exists()
+    metrics = evaluate(recipe, result.model, test)
+    assert 0.0 <= metrics["ua"] <= 1.0 and "pure_accuracy" in metrics
+
+
+def test_naive_and_batched_training_give_the_same_model(corpus, items, tmp_path):
+    train, _ = _split(items)
+    models = [Trainer(make_recipe("mmtl", corpus.labels, naive=naive, **TINY), _config(epochs=1),
+                      tmp_path / str(naive)).fit(train).model for naive in (False, True)]
+    for (name, batched), naive in zip(models[0].state_dict().items(),
+                                      models[1].state_dict().values()):
+        torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(corpus, items, tmp_path,
+                                                                   monkeypatch):
+    train, _ = _split(items)
+    straight = Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path / "a").fit(train)
+    original = Trainer._train_epoch
+
+    def interrupted(self, *args):
+        if args[-2] == 1:  # epoch index 1: the second epoch never runs
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path / "b").fit(train)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path / "b").fit(
+        train, resume=True)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_fp16_loss_scaling_is_refused_for_own_gradients(corpus, items, tmp_path):
+    train, _ = _split(items)
+    with pytest.raises(ValueError, match="mmtl computes its own gradients.*amp='bf16' or 'off'"):
+        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(amp="fp16"), tmp_path).fit(train)
+
+
+DDP_RUN = """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from fastser.train.trainer import TrainConfig, Trainer
+    from fastser.train.distributed import shutdown_distributed
+    from fastser.train.recipes.mmtl import MMTLRecipe
+    items = torch.load({items!r}, weights_only=False)
+    result = Trainer(MMTLRecipe({labels!r}, **{tiny!r}), TrainConfig(**{config!r}),
+                     {out!r}).fit(items)
+    if torch.distributed.get_rank() == 0:
+        torch.save(result.model.state_dict(), {out!r} + "/final.pt")
+    shutdown_distributed()
+"""
+
+
+def test_two_process_ddp_matches_one_process(corpus, items, tmp_path):
+    train, _ = _split(items)
+    config = dict(epochs=1, batch_size=4, lr=3e-3, progress=False, device="cpu", seed=1)
+    single = Trainer(MMTLRecipe(corpus.labels, **TINY), TrainConfig(**config),
+                     tmp_path / "one").fit(train)
+    out = str(tmp_path / "ddp")
+    os.makedirs(out)
+    torch.save(train, tmp_path / "items.pt")
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(DDP_RUN).format(
+        tests=TESTS_DIR, items=str(tmp_path / "items.pt"), labels=list(corpus.labels), tiny=TINY,
+        config=config, out=out))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--standalone", str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = torch.load(os.path.join(out, "final.pt"))
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+# -- episodes --------------------------------------------------------------------------------
+def test_speaker_episodes_stack_equal_per_speaker_batches(items):
+    train, _ = _split(items)
+    episodes = SpeakerEpisodes(train, 3, 4, seed=5)
+    segments = sum(len(it.segments) for it in train)
+    assert len(episodes) == -(-segments // (3 * 3))
+    steps = list(episodes)
+    assert len(steps) == len(episodes)
+    first = steps[0]
+    assert first.share == 1.0 and first.count == 3 * 2 * 3
+    batch = first.batch
+    assert batch["support"].shape == (3, 3, 50, 25) and batch["query"].shape == (3, 3, 50, 25)
+    assert batch["support_vad"].shape == (3, 3, 3) and batch["query_labels"].shape == (3, 3)
+    assert batch["vad_weights"].shape == (3, 3, 4) and batch["emotion_weights"].shape == (3, 4)
+    # speaker k's rows are speaker k's segments, with their utterance's labels
+    for k, speaker in enumerate(sorted({it.speaker for it in train})):
+        for row in range(3):
+            query = [it for it in train if it.speaker == speaker
+                     and any(torch.equal(batch["query"][k, row], s) for s in it.segments)]
+            support = [it for it in train if it.speaker == speaker
+                       and any(torch.equal(batch["support"][k, row], s) for s in it.segments)]
+            assert query and query[0].label == int(batch["query_labels"][k, row])
+            assert support and torch.equal(support[0].vad, batch["support_vad"][k, row])
+    # weights: N / N_c over the speaker's own segments, normalised by the maximum
+    assert float(batch["emotion_weights"].max(dim=1).values.min()) == 1.0
+    # deterministic per epoch, different across epochs
+    again = list(episodes)
+    assert all(torch.equal(a.batch["query"], b.batch["query"]) for a, b in zip(steps, again))
+    episodes.set_epoch(1)
+    assert not torch.equal(next(iter(episodes)).batch["query"], first.batch["query"])
+
+
+def test_speaker_episodes_cover_each_speaker_before_repeating(items):
+    train, _ = _split(items)
+    episodes = SpeakerEpisodes(train, 2, 4, seed=0)
+    speaker = sorted({it.speaker for it in train})[0]
+    pool = sum(len(it.segments) for it in train if it.speaker == speaker)
+    seen = torch.cat([step.batch["query"][0] for step in episodes])[:pool]
+    assert len({tuple(s.flatten()[:40].tolist()) for s in seen}) == pool
+
+
+def test_speaker_episodes_split_speakers_over_processes(items):
+    train, _ = _split(items)
+    single = list(SpeakerEpisodes(train, 2, 4, seed=3, speakers_per_step=2))
+    ranks = [list(SpeakerEpisodes(train, 2, 4, seed=3, speakers_per_step=2, rank=r,
+                                  world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for whole, r0, r1 in zip(single, *ranks):
+        assert whole.batch["query"].shape[0] == 2
+        assert r0.share == r1.share == 2.0
+        torch.testing.assert_close(torch.cat([r0.batch["query"], r1.batch["query"]]),
+                                   whole.batch["query"])
+
+
+# -- prediction and export -------------------------------------------------------------------
+def test_prediction_adapts_only_the_meta_learner_per_speaker(corpus, items):
+    train, test = _split(items)
+    torch.manual_seed(0)
+    model = MMTLRecipe(corpus.labels, **TINY).build_model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = MMTLRecipe(corpus.labels, adapt_steps=0, **TINY)
+    adapting = MMTLRecipe(corpus.labels, adapt_steps=3, adapt_lr=0.5, **TINY)
+    batch = plain.collate(test)
+    with torch.no_grad():  # evaluation's context: adaptation still takes its gradients
+        unadapted = plain.predict(model, batch).probs
+        adapted = adapting.predict(model, batch).probs
+        no_labels = adapting.predict(model, adapting.collate([_without_vad(it) for it in test]))
+    assert not torch.allclose(adapted, unadapted, atol=1e-4)
+    torch.testing.assert_close(no_labels.probs, unadapted)  # no V/A/D: predicted unadapted
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # the adaptation of one speaker does not depend on the other speakers in the batch
+    mixed = adapting.collate(train[:5] + test)
+    with torch.no_grad():
+        together = adapting.predict(model, mixed).probs[5:]
+    torch.testing.assert_close(together, adapted, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mmtl", "mtl"])
+def test_export_module_matches_unadapted_prediction(name, corpus, items, tmp_path):
+    recipe = make_recipe(name, corpus.labels, adapt_steps=0, **TINY) if name == "mmtl" else \
+        make_recipe(name, corpus.labels, **TINY)
+    torch.manual_seed(0)
+    model = recipe.build_model().eval()
+    batch = recipe.collate(items[:6])
+    with torch.no_grad():
+        expected = recipe.predict(model, batch).probs
+    inputs = recipe.export_inputs(batch)
+    scripted = optest.script_roundtrip(recipe.export_module(model), inputs, tmp_path / "m.pt",
+                                       atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scripted(*inputs), expected, rtol=1e-5, atol=1e-6)
+    # torch.export with dynamic segment and utterance counts: another batch, other sizes
+    dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs)
+    program = torch.export.export(recipe.export_module(model), inputs, dynamic_shapes=dims)
+    other = recipe.collate(items[6:9])
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(*recipe.export_inputs(other)),
+                                   recipe.predict(model, other).probs, rtol=1e-5, atol=1e-6)
+
+
+def test_registry_and_demo_settings():
+    for name in ("mmtl", "mtl", "stl"):
+        cls = recipe_class(name)
+        assert cls.name == name
+        TrainConfig(**cls.demo_train)
+        cls(["a", "b"], **cls.demo_config)
+    assert MMTLRecipe(["a", "b"]).encoder_config()["frames"] == 300  # the paper's input
+    assert MMTLRecipe(["a", "b"]).encoder_config()["bins"] == 200
+
+
+# -- bad input -------------------------------------------------------------------------------
+def _utterance(corpus, **changes):
+    return replace(corpus[0], **changes)
+
+
+def test_vad_values_outside_the_scale_name_the_utterance(corpus):
+    recipe = MMTLRecipe(corpus.labels, **TINY)
+    wave = torch.randn(16000)
+    with pytest.raises(ValueError, match=r"utterance 'odd_one': valence 7.0 is outside"):
+        recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", valence=7.0))
+    with pytest.raises(ValueError, match=r"utterance 'odd_one': dominance nan"):
+        recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", dominance=float("nan")))
+    with pytest.raises(ValueError, match=r"'half': has some V/A/D values but not \['arousal'\]"):
+        recipe.item_from_audio(wave, _utterance(corpus, id="half", arousal=None))
+    none = recipe.item_from_audio(wave, _utterance(corpus, valence=None, arousal=None,
+                                                   dominance=None))
+    assert none.vad is None
+    unknown = recipe.item_from_audio(wave)
+    assert unknown.label == -1 and unknown.vad is None
+    assert isinstance(none, SegmentItem) and none.segments.shape == (1, 50, 25)
+
+
+def test_training_set_errors(corpus, items, tmp_path):
+    train, _ = _split(items)
+    speaker = train[0].speaker
+    one_speaker = [it for it in train if it.speaker == speaker]
+    with pytest.raises(ValueError, match="at least 2 training speakers.*'stl' or 'mtl'"):
+        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path).fit(one_speaker)
+    no_vad = [_without_vad(it) if it.speaker == speaker else it for it in train]
+    with pytest.raises(ValueError, match=f"speaker '{speaker}' has no utterance with V/A/D"):
+        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path).fit(no_vad)
+    no_emotion = [replace(it, label=-1) if it.speaker == speaker else it for it in train]
+    with pytest.raises(ValueError, match=f"speaker '{speaker}' has no utterance with an emotion"):
+        SpeakerEpisodes(no_emotion, 2, 4)
+    with pytest.raises(ValueError, match=r"speakers_per_step must be in \[1, 3\]"):
+        SpeakerEpisodes(train, 2, 4, speakers_per_step=4)
+    with pytest.raises(ValueError, match="no training utterance has V/A/D labels"):
+        make_recipe("mtl", corpus.labels, **TINY).fit_extra([_without_vad(it) for it in train])
+
+
+def test_config_and_batch_errors(corpus, items):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['alpah'\]"):
+        MMTLRecipe(corpus.labels, alpah=0.1)
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        MMTLRecipe(corpus.labels, alpha=float("nan"))
+    with pytest.raises(ValueError, match="pool must be"):
+        MMTLRecipe(corpus.labels, pool=(0, 2))
+    with pytest.raises(ValueError, match="alpha"):
+        make_recipe("stl", corpus.labels, alpha=0.1)
+    recipe = MMTLRecipe(corpus.labels)  # the paper's 300 x 200 input
+    with pytest.raises(ValueError, match=r"segments of shape \[\d+, 50, 25\], expected \(n, 300, "
+                                         r"200\)"):
+        recipe.collate(items[:2])
+    with pytest.raises(ValueError, match="empty batch"):
+        recipe.collate([])
+
+
+def test_recipe_state_round_trip_keeps_class_weights_and_segment_spans(corpus, items):
+    train, _ = _split(items)
+    recipe = make_recipe("mtl", corpus.labels, **TINY)
+    recipe.fit_extra(train)
+    back = recipe_class("mtl").from_state(recipe.state())
+    assert back.options == recipe.options
+    assert torch.equal(back.emotion_weights, recipe.emotion_weights)
+    assert torch.equal(back.vad_weights, recipe.vad_weights)
+    # 7 s at 16 kHz: three equal pieces of at most 3 s
+    spans = recipe.segment_spans(7 * 16000)
+    assert len(spans) == 3 and spans[0][0] == 0.0 and spans[-1][1] == 7.0
+    example = recipe.example_batch()
+    assert example["counts"].tolist() == [len(recipe.segment_spans(3 * 16000)),
+                                          len(recipe.segment_spans(40000))]
