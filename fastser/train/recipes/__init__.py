@@ -8,7 +8,10 @@ from typing import Any, Sequence
 from fastser.train.recipe import Recipe
 
 # name -> "module:Class"
-RECIPES: dict[str, str] = {}
+RECIPES: dict[str, str] = {
+    "mstr": "fastser.train.recipes.mstr:MSTRRecipe",
+    "transformer": "fastser.train.recipes.mstr:TransformerRecipe",
+}
 
 
 def recipe_names() -> list[str]:

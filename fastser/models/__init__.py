@@ -1,0 +1,1 @@
+"""The SER methods (models and their baselines), built on fastser's ops and nn modules."""
