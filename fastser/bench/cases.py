@@ -13,6 +13,7 @@ SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
     "fractal_attention": "fastser.bench.fractal_attention",
+    "mstr": "fastser.bench.mstr",
 }
 
 

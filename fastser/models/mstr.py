@@ -19,6 +19,7 @@ op's FLOPs are under 2% of full attention's QK^T and AV (see :func:`attention_fl
 
 from __future__ import annotations
 
+import copy
 from typing import Any, List, Optional, Sequence
 
 import torch
@@ -73,25 +74,31 @@ _LINEAR_OPS = ("aten.mm", "aten.addmm")
 def attention_flops(model: FrameTransformer, features: torch.Tensor,
                     lengths: Optional[torch.Tensor] = None, *,
                     backward: bool = False) -> dict[str, Any]:
-    """FLOPs of one forward (and, with ``backward``, backward) pass of ``model`` on
-    ``features``, counted by ``torch.utils.flop_counter.FlopCounterMode`` and split into:
+    """FLOPs of one forward (and, with ``backward``, backward) pass of ``model`` on a batch
+    shaped like ``features`` (B, T, input_dim), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on a copy of the model on the meta device
+    (no memory, no time, and the same count on every backend: PyTorch's fused CPU attention
+    kernel has no FLOP formula, so full attention is counted as the two batched matmuls it
+    decomposes into on meta tensors).  The count is split into:
 
     - ``attention``: the attention itself, not its projections: MSTR's fused op (its
       registered formula: Q K^T and A V inside every window of every level, plus the level
-      pooling) or the vanilla Transformer's ``scaled_dot_product_attention`` (Q K^T and A V
-      over all T x T pairs), or its matmuls on the naive path;
+      pooling; backward: the formula of its backward op) or the vanilla Transformer's Q K^T
+      and A V over all T x T pairs (and their backward matmuls);
     - ``linear``: every matrix multiplication of a linear layer (input projection, QKV, W_O,
-      feed-forward, classifier);
+      feed-forward, classifier; ``aten.mm`` and ``aten.addmm``);
     - ``total``; and ``by_op``, the counts per aten/fastser op.
 
     Like FlopCounterMode's own formulas, softmax, GELU, LayerNorm, pooling means and
-    element-wise operations are not counted; a multiply-add counts 2.  Works on meta tensors
-    (a model moved to ``device="meta"``), so paper sizes cost nothing to count.  Padded frames
-    count as frames (the formulas see shapes, not lengths).
+    element-wise operations are not counted; a multiply-add counts 2.  Padded frames count as
+    frames (the formulas see shapes, not lengths).
     """
+    meta_model = copy.deepcopy(model).to("meta")
+    meta_features = torch.empty(features.shape, dtype=features.dtype, device="meta")
+    meta_lengths = None if lengths is None else lengths.to("meta")
     counter = FlopCounterMode(display=False)
     with counter:
-        out = model(features, lengths)
+        out = meta_model(meta_features, meta_lengths)
         if backward:
             out.sum().backward()
     by_op = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}

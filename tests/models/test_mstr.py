@@ -94,12 +94,14 @@ def test_fused_matches_naive_outputs_and_gradients(model_name):
 
 def test_mstr_attention_flops_are_below_five_percent_of_vanilla():
     """The paper's claim in kind, at its sizes: T=326 SSL frames, 4 blocks, 1024-d, 16 heads.
-    Counted by FlopCounterMode on meta tensors; the linear layers are counted apart."""
+    Counted by FlopCounterMode (on meta tensors); the linear layers are counted apart."""
     B, T, H, D, blocks = 2, 326, 16, 64, 4
-    features = torch.empty(B, T, 1024, device="meta")
+    features, lengths = torch.empty(B, T, 1024, device="meta"), torch.tensor([T, 200])
     counts = {}
-    for name, model in (("mstr", MSTR()), ("vanilla", VanillaTransformer())):
-        counts[name] = {backward: attention_flops(model.to("meta"), features, backward=backward)
+    for name, make_model in (("mstr", MSTR), ("vanilla", VanillaTransformer)):
+        with torch.device("meta"):
+            model = make_model()
+        counts[name] = {backward: attention_flops(model, features, lengths, backward=backward)
                         for backward in (False, True)}
     forward_m, forward_v = counts["mstr"][False], counts["vanilla"][False]
     # what is counted: the fused op's formula, and QK^T + AV over all T x T pairs per head
@@ -111,6 +113,20 @@ def test_mstr_attention_flops_are_below_five_percent_of_vanilla():
     for backward in (False, True):
         ratio = counts["mstr"][backward]["attention"] / counts["vanilla"][backward]["attention"]
         assert 0 < ratio < 0.05, (backward, ratio)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_flop_counts_do_not_depend_on_the_device_or_the_attention_path(kind):
+    """A model on the CPU is counted on a meta copy (PyTorch's CPU SDPA kernel has no FLOP
+    formula, so full attention would count 0 there).  The naive paths count the same linear
+    layers; full attention counts the same either way, while the reference fractal op counts
+    as its batched matmuls (windows padded to p frames, pooling uncounted)."""
+    features, lengths = ragged_batch([50, 20])
+    counts = attention_flops(make(kind), features, lengths, backward=True)
+    fused = attention_flops(make(kind.split("-")[0]), features, lengths, backward=True)
+    assert counts["linear"] == fused["linear"] and counts["attention"] > 0
+    if kind.startswith("transformer"):
+        assert counts["attention"] == fused["attention"]
 
 
 def test_torchscript_mstr_in_a_fresh_process(tmp_path):
@@ -170,3 +186,22 @@ def test_bad_configuration():
         MSTR(INPUT_DIM, 1, **SMALL)
     with pytest.raises(ValueError, match="classifier_hidden must be two positive sizes"):
         MSTR(INPUT_DIM, CLASSES, classifier_hidden=(8,), **SMALL)
+
+
+def test_benchmark_cases_run_and_share_weights():
+    """The `mstr` bench suite (quick sizes): every implementation runs a training step; fused
+    and naive are the same model, no-attention keeps every parameter but skips the op."""
+    from fastser.bench.cases import load_suite
+    from fastser.bench.measure import make_runner
+
+    (case,) = load_suite("mstr", torch.device("cpu"), torch.float32, quick=True)
+    assert list(case.impls) == ["fused", "naive", "no-attention", "transformer"]
+    inputs = case.make_inputs()
+    losses = {}
+    for name, impl in case.impls.items():
+        torch.manual_seed(0)  # the same dropout masks
+        losses[name] = impl(*inputs)
+    torch.testing.assert_close(losses["fused"], losses["naive"])
+    assert losses["no-attention"] != losses["fused"]
+    for name in case.impls:
+        make_runner(case, name, backward=True)()
