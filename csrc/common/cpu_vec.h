@@ -12,14 +12,17 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// target_clones needs the loader's ifunc support (GCC, x86-64 Linux); `flatten` inlines every
+// helper into each version so that it vectorises for that ISA.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define FASTSER_CPU_MULTIVERSION \
-  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), flatten))
 #else
 #define FASTSER_CPU_MULTIVERSION
 #endif
@@ -36,30 +39,49 @@ namespace fastser::cpu {
 
 // --- rows -----------------------------------------------------------------------------------
 
-// Sum of a[i] * b[i] over 16 interleaved partial sums (one SIMD register on AVX-512), added
-// pairwise at the end: no long chain of dependent scalar additions.
+// Sum of a[i] * b[i] over n values with 16 interleaved partial sums (one SIMD register of
+// floats on AVX-512), each summing at most kDotBlockRows products before it is added into a
+// running total, and added pairwise at the end: no long chain of dependent additions, a fixed
+// summation order (the result does not depend on the thread count), and a rounding error that
+// grows with n / (16 * kDotBlockRows) rather than n / 16 for long rows.
+inline constexpr int64_t kDotLanes = 16;
+inline constexpr int64_t kDotBlockRows = 8;
+
 template <typename T>
 FASTSER_CPU_INLINE T row_dot(const T* a, const T* b, int64_t n) {
-  constexpr int64_t kLanes = 16;
-  T part[kLanes] = {};
+  T total[kDotLanes] = {};
+  T part[kDotLanes];
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
+  while (i < n) {
 #pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) {
-      part[l] += a[i + l] * b[i + l];
+    for (int64_t l = 0; l < kDotLanes; ++l) {
+      part[l] = 0;
     }
-  }
-  for (int64_t l = 0; i + l < n; ++l) {
-    part[l] += a[i + l] * b[i + l];
+    const int64_t block_end = std::min<int64_t>(n, i + kDotLanes * kDotBlockRows);
+    for (; i + kDotLanes <= block_end; i += kDotLanes) {
+#pragma omp simd
+      for (int64_t l = 0; l < kDotLanes; ++l) {
+        part[l] += a[i + l] * b[i + l];
+      }
+    }
+    if (block_end == n) {  // the tail, one value per lane
+      for (int64_t l = 0; i < n; ++i, ++l) {
+        part[l] += a[i] * b[i];
+      }
+    }
+#pragma omp simd
+    for (int64_t l = 0; l < kDotLanes; ++l) {
+      total[l] += part[l];
+    }
   }
 #pragma GCC unroll 4
-  for (int64_t width = kLanes / 2; width > 0; width /= 2) {
+  for (int64_t width = kDotLanes / 2; width > 0; width /= 2) {
 #pragma omp simd
     for (int64_t l = 0; l < width; ++l) {
-      part[l] += part[l + width];
+      total[l] += total[l + width];
     }
   }
-  return part[0];
+  return total[0];
 }
 
 // y += alpha * x
