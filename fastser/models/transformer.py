@@ -50,11 +50,23 @@ def check_features(features: Tensor, lengths: Optional[Tensor], input_dim: int,
         raise ValueError(name + ": lengths on " + str(lengths.device) + ", features on "
                          + str(features.device))
     if batch > 0 and lengths.device.type != "meta":  # meta tensors (FLOP counts) hold no values
-        shortest, longest = int(lengths.min()), int(lengths.max())
-        if shortest < 1 or longest > frames:
-            raise ValueError(name + ": lengths must lie in [1, T=" + str(frames) + "], got "
-                             + "values from " + str(shortest) + " to " + str(longest))
+        if torch.jit.is_scripting():
+            _check_length_values(lengths, frames, name)
+        elif torch.compiler.is_compiling():
+            # torch.compile / torch.export: the bounds become run-time asserts of the graph
+            torch._check(lengths.min().item() >= 1, lambda: name + ": lengths must be >= 1")
+            torch._check(lengths.max().item() <= frames,
+                         lambda: name + ": lengths must be <= T=" + str(frames))
+        else:
+            _check_length_values(lengths, frames, name)
     return lengths
+
+
+def _check_length_values(lengths: Tensor, frames: int, name: str) -> None:
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if shortest < 1 or longest > frames:
+        raise ValueError(name + ": lengths must lie in [1, T=" + str(frames) + "], got "
+                         + "values from " + str(shortest) + " to " + str(longest))
 
 
 def valid_frames(lengths: Tensor, frames: int) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 
 import optest
 from fastser.data.synthetic import SyntheticConfig, load_synthetic
-from fastser.export import export_torchscript
+from fastser.export import export_program, export_torchscript
 from fastser.models.mstr import MSTR
 from fastser.models.transformer import VanillaTransformer
 from fastser.train.recipes import make_recipe, recipe_class
@@ -123,6 +123,21 @@ def test_export_runs_in_a_fresh_process_without_fastser(cls, items, tmp_path):
     with torch.no_grad():
         expected = recipe.predict(model, batch).probs
     optest.check_scripted_in_fresh_process(path, inputs, expected, tmp_path, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", RECIPES)
+def test_torch_export_with_dynamic_batch_and_frames(cls, items, tmp_path):
+    recipe = fitted(cls, items)
+    model = recipe.build_model().eval()
+    path = export_program(TrainedModel(recipe, model, {}), tmp_path / "model.pt2")
+    program = torch.export.load(str(path)).module()
+    batch = recipe.collate(items[:3])  # other B and T than the example batch exported
+    with torch.no_grad():
+        torch.testing.assert_close(program(*recipe.export_inputs(batch)),
+                                   recipe.predict(model, batch).probs, atol=1e-5, rtol=1e-5)
+    features, lengths = recipe.export_inputs(batch)
+    with pytest.raises(RuntimeError):  # the run-time assert on the lengths' bounds
+        program(features, lengths + features.shape[1])
 
 
 @pytest.mark.parametrize("name", ["mstr", "transformer"])
