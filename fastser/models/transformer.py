@@ -52,14 +52,21 @@ def check_features(features: Tensor, lengths: Optional[Tensor], input_dim: int,
     if batch > 0 and lengths.device.type != "meta":  # meta tensors (FLOP counts) hold no values
         if torch.jit.is_scripting():
             _check_length_values(lengths, frames, name)
-        elif torch.compiler.is_compiling():
-            # torch.compile / torch.export: the bounds become run-time asserts of the graph
-            torch._check(lengths.min().item() >= 1, lambda: name + ": lengths must be >= 1")
-            torch._check(lengths.max().item() <= frames,
-                         lambda: name + ": lengths must be <= T=" + str(frames))
         else:
-            _check_length_values(lengths, frames, name)
+            _check_length_values_traceable(lengths, frames, name)
     return lengths
+
+
+@torch.jit.unused
+def _check_length_values_traceable(lengths: Tensor, frames: int, name: str) -> None:
+    """Eager: :func:`_check_length_values`.  Under torch.compile / torch.export the bounds
+    become run-time asserts of the graph (a Python branch on the values cannot be traced)."""
+    if torch.compiler.is_compiling():
+        torch._check(lengths.min().item() >= 1, lambda: name + ": lengths must be >= 1")
+        torch._check(lengths.max().item() <= frames,
+                     lambda: name + ": lengths must be <= T=" + str(frames))
+    else:
+        _check_length_values(lengths, frames, name)
 
 
 def _check_length_values(lengths: Tensor, frames: int, name: str) -> None:
