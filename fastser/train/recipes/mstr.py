@@ -43,7 +43,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 DEMO_MODEL = {"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
               "dropout": 0.1}
-DEMO_TRAIN = {"epochs": 12, "batch_size": 16, "lr": 2e-3}
+DEMO_TRAIN = {"epochs": 20, "batch_size": 16, "lr": 2e-3}
 
 
 class FrameItem(NamedTuple):
