@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "fractal_attention": "fastser.bench.fractal_attention",
     "can": "fastser.bench.can",
     "mmtl": "fastser.bench.mmtl",
+    "mstr": "fastser.bench.mstr",
 }
 
 

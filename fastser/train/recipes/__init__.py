@@ -14,6 +14,8 @@ RECIPES: dict[str, str] = {
     "mmtl": "fastser.train.recipes.mmtl:MMTLRecipe",
     "mtl": "fastser.train.recipes.mmtl:MTLRecipe",
     "stl": "fastser.train.recipes.mmtl:STLRecipe",
+    "mstr": "fastser.train.recipes.mstr:MSTRRecipe",
+    "transformer": "fastser.train.recipes.mstr:TransformerRecipe",
 }
 
 
