@@ -1,0 +1,1 @@
+"""The SER methods and their baselines, over feature tensors (no audio I/O)."""
