@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from fastser.audio._batch import Batch, as_padded
 from fastser.audio.io import check_sample_rate, resample
 from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE, SSL_STRIDE,
-                               frames_to_ssl, vad_frames)
+                               _check_vad_args, frames_to_ssl, vad_frames)
 
 # kind -> (transformers config class, model class, config.model_type)
 SSL_KINDS = {
@@ -329,6 +329,9 @@ class VADSettings:
 
     frame_ms: int = 30
     aggressiveness: int = 3
+
+    def __post_init__(self) -> None:
+        _check_vad_args(self.frame_ms, self.aggressiveness)
 
 
 @dataclass

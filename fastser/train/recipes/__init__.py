@@ -8,7 +8,9 @@ from typing import Any, Sequence
 from fastser.train.recipe import Recipe
 
 # name -> "module:Class"
-RECIPES: dict[str, str] = {}
+RECIPES: dict[str, str] = {
+    "sap": "fastser.train.recipes.sap:SAPRecipe",
+}
 
 
 def recipe_names() -> list[str]:
