@@ -11,6 +11,7 @@ import torch
 # suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
 SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
+    "sap": "fastser.bench.sap",
 }
 
 

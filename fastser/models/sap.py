@@ -113,6 +113,20 @@ class SAPHead(nn.Module):
         sap = attended.sum(dim=1) / counts.unsqueeze(1).to(features.dtype)
         return gap, sap, fallback
 
+    def pool_masked(self, features: Tensor, lengths: Tensor,
+                    speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`pool` as usually vectorised: attention over all F frames with non-speech
+        and padded keys masked out (a baseline: F >= S_max frames of queries and keys)."""
+        valid, speech, fallback = speech_frames(lengths, speech)
+        zero = torch.zeros((), dtype=features.dtype, device=features.device)
+        features = torch.where(valid.unsqueeze(2), features, zero)
+        gap = features.sum(dim=1) / lengths.unsqueeze(1).to(features.dtype)
+        attended = self.attention(features, features, features, key_padding_mask=~speech,
+                                  need_weights=False)[0]
+        attended = torch.where(speech.unsqueeze(2), attended, zero)
+        sap = attended.sum(dim=1) / speech.sum(dim=1, keepdim=True).to(features.dtype)
+        return gap, sap, fallback
+
     def pool_loop(self, features: Tensor, lengths: Tensor,
                   speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """:meth:`pool` one utterance at a time (the naive version)."""

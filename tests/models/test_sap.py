@@ -59,7 +59,7 @@ def test_gap_and_sap_values():
     features, lengths, speech = make_batch()
     want_gap, want_sap = reference_pool(model, features, lengths, speech)
     with torch.no_grad():
-        for pool in (model.pool, model.pool_loop):
+        for pool in (model.pool, model.pool_masked, model.pool_loop):
             gap, sap, fallback = pool(features, lengths, speech)
             torch.testing.assert_close(gap.double(), want_gap, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(sap.double(), want_sap, atol=1e-5, rtol=1e-5)
