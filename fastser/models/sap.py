@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -68,17 +69,21 @@ class SAPHead(nn.Module):
     """SSL features (B, F, D), frame lengths (B,), VAD speech mask (B, F) -> SAPOutput.
 
     heads must divide D. regression=False drops the valence/arousal regressor (the output's
-    regression is then (B, 0))."""
+    regression is then (B, 0)). sr_norm standardises SR over the batch (batch norm without
+    affine parameters; running statistics in eval mode and for a training batch of one), an
+    addition to the paper for features whose dimensions spread on very different scales,
+    such as those of a randomly initialised SSL model."""
 
     def __init__(self, input_dim: int, num_classes: int, *, heads: int = 8,
                  proj_dim: int = 32, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 regression: bool = True, naive: bool = False) -> None:
+                 regression: bool = True, sr_norm: bool = False, naive: bool = False) -> None:
         super().__init__()
         if input_dim % heads:
             raise ValueError(f"SAPHead: heads ({heads}) must divide input_dim ({input_dim})")
         self.naive = naive
         self.attention = nn.MultiheadAttention(input_dim, heads, dropout=attention_dropout,
                                                batch_first=True)
+        self.sr_norm = nn.BatchNorm1d(2 * input_dim, affine=False) if sr_norm else None
         self.projection = nn.Sequential(nn.Linear(2 * input_dim, proj_dim), nn.ReLU(),
                                         nn.Dropout(dropout))
         self.classifier = nn.Linear(proj_dim, num_classes)
@@ -90,8 +95,18 @@ class SAPHead(nn.Module):
             gap, sap, fallback = self.pool_loop(features, lengths, speech)
         else:
             gap, sap, fallback = self.pool(features, lengths, speech)
-        hidden = self.projection(torch.cat([gap, sap], dim=1))
+        hidden = self.projection(self.representation(gap, sap))
         return SAPOutput(self.classifier(hidden), self.regressor(hidden), fallback)
+
+    def representation(self, gap: Tensor, sap: Tensor) -> Tensor:
+        """SR = [GAP, SAP] (B, 2D), standardised when sr_norm is on."""
+        sr = torch.cat([gap, sap], dim=1)
+        norm = self.sr_norm
+        if norm is None:
+            return sr
+        batch_statistics = self.training and sr.shape[0] > 1
+        return F.batch_norm(sr, norm.running_mean, norm.running_var, None, None,
+                            batch_statistics, 0.1, norm.eps)
 
     def pool(self, features: Tensor, lengths: Tensor,
              speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

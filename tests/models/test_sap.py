@@ -66,8 +66,10 @@ def test_gap_and_sap_values():
             assert fallback.tolist() == [False, True, False, False, False, False]
 
 
-def test_fused_equals_naive_forward_and_backward():
-    fused, naive = head(), head(naive=True)
+@pytest.mark.parametrize("sr_norm", [False, True])
+def test_fused_equals_naive_forward_and_backward(sr_norm):
+    fused, naive = head(sr_norm=sr_norm).train(), head(naive=True, sr_norm=sr_norm).train()
+    fused.projection[2].p = naive.projection[2].p = 0.0  # no dropout: comparable in training
     naive.load_state_dict(fused.state_dict())
     features, lengths, speech = make_batch(frames=33, seed=1)
     outs, grads = [], []
@@ -145,10 +147,27 @@ def test_model_combines_layers():
         SAPModel(head(), front_end=torch.nn.Identity()).classifier()
 
 
-@pytest.mark.parametrize("naive", [False, True])
-def test_scripted_classifier_in_fresh_process(tmp_path, naive):
+def test_sr_norm_standardises_over_the_batch():
+    model = head(sr_norm=True).train()
+    features, lengths, speech = make_batch()
+    gap, sap, _ = model.pool(features, lengths, speech)
+    sr = model.representation(gap, sap)
+    torch.testing.assert_close(sr.mean(dim=0), torch.zeros(32), atol=1e-5, rtol=0)
+    torch.testing.assert_close(sr.var(dim=0, unbiased=False), torch.ones(32), atol=1e-3,
+                               rtol=1e-3)
+    assert model.sr_norm.running_mean.abs().sum() > 0
+    one = model.representation(gap[:1], sap[:1])  # a batch of one uses the running statistics
+    stats = model.sr_norm
+    want = (torch.cat([gap[:1], sap[:1]], 1) - stats.running_mean) / (stats.running_var + 1e-5).sqrt()
+    torch.testing.assert_close(one, want)
+    model.eval()
+    torch.testing.assert_close(model.representation(gap, sap)[:1], want)
+
+
+@pytest.mark.parametrize("naive,sr_norm", [(False, True), (True, False)])
+def test_scripted_classifier_in_fresh_process(tmp_path, naive, sr_norm):
     torch.manual_seed(0)
-    module = SAPClassifier(WeightedLayerSum(3), head(naive=naive)).eval()
+    module = SAPClassifier(WeightedLayerSum(3), head(naive=naive, sr_norm=sr_norm)).eval()
     inputs = make_batch(layers=3)
     loaded = optest.script_roundtrip(module, inputs, tmp_path / "sap.pt", atol=1e-5, rtol=1e-5)
     other = make_batch(batch=3, frames=25, seed=4, layers=3)

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "layer": "weighted", "frozen": True,
     "cache": True, "cache_dir": None, "cache_dtype": "float16",
     "vad_frame_ms": 30, "vad_aggressiveness": 3,
-    "heads": 4, "proj_dim": 32, "dropout": 0.1, "attention_dropout": 0.0,
+    "heads": 4, "proj_dim": 32, "dropout": 0.1, "attention_dropout": 0.0, "sr_norm": False,
     "regression": True, "loss_weights": (0.5, 0.25, 0.25),
     "naive": False,
 }
@@ -212,7 +212,7 @@ class SAPRecipe(Recipe):
         head = SAPHead(layers.hidden_size, self.num_classes, heads=o["heads"],
                        proj_dim=o["proj_dim"], dropout=o["dropout"],
                        attention_dropout=o["attention_dropout"], regression=self.regression,
-                       naive=o["naive"])
+                       sr_norm=o["sr_norm"], naive=o["naive"])
         if self.regression and self.va_mean is not None:
             with torch.no_grad():
                 head.regressor.bias.copy_(torch.tensor(self.va_mean))
