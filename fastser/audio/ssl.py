@@ -283,18 +283,26 @@ class SSLFrontEnd(nn.Module):
             padded, lengths = as_padded(waveforms, None)
         return self(padded, lengths)
 
-    def fingerprint(self) -> str:
-        """Hash of what decides :meth:`layer_outputs`: model class, configuration, weights,
-        layer mode, normalisation and the ``transformers`` version."""
+    def weights_hash(self) -> str:
+        """Hash of the SSL model: class, configuration (without its path and transformers
+        version) and weights."""
         digest = hashlib.sha256()
-        head = {"class": type(self.model).__name__, "config": self.model.config.to_dict(),
-                "layer": self.layer, "normalize": self.normalize,
-                "transformers": _transformers().__version__}
+        config = self.model.config.to_dict()
+        for key in ("_name_or_path", "transformers_version"):
+            config.pop(key, None)
+        head = {"class": type(self.model).__name__, "config": config}
         digest.update(json.dumps(head, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())
         return digest.hexdigest()[:20]
+
+    def fingerprint(self) -> str:
+        """Hash of what decides :meth:`layer_outputs`: :meth:`weights_hash`, the layer mode,
+        normalisation and the ``transformers`` version."""
+        blob = json.dumps([self.weights_hash(), self.layer, self.normalize,
+                           _transformers().__version__])
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def conv_geometry(kernels: Sequence[int], strides: Sequence[int]) -> tuple[int, int]:

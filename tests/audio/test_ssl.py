@@ -178,6 +178,7 @@ def test_load_from_local_directory(kind, tmp_path, sample_audio):
         want, _ = SSLFrontEnd(saved, layer="weighted")(audio, lengths)
         got, _ = loaded(audio, lengths)
     torch.testing.assert_close(got, want)
+    assert loaded.weights_hash() == SSLFrontEnd(saved).weights_hash()  # the path is no part
     (tmp_path / "weights" / "preprocessor_config.json").write_text(
         json.dumps({"do_normalize": True}))
     assert SSLFrontEnd.from_pretrained(tmp_path / "weights").normalize

@@ -155,7 +155,7 @@ class SAPRecipe(Recipe):
         the trained model saw)."""
         if self._front_end is None:
             front_end = self.new_front_end()
-            fingerprint = front_end.fingerprint()
+            fingerprint = front_end.weights_hash()
             if self.front_end_hash is not None and fingerprint != self.front_end_hash:
                 raise ValueError(
                     "sap: the SSL front end built from this config differs from the one the "
