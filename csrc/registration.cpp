@@ -12,4 +12,15 @@ TORCH_LIBRARY(fastser, m) {
         "Tensor? grad_at, Tensor h_text, Tensor h_audio, Tensor q_text, Tensor q_audio, "
         "Tensor? lengths, Tensor softmax_stats, float scale) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
+  // head_k_pooling_loss: (loss, d loss / d logits before the upstream gradient, or an empty
+  // tensor when compute_grad is false); the backward scales that gradient by grad_loss.
+  m.def("head_k_pooling_loss(Tensor logits, Tensor lengths, Tensor labels, float k, "
+        "int? neutral_class, float negative_weight, str reduction, bool compute_grad) "
+        "-> (Tensor, Tensor)");
+  m.def("head_k_pooling_loss_backward(Tensor grad_loss, Tensor grad_logits, Tensor lengths, "
+        "str reduction) -> Tensor");
+  m.def("fractal_attention(Tensor q, Tensor k, Tensor v, Tensor? lengths, int p, int levels, "
+        "float? scale) -> Tensor");
+  m.def("fractal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
+        "Tensor? lengths, int p, int levels, float? scale) -> (Tensor, Tensor, Tensor)");
 }

@@ -9,4 +9,13 @@ __version__ = "0.1.0"
 from fastser import ops  # noqa: E402  (registers torch.ops.fastser.*)
 from fastser._config import build_config, show_config  # noqa: E402
 
-__all__ = ["__version__", "build_config", "ops", "show_config"]
+__all__ = ["Recognizer", "__version__", "build_config", "ops", "show_config"]
+
+
+def __getattr__(name: str):
+    # Recognizer pulls in the audio, data and training stack: imported on first use only.
+    if name == "Recognizer":
+        from fastser.recognizer import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'fastser' has no attribute {name!r}")

@@ -105,7 +105,7 @@ def _run_with_grads(fn: Callable[..., Any], inputs: list[Any], grad_outputs: lis
 def check_against_reference(fused: Callable[..., Any], reference: Callable[..., Any],
                             inputs: Sequence[Any], *, dtype: torch.dtype, device: str,
                             backward: bool = True, tolerance: float | None = None,
-                            floor: float = 1e-6) -> None:
+                            floor: float = 1e-6, grad_outputs_in_dtype: bool = False) -> None:
     """Outputs (and input gradients) of ``fused`` in ``dtype`` on ``device`` against the
     ``reference`` run in float64 on the CPU.
 
@@ -113,6 +113,9 @@ def check_against_reference(fused: Callable[..., Any], reference: Callable[..., 
     is at most ``tolerance``.  float16/bfloat16 (ARCHITECTURE.md 4): the kernel's error is at
     most twice that of ``reference`` run in the same dtype on the same device (+ ``floor``).
     ``inputs`` are float64 CPU tensors (and non-float extras such as lengths).
+    ``grad_outputs_in_dtype``: draw output gradients that ``dtype`` represents exactly, so that
+    the float64 truth back-propagates the very gradients the low-precision runs get (otherwise
+    their rounding, shared by kernel and reference, can dominate both errors).
     """
     truth_inputs = cast_inputs(inputs, torch.float64, "cpu", requires_grad=backward)
     truth_outs = _flat(reference(*truth_inputs))
@@ -120,6 +123,8 @@ def check_against_reference(fused: Callable[..., Any], reference: Callable[..., 
     if backward:
         gen = torch.Generator().manual_seed(1234)
         grad_outputs = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in truth_outs]
+        if grad_outputs_in_dtype:
+            grad_outputs = [g.to(dtype).to(torch.float64) for g in grad_outputs]
     truth_outs, truth_grads = _run_with_grads(reference, truth_inputs, grad_outputs)
 
     def run(fn):

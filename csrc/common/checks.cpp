@@ -20,6 +20,11 @@ void check_floating(const at::Tensor& t, const char* op, const char* name) {
                 op, name, " must be float16, bfloat16, float32 or float64, got ", dtype);
 }
 
+void check_device_dtype(const at::Tensor& t, const char* op, const char* name) {
+  FASTSER_CHECK(t.scalar_type() != at::kDouble || t.device().is_cpu(), op, name,
+                " is float64, which is supported on the CPU only; got it on ", t.device());
+}
+
 void check_dim(const at::Tensor& t, int64_t dim, const char* op, const char* name,
                const char* layout) {
   FASTSER_CHECK(t.dim() == dim, op, name, " must be ", dim, "-D ", layout, ", got shape ",

@@ -17,6 +17,9 @@ namespace fastser {
 // t is float16, bfloat16, float32 or float64.
 void check_floating(const at::Tensor& t, const char* op, const char* name);
 
+// float64 only on the CPU (it exists for gradcheck); CUDA kernels take the other float dtypes.
+void check_device_dtype(const at::Tensor& t, const char* op, const char* name);
+
 // t has `dim` dimensions; `layout` describes them in the message, e.g. "(B, T, H, D)".
 void check_dim(const at::Tensor& t, int64_t dim, const char* op, const char* name,
                const char* layout);

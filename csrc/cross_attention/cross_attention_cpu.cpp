@@ -10,7 +10,7 @@
 // over b in a fixed order.
 // Results do not depend on the thread count.
 #include "common/checks.h"
-#include "common/cpu_simd.h"
+#include "common/cpu_vec.h"
 #include "common/dispatch.h"
 #include "cross_attention/cross_attention.h"
 
@@ -28,7 +28,7 @@
 namespace fastser::cross_attention {
 namespace {
 
-using cpu::dot;
+using cpu::row_dot;
 
 // Work (in frame x dim multiply-adds) below which a range of (b, h) tasks is not split further.
 constexpr int64_t kGrainWork = 1 << 15;
@@ -49,13 +49,6 @@ void for_each_head_run(int64_t begin, int64_t end, int64_t heads, const Fn& fn) 
   }
 }
 
-template <typename acc, typename scalar_t>
-inline void load_row(const scalar_t* src, acc* dst, int64_t d) {
-  for (int64_t k = 0; k < d; ++k) {
-    dst[k] = static_cast<acc>(src[k]);
-  }
-}
-
 // Row `src` (d values) as accumulation-type values: src itself when the types agree, else a
 // conversion into `buffer`.
 template <typename acc, typename scalar_t>
@@ -63,7 +56,7 @@ inline const acc* row_as_acc(const scalar_t* src, acc* buffer, int64_t d) {
   if constexpr (std::is_same_v<acc, scalar_t>) {
     return src;
   } else {
-    load_row(src, buffer, d);
+    cpu::row_convert(buffer, src, d);
     return buffer;
   }
 }
@@ -82,9 +75,7 @@ inline acc* row_target(scalar_t* dst, acc* buffer) {
 template <typename acc, typename scalar_t>
 inline void store_row(const acc* src, scalar_t* dst, int64_t d) {
   if constexpr (!std::is_same_v<acc, scalar_t>) {
-    for (int64_t k = 0; k < d; ++k) {
-      dst[k] = static_cast<scalar_t>(src[k]);
-    }
+    cpu::row_convert(dst, src, d);
   } else if (src != dst) {
     std::copy(src, src + d, dst);
   }
@@ -166,8 +157,8 @@ FASTSER_CPU_MULTIVERSION void forward_run(const ForwardArgs<scalar_t>& p, int64_
       const acc* q_audio = p.queries + (heads + h_begin + j) * d;
       acc* tt = buffer + 4 * j * d;
       acc *ta = tt + d, *aa = ta + d, *at_ = aa + d;
-      const acc w_text = softmax[2 * j].add(dot(q_text, t, d), tt, ta, d);
-      const acc w_audio = softmax[2 * j + 1].add(dot(q_audio, a, d), aa, at_, d);
+      const acc w_text = softmax[2 * j].add(row_dot(q_text, t, d), tt, ta, d);
+      const acc w_audio = softmax[2 * j + 1].add(row_dot(q_audio, a, d), aa, at_, d);
 #pragma omp simd
       for (int64_t k = 0; k < d; ++k) {
         tt[k] += w_text * t[k];
@@ -281,7 +272,7 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
     acc* rows = buffer + kBackwardRows * j * d;
     for (int g = 0; g < 4; ++g) {
       if (p.grads[g] != nullptr) {
-        load_row(p.grads[g] + bh * d, rows + g * d, d);
+        cpu::row_convert(rows + g * d, p.grads[g] + bh * d, d);
       } else {
         std::fill(rows + g * d, rows + (g + 1) * d, acc(0));
       }
@@ -311,8 +302,8 @@ FASTSER_CPU_MULTIVERSION void backward_run(const BackwardArgs<scalar_t>& p, int6
       acc *u_text = rows + 4 * d, *c_text = u_text + d, *u_audio = c_text + d,
           *c_audio = u_audio + d;
       // The scores exactly as the forward computed them (same function, same operand order).
-      const acc score_text = dot(q_text, t, d), score_audio = dot(q_audio, a, d);
-      const acc g_dot_text = dot(rows, t, d), g_dot_audio = dot(rows + 2 * d, a, d);
+      const acc score_text = row_dot(q_text, t, d), score_audio = row_dot(q_audio, a, d);
+      const acc g_dot_text = row_dot(rows, t, d), g_dot_audio = row_dot(rows + 2 * d, a, d);
       acc* head = head_values + kHeadValues * j;
       const acc w_text = std::exp(score_text - head[2]) * head[3];
       const acc w_audio = std::exp(score_audio - head[4]) * head[5];

@@ -11,6 +11,8 @@ import torch
 # suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
 SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
+    "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
+    "fractal_attention": "fastser.bench.fractal_attention",
     "sap": "fastser.bench.sap",
 }
 

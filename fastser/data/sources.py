@@ -1,5 +1,6 @@
-"""Open a corpus from a source string: ``synthetic``, ``iemocap:PATH``, ``crema-d:PATH``,
-``ravdess:PATH`` or ``emodb:PATH``."""
+"""Open a corpus from a source string: ``synthetic`` (generated and cached),
+``synthetic:PATH`` (a folder written by ``fastser synth``), ``iemocap:PATH``,
+``crema-d:PATH``, ``ravdess:PATH`` or ``emodb:PATH``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastser.data.crema_d import read_crema_d
 from fastser.data.emodb import read_emodb
 from fastser.data.iemocap import read_iemocap
 from fastser.data.ravdess import read_ravdess
-from fastser.data.synthetic import load_synthetic
+from fastser.data.synthetic import load_synthetic, read_synthetic
 
 READERS: dict[str, Callable[..., Corpus]] = {
     "iemocap": read_iemocap, "crema-d": read_crema_d, "ravdess": read_ravdess,
@@ -27,9 +28,11 @@ def open_corpus(source: str, **options) -> Corpus:
     name, sep, path = source.partition(":")
     name = name.strip().lower()
     if name == "synthetic":
-        if sep:
-            raise ValueError(f"corpus source {source!r}: 'synthetic' takes no path "
-                             "(it is generated and cached; see fastser.data.synthetic)")
+        if path.strip():  # a folder written by write_synthetic / `fastser synth`
+            if options:
+                raise ValueError(f"corpus source {source!r}: a written synthetic corpus takes "
+                                 f"no options, got {sorted(options)}")
+            return read_synthetic(path.strip())
         return load_synthetic(**options)
     if name not in READERS:
         raise ValueError(f"unknown corpus {name!r} in source {source!r}; known: "

@@ -7,5 +7,15 @@ and the FLOP formula; the kernels are in csrc/<op>/.
 
 from fastser.ops._library import has_kernel, library_path, registered_ops
 from fastser.ops.cross_attention import cross_attention
+from fastser.ops.fractal_attention import fractal_attention, fractal_attention_flops
+from fastser.ops.head_k_pooling_loss import head_k_pooling_loss
 
-__all__ = ["cross_attention", "has_kernel", "library_path", "registered_ops"]
+__all__ = [
+    "cross_attention",
+    "fractal_attention",
+    "fractal_attention_flops",
+    "has_kernel",
+    "head_k_pooling_loss",
+    "library_path",
+    "registered_ops",
+]

@@ -24,6 +24,11 @@ def check_floating(t: torch.Tensor, op: str, name: str) -> None:
         fail(op, f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
 
 
+def check_device_dtype(t: torch.Tensor, op: str, name: str) -> None:
+    if t.dtype == torch.float64 and t.device.type != "cpu":
+        fail(op, f"{name} is float64, which is supported on the CPU only; got it on {t.device}")
+
+
 def check_dim(t: torch.Tensor, dim: int, op: str, name: str, layout: str) -> None:
     if t.dim() != dim:
         fail(op, f"{name} must be {dim}-D {layout}, got shape {list(t.shape)}")

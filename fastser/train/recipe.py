@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from fastser.audio.alignment import WordTiming
 from fastser.audio.io import load_audio
 from fastser.data.corpus import Utterance
 
@@ -64,8 +65,24 @@ class Recipe(abc.ABC):
             raise ValueError(f"{self.name}: label {label!r} is not one of {self.label_names}") from None
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint stores to rebuild this recipe (plain values only)."""
-        return {"label_names": self.label_names, "config": self.config}
+        """What a checkpoint stores to rebuild this recipe (plain values and tensors only)."""
+        return {"label_names": self.label_names, "config": self.config,
+                "extra": self.extra_state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Recipe":
+        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored."""
+        recipe = cls(state["label_names"], **state["config"])
+        recipe.load_extra_state(state.get("extra", {}))
+        return recipe
+
+    def extra_state(self) -> dict[str, Any]:
+        """What :meth:`fit_extra` learnt from the training set (class weights, a vocabulary).
+        Recipes with a ``fit_extra`` override this and :meth:`load_extra_state`."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
@@ -77,10 +94,12 @@ class Recipe(abc.ABC):
         return [self.item_from_audio(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
 
     @abc.abstractmethod
-    def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None) -> Any:
+    def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
+                        words: Sequence[WordTiming] | None = None) -> Any:
         """One item from a 16 kHz mono waveform (N,).  ``utterance`` supplies the label, the
         word timings and other annotations when known; without it (prediction on a new
-        recording) the item's label is -1."""
+        recording) the item's label is -1 and ``words`` gives the word timings, for methods
+        that need them."""
 
     @abc.abstractmethod
     def collate(self, items: Sequence[Any]) -> Batch:
@@ -105,6 +124,18 @@ class Recipe(abc.ABC):
 
     def fit_extra(self, train_items: Sequence[Any]) -> None:
         """Statistics taken from the training set before training (class weights, ...)."""
+
+    def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:
+        """(start, end) seconds of the segments :meth:`predict` scores for a recording of
+        ``num_samples`` samples at 16 kHz (segment models), or None."""
+        return None
+
+    def example_batch(self) -> Batch:
+        """A batch of two utterances of low noise (3 s and 2.5 s), for tracing and exporting
+        (two, so that exporting keeps the batch dimension dynamic)."""
+        gen = torch.Generator().manual_seed(0)
+        waves = [0.05 * torch.randn(n, generator=gen) for n in (3 * SAMPLE_RATE, 40000)]
+        return self.collate([self.item_from_audio(w) for w in waves])
 
     def epoch_logs(self) -> dict[str, Any]:
         """Counters the recipe kept during the last epoch (reported, then reset)."""

@@ -86,8 +86,11 @@ class Trainer:
     ``out_dir`` (rank 0 only when distributed)."""
 
     def __init__(self, recipe: Recipe, config: TrainConfig, out_dir: str | os.PathLike,
-                 *, dist: DistContext | None = None) -> None:
+                 *, dist: DistContext | None = None, run_info: dict[str, Any] | None = None
+                 ) -> None:
+        """``run_info``: plain values stored in every checkpoint (data source, split, ...)."""
         self.recipe, self.config = recipe, config
+        self.run_info = dict(run_info or {})
         self.out_dir = Path(out_dir)
         self.device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = dist or init_distributed(self.device)
@@ -130,6 +133,7 @@ class Trainer:
             "history": history,
             "best": best,
             "train_config": asdict(self.config),
+            "run": self.run_info,
         }
 
     def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,

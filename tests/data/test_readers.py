@@ -207,11 +207,18 @@ def test_open_corpus_synthetic_reads_the_cache(small_synthetic, synthetic_cache)
     assert corpus == small_synthetic
 
 
+def test_open_corpus_reads_a_written_synthetic_folder(small_synthetic, synthetic_cache):
+    (folder,) = [p for p in synthetic_cache.iterdir() if p.name.startswith("synthetic-")]
+    assert open_corpus(f"synthetic:{folder}") == small_synthetic
+    with pytest.raises(ValueError, match="takes no options"):
+        open_corpus(f"synthetic:{folder}", utterances=3)
+
+
 @pytest.mark.parametrize("source, error, message", [
     ("timit:/data", ValueError, "unknown corpus 'timit'"),
     ("iemocap", ValueError, "needs a path"),
     ("iemocap:", ValueError, "needs a path"),
-    ("synthetic:/tmp/x", ValueError, "takes no path"),
+    ("synthetic:/definitely/not/here", FileNotFoundError, "no manifest.json"),
     ("", ValueError, "non-empty string"),
     ("emodb:/definitely/not/here", FileNotFoundError, "does not exist"),
 ])

@@ -1,0 +1,166 @@
+"""The `fastser` command on tiny runs (a toy recipe registered for the test, the small
+synthetic corpus), and its errors: bad paths, options, corrupt or foreign checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastser.cli import main
+from fastser.data.synthetic import write_synthetic
+from fastser.train import recipes
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus") / "synthetic"
+    write_synthetic(folder, utterances=24, speakers=4, seed=2)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "toy", "toy_recipe:ToyRecipe")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_dir):
+    recipes.RECIPES["toy"] = "toy_recipe:ToyRecipe"
+    out = tmp_path_factory.mktemp("run") / "toy"
+    assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+                 str(out), "--epochs", "2", "--batch-size", "4", "--no-progress"]) == 0
+    return out
+
+
+def test_train_writes_the_run(trained):
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "results.json", "confusion.png"):
+        assert (trained / name).is_file(), name
+    results = json.loads((trained / "results.json").read_text())
+    assert results["model"] == "toy" and results["epochs_run"] == 2
+    assert set(results["test_speakers"]).isdisjoint(
+        torch.load(trained / "last.pt", weights_only=True)["run"]["test_speakers"][:0])
+    assert 0 <= results["test"]["ua"] <= 1
+
+
+def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, corpus_dir, tmp_path, capsys):
+    before = (trained / "last.pt").read_bytes()
+    assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+                 str(trained), "--epochs", "1", "--no-progress"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (trained / "last.pt").read_bytes() == before
+    assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+                 str(tmp_path / "none"), "--resume"]) == 2
+    assert "no last.pt" in capsys.readouterr().err
+
+
+def test_resume_with_another_model_is_refused(trained, corpus_dir, monkeypatch, capsys):
+    monkeypatch.setitem(recipes.RECIPES, "toy2", "toy_recipe:OtherToyRecipe")
+    assert main(["train", "--model", "toy2", "--data", f"synthetic:{corpus_dir}", "--out",
+                 str(trained), "--resume", "--no-progress"]) == 2
+    assert "holds a 'toy' model, not 'toy2'" in capsys.readouterr().err
+
+
+def test_eval_on_the_runs_test_speakers(trained, capsys):
+    assert main(["eval", "--checkpoint", str(trained / "best.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    saved = json.loads((trained / "results.json").read_text())["test"]
+    assert result["ua"] == pytest.approx(saved["ua"])
+
+
+def test_predict_files_and_errors(trained, corpus_dir, capsys):
+    wav = next((corpus_dir / "wav").iterdir())
+    assert main(["predict", "--checkpoint", str(trained / "best.pt"), str(wav), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)[str(wav)]
+    assert out["label"] in ("neutral", "happy", "sad", "angry")
+    assert sum(out["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert main(["predict", "--checkpoint", str(trained / "best.pt"), "/no/such.wav"]) == 2
+    assert "not found: /no/such.wav" in capsys.readouterr().err
+
+
+def test_export_torchscript_runs_without_fastser(trained, tmp_path):
+    path = tmp_path / "toy.ts"
+    assert main(["export", "--checkpoint", str(trained / "best.pt"), "--out", str(path)]) == 0
+    code = f"""
+import sys, torch
+torch.ops.load_library({__import__('fastser').ops.library_path()!r})
+m = torch.jit.load({str(path)!r})
+print(m(torch.randn(2, 8)).sum(dim=1).tolist())
+assert "fastser" not in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == pytest.approx([1.0, 1.0])
+    assert main(["export", "--checkpoint", str(trained / "best.pt"), "--out", str(path)]) == 2
+
+
+def test_export_program(trained, tmp_path):
+    path = tmp_path / "toy.pt2"
+    assert main(["export", "--checkpoint", str(trained / "best.pt"), "--out", str(path),
+                 "--format", "export"]) == 0
+    program = torch.export.load(str(path))
+    assert program.module()(torch.randn(3, 8)).shape == (3, 3 + 1)
+
+
+def test_cv_writes_folds_and_summary(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["cv", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out", str(out),
+                 "--protocol", "session", "--epochs", "1", "--no-progress"]) == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert len(summary["folds"]) == 2 and "ua" in summary["summary"]
+    assert (out / "confusion.png").is_file() and (out / "fold01" / "confusion.png").is_file()
+    assert "±" in capsys.readouterr().out
+
+
+def test_synth_writes_a_readable_corpus(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--utterances", "8", "--speakers", "2"]) == 0
+    assert len(list((out / "wav").iterdir())) == 8
+    assert main(["synth", "--out", str(out), "--utterances", "8", "--speakers", "2"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "toy", "--data", "emodb:/no/such/dir", "--out", "x"], "does not exist"),
+    (["train", "--model", "toy", "--data", "timit:/x", "--out", "x"], "unknown corpus"),
+    (["train", "--model", "toy", "--out", "x", "--set", "novalue"], "KEY=VALUE"),
+    (["eval", "--checkpoint", "/no/such.pt"], "does not exist"),
+    (["bench", "--suite", "nope"], "unknown suite"),
+])
+def test_bad_inputs_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_reported(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((trained / "best.pt").read_bytes()[:500])
+    assert main(["predict", "--checkpoint", str(bad), __file__]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_help_everywhere():
+    for command in ("train", "eval", "cv", "predict", "export", "bench", "info", "demo", "synth"):
+        proc = subprocess.run([sys.executable, "-m", "fastser", command, "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: fastser" in proc.stdout, command
+
+
+def test_recognizer_python_api(trained, corpus_dir):
+    import fastser
+
+    recognizer = fastser.Recognizer.from_checkpoint(trained / "best.pt")
+    wav = next((corpus_dir / "wav").iterdir())
+    from_path = recognizer.predict(wav)
+    import soundfile
+    samples, rate = soundfile.read(wav, dtype="float32")
+    from_array = recognizer.predict(samples, sample_rate=rate)
+    assert from_path.label == from_array.label
+    assert from_path.scores == pytest.approx(from_array.scores)
+    with pytest.raises(ValueError, match="sample_rate"):
+        recognizer.predict(samples)
