@@ -167,15 +167,6 @@ class SAPRecipe(Recipe):
         return self._front_end
 
     # -- state ---------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "extra": self.extra_state()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "SAPRecipe":
-        recipe = cls(state["label_names"], **state["config"])
-        recipe.load_extra_state(state.get("extra", {}))
-        return recipe
-
     def extra_state(self) -> dict[str, Any]:
         """Class weights, V/A means and the frozen front end's hash, from :meth:`fit_extra`."""
         return {"class_weights": self.class_weights, "va_mean": self.va_mean,
