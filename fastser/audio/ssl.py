@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -258,9 +259,14 @@ class SSLFrontEnd(nn.Module):
         return outputs * valid, frame_lengths
 
     def _run(self, waveforms: Tensor, attention_mask: Tensor | None) -> Tensor:
+        with warnings.catch_warnings():
+            # WavLM passes a bool padding mask with its float position bias to torch's
+            # attention, which warns on every call (the result is correct)
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            out = self.model(waveforms, attention_mask=attention_mask,
+                             output_hidden_states=self.layer != "last")
         if self.layer == "last":
-            return self.model(waveforms, attention_mask=attention_mask).last_hidden_state
-        out = self.model(waveforms, attention_mask=attention_mask, output_hidden_states=True)
+            return out.last_hidden_state
         # transformers 5 records the last layer before the final layer norm of pre-norm
         # encoders; the last hidden state is the model's actual output
         return torch.stack(out.hidden_states[:-1] + (out.last_hidden_state,), dim=2)
