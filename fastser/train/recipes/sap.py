@@ -43,7 +43,7 @@ from fastser.train.recipe import SAMPLE_RATE, Batch, Predictions, Recipe
 
 _COMMON = {"layerdrop": 0.0, "mask_time_prob": 0.0, "feat_extract_norm": "layer",
            "conv_bias": True}
-#: Random-init front end sizes. "tiny" is for tests; "small" is the demo's (a frozen random WavLM, see
+#: Random-init front end sizes. "tiny" is for tests; "small" is the demo's (frozen, see
 #: recipes/sap.py in docs/architecture.md); "base" has WavLM Base dimensions (benchmarks).
 SSL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {**_COMMON, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
