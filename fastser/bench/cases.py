@@ -17,6 +17,7 @@ SUITES: dict[str, str] = {
     "can": "fastser.bench.can",
     "mmtl": "fastser.bench.mmtl",
     "mstr": "fastser.bench.mstr",
+    "sap": "fastser.bench.sap",
 }
 
 

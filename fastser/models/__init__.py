@@ -1,1 +1,1 @@
-"""The five SER methods and their baselines, as nn.Modules over feature tensors."""
+"""The SER methods and their baselines, over feature tensors (no audio I/O)."""

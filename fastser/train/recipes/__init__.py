@@ -16,6 +16,7 @@ RECIPES: dict[str, str] = {
     "stl": "fastser.train.recipes.mmtl:STLRecipe",
     "mstr": "fastser.train.recipes.mstr:MSTRRecipe",
     "transformer": "fastser.train.recipes.mstr:TransformerRecipe",
+    "sap": "fastser.train.recipes.sap:SAPRecipe",
 }
 
 

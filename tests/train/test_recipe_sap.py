@@ -1,0 +1,271 @@
+"""The SAP recipe end to end on a tiny synthetic corpus with a tiny random WavLM: training,
+the feature cache, class weights through checkpoints, V/A labels, the VAD fallback counter,
+export, fine-tuning, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import optest
+from fastser.audio.io import load_audio
+from fastser.data.protocols import speaker_split
+from fastser.data.synthetic import SyntheticConfig, load_synthetic
+from fastser.train.checkpoint import load_checkpoint
+from fastser.train.recipes import make_recipe, recipe_class
+from fastser.train.trainer import TrainConfig, Trainer
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning",
+                                        "ignore::DeprecationWarning")
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("ssl-cache"))
+
+
+def recipe(corpus, cache_dir, **config):
+    return make_recipe("sap", corpus.labels, ssl_config="tiny", heads=2, cache_dir=cache_dir,
+                       **config)
+
+
+@pytest.fixture(scope="module")
+def items(corpus, cache_dir):
+    return recipe(corpus, cache_dir).featurize(list(corpus))
+
+
+def fitted(corpus, cache_dir, items, **config):
+    r = recipe(corpus, cache_dir, **config)
+    r.fit_extra(items)
+    torch.manual_seed(0)
+    return r, r.build_model()
+
+
+def test_registered():
+    from fastser.train.recipes.sap import SAPRecipe
+
+    assert recipe_class("sap") is SAPRecipe
+
+
+def test_smoke_training(corpus, cache_dir, tmp_path):
+    split = speaker_split(corpus, seed=0)
+    r = recipe(corpus, cache_dir)
+    train, val = r.featurize(list(split.train)), r.featurize(list(split.validation))
+    fit = Trainer(r, TrainConfig(epochs=4, batch_size=4, lr=3e-3, progress=False),
+                  tmp_path).fit(train, val)
+    losses = [h["train_loss"] for h in fit.history]
+    assert losses[-1] < losses[0] and all(np.isfinite(losses))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["vad_fallback_utterances"] for r in records] == [0] * 4
+    assert 0.0 <= records[-1]["val"]["ua"] <= 1.0
+
+
+def test_items_and_batches(corpus, cache_dir, items):
+    item = items[0]
+    assert item.inputs.dtype == np.float16 and item.inputs.shape[1:] == (3, 32)
+    assert item.speech.shape == (item.inputs.shape[0],) and item.speech.dtype == torch.bool
+    assert (item.valence, item.arousal) == (corpus[0].valence, corpus[0].arousal)
+    batch = recipe(corpus, cache_dir).collate(items[:5])
+    frames = [i.inputs.shape[0] for i in items[:5]]
+    assert batch["inputs"].shape == (5, max(frames), 3, 32)
+    assert batch["inputs"].dtype == torch.float32 and batch["lengths"].tolist() == frames
+    assert batch["speech"].shape == (5, max(frames)) and batch["missing_va"] == []
+    assert batch["labels"].tolist() == [corpus.label_index(u.label) for u in corpus[:5]]
+
+
+def test_cache_reuse_gives_identical_outputs(corpus, cache_dir, items):
+    from pathlib import Path
+
+    folders = sorted(Path(cache_dir).iterdir())
+    again = recipe(corpus, cache_dir).featurize(list(corpus))
+    assert sorted(Path(cache_dir).iterdir()) == folders  # nothing new computed
+    r, model = fitted(corpus, cache_dir, items)
+    model.eval()
+    with torch.no_grad():
+        first = r.predict(model, r.collate(items)).probs
+        second = r.predict(model, r.collate(again)).probs
+    assert torch.equal(first, second)
+    for a, b in zip(items, again):
+        assert np.array_equal(a.inputs, b.inputs) and torch.equal(a.speech, b.speech)
+
+
+def test_item_from_audio_matches_cached_features(corpus, cache_dir, items):
+    r = recipe(corpus, cache_dir)
+    fresh = r.item_from_audio(load_audio(corpus[3].path), corpus[3])
+    assert fresh.label == items[3].label and fresh.id == corpus[3].id
+    assert torch.equal(fresh.speech, items[3].speech) and fresh.inputs.dtype == np.float16
+    np.testing.assert_allclose(fresh.inputs.astype(np.float32),
+                               items[3].inputs.astype(np.float32), rtol=2e-3, atol=1e-4)
+    unlabelled = r.item_from_audio(load_audio(corpus[3].path))
+    assert unlabelled.label == -1 and np.isnan(unlabelled.valence)
+
+
+def test_class_weights_restored_from_checkpoint(corpus, cache_dir, items, tmp_path):
+    r = recipe(corpus, cache_dir)
+    uneven = items[:12]
+    labels = np.array([i.label for i in uneven])
+    counts = np.bincount(labels, minlength=4)
+    Trainer(r, TrainConfig(epochs=1, batch_size=6, progress=False), tmp_path).fit(uneven)
+    want = [len(labels) / (4 * c) if c else 0.0 for c in counts]
+    np.testing.assert_allclose(r.class_weights, want)
+    assert r.va_mean == pytest.approx([np.mean([i.valence for i in uneven]),
+                                       np.mean([i.arousal for i in uneven])])
+    payload = load_checkpoint(tmp_path / "last.pt", recipe="sap")
+    restored = recipe_class("sap").from_state(payload["recipe_state"])
+    assert restored.class_weights == r.class_weights and restored.va_mean == r.va_mean
+    model = restored.build_model()
+    model.load_state_dict(payload["model"])
+    batch = restored.collate(items[:8])
+    torch.manual_seed(0)
+    a = restored.loss(model.eval(), batch)
+    torch.manual_seed(0)
+    b = r.loss(model, batch)
+    assert torch.equal(a, b)
+
+
+def test_loss_is_weighted_ce_plus_va_mae(corpus, cache_dir, items):
+    r, model = fitted(corpus, cache_dir, items, loss_weights=(0.5, 0.3, 0.2))
+    batch = r.collate(items[:8])
+    model.eval()
+    out = model(batch["inputs"], batch["lengths"], batch["speech"])
+    weights = torch.tensor(r.class_weights, dtype=torch.float32)
+    ce = torch.nn.functional.cross_entropy(out.logits, batch["labels"], weight=weights)
+    mae = (out.regression - batch["targets"]).abs().mean(dim=0)
+    torch.testing.assert_close(r.loss(model, batch), 0.5 * ce + 0.3 * mae[0] + 0.2 * mae[1])
+    assert model.head.regressor.bias.tolist() == pytest.approx(r.va_mean)
+
+
+def test_missing_valence_arousal(corpus, cache_dir, tmp_path):
+    utterances = list(corpus)[:8]
+    utterances[5] = dataclasses.replace(utterances[5], arousal=None)
+    r = recipe(corpus, cache_dir)
+    items = r.featurize(utterances)
+    with pytest.raises(ValueError, match=f"utterance '{utterances[5].id}' has no "
+                                         "valence/arousal label"):
+        r.fit_extra(items)
+    r.fit_extra(items[:5])
+    model = r.build_model()
+    with pytest.raises(ValueError, match=f"utterance '{utterances[5].id}' has no valence"):
+        r.loss(model, r.collate(items[4:]))
+    for config in ({"regression": False}, {"loss_weights": (1.0, 0.0, 0.0)}):
+        r = recipe(corpus, cache_dir, **config)
+        r.fit_extra(items)
+        model = r.build_model()
+        assert model.head.regressor.out_features == 0
+        assert torch.isfinite(r.loss(model, r.collate(items)))
+
+
+def test_vad_fallback_is_counted(corpus, cache_dir, items):
+    r, model = fitted(corpus, cache_dir, items)
+    gen = torch.Generator().manual_seed(0)
+    silent = r.item_from_audio(1e-4 * torch.randn(16000, generator=gen))
+    assert not bool(silent.speech.any())
+    silent.label, silent.valence, silent.arousal = 0, 3.0, 3.0
+    assert r.epoch_logs() == {"vad_fallback_utterances": 0}
+    r.loss(model, r.collate([silent, items[0], silent]))
+    r.loss(model, r.collate([items[1], silent]))
+    assert r.epoch_logs() == {"vad_fallback_utterances": 3}
+    assert r.epoch_logs() == {"vad_fallback_utterances": 0}
+
+
+def test_naive_path_matches(corpus, cache_dir, items):
+    r, model = fitted(corpus, cache_dir, items)
+    naive_recipe, naive = fitted(corpus, cache_dir, items, naive=True)
+    naive.load_state_dict(model.state_dict())
+    batch = r.collate(items[:10])
+    with torch.no_grad():
+        torch.testing.assert_close(naive_recipe.predict(naive.eval(), batch).probs,
+                                   r.predict(model.eval(), batch).probs, atol=1e-5, rtol=1e-5)
+
+
+def test_export_scripted_in_fresh_process(corpus, cache_dir, items, tmp_path):
+    r, model = fitted(corpus, cache_dir, items)
+    model.eval()
+    batch = r.collate(items[:6])
+    module = r.export_module(model).eval()
+    inputs = r.export_inputs(batch)
+    with torch.no_grad():
+        expected = r.predict(model, batch).probs
+        torch.testing.assert_close(module(*inputs), expected)
+    optest.script_roundtrip(module, inputs, tmp_path / "sap.pt", atol=1e-5, rtol=1e-5)
+    optest.check_scripted_in_fresh_process(tmp_path / "sap.pt", inputs, expected, tmp_path,
+                                           atol=1e-5)
+
+
+def test_fine_tuning_front_end(corpus, cache_dir):
+    r = recipe(corpus, cache_dir, frozen=False, layer="last")
+    items = r.featurize(list(corpus)[:6])
+    assert items[0].inputs.dtype == torch.float32 and items[0].inputs.dim() == 1
+    r.fit_extra(items)
+    model = r.build_model().train()
+    batch = r.collate(items)
+    assert batch["inputs"].shape == (6, max(i.inputs.shape[0] for i in items))
+    r.loss(model, batch).backward()
+    ssl_grads = [p.grad for p in model.front_end.model.parameters()]
+    assert all(g is not None for g in ssl_grads) and any(bool(g.any()) for g in ssl_grads)
+    with torch.no_grad():
+        probs = r.predict(model.eval(), batch).probs
+    assert probs.shape == (6, 4)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(6))
+    with pytest.raises(ValueError, match="cannot be exported to TorchScript"):
+        r.export_module(model)
+
+
+def test_front_end_must_match_the_trained_one(corpus, cache_dir, items):
+    r, _ = fitted(corpus, cache_dir, items)
+    state = r.state()
+    state["extra"]["front_end_hash"] = "0" * 20
+    restored = recipe_class("sap").from_state(state)
+    with pytest.raises(ValueError, match="differs from the one the model was trained with"):
+        restored.item_from_audio(load_audio(corpus[0].path))
+
+
+@pytest.mark.parametrize("waveform,pattern", [
+    (torch.zeros(399), "the recording has 399 samples, shorter than one SSL frame"),
+    (torch.zeros(2, 1600), "expected a 1-D 16 kHz waveform"),
+])
+def test_bad_audio(corpus, cache_dir, waveform, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        recipe(corpus, cache_dir).item_from_audio(waveform)
+
+
+def test_short_file_in_corpus(corpus, cache_dir, tmp_path):
+    import soundfile
+
+    soundfile.write(tmp_path / "tiny.wav", np.zeros(320), 16000)
+    short = dataclasses.replace(corpus[0], id="tiny", path=tmp_path / "tiny.wav")
+    with pytest.raises(ValueError, match="tiny.wav: 320 samples at 16 kHz is shorter"):
+        recipe(corpus, cache_dir).featurize([short])
+    with pytest.raises(ValueError, match="utterance 'tiny' has 320 samples"):
+        recipe(corpus, cache_dir, cache=False).featurize([short])
+
+
+@pytest.mark.parametrize("config,pattern", [
+    ({"ssl_confg": "tiny"}, "unknown config key"),
+    ({"ssl_config": "huge"}, "ssl_config must be a dict or one of"),
+    ({"ssl_kind": "bert"}, "ssl_kind must be one of"),
+    ({"layer": "first"}, "layer must be one of"),
+    ({"loss_weights": (0.0, 0.5, 0.5)}, "loss_weights must be"),
+    ({"loss_weights": (0.5, -0.25, 0.25)}, "loss_weights must be"),
+    ({"cache_dtype": "int8"}, "cache_dtype must be one of"),
+    ({"vad_aggressiveness": 5}, "aggressiveness must be 0, 1, 2 or 3"),
+])
+def test_bad_config(corpus, config, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make_recipe("sap", corpus.labels, **config)
+
+
+def test_loss_needs_fit_extra(corpus, cache_dir, items):
+    r = recipe(corpus, cache_dir)
+    with pytest.raises(RuntimeError, match="call fit_extra"):
+        r.loss(r.build_model(), r.collate(items[:2]))
