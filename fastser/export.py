@@ -54,7 +54,11 @@ def export_torchscript(trained: TrainedModel, path: str | Path) -> Path:
 
 def export_program(trained: TrainedModel, path: str | Path) -> Path:
     """``torch.export`` the inference module (every input dimension dynamic where the model
-    allows it) and save the program, with ``<path>.json`` holding the metadata."""
+    allows it) and save the program, with ``<path>.json`` holding the metadata.
+
+    torch.export unrolls LSTMs over time, so models with LSTMs over variable-length inputs
+    keep those lengths of the example batch (CAN: words per utterance and frames per word;
+    pad inputs to them, or use the fully dynamic TorchScript file)."""
     path = Path(path)
     module, inputs = _module_and_inputs(trained)
     dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs)

@@ -3,8 +3,6 @@ runs: eager mode and TorchScript raise ValueError with the message (the caller's
 branches); torch.compile and torch.export, which cannot branch on tensor values, get the
 same bounds as run-time asserts of the traced graph."""
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastser.models._guards import assert_range, tracing
+
 
 class SAPOutput(NamedTuple):
     """logits (B, C); regression (B, 2) = (valence, arousal), (B, 0) without regressors;
@@ -49,6 +51,9 @@ def check_inputs(features: Tensor, lengths: Tensor, speech: Tensor) -> None:
                          f"{list(speech.shape)}")
     if batch == 0:
         raise ValueError("SAP: empty batch")
+    if tracing():  # torch.compile / torch.export: the value check below as a graph assert
+        assert_range(lengths, 1, frames, "SAP: lengths must be in [1, F]")
+        return
     shortest, longest = int(lengths.min()), int(lengths.max())
     if shortest < 1 or longest > frames:
         raise ValueError(f"SAP: lengths must be in [1, {frames}], got values from {shortest} "
@@ -111,6 +116,8 @@ class SAPHead(nn.Module):
     def pool(self, features: Tensor, lengths: Tensor,
              speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(GAP (B, D), SAP (B, D), fallback (B,)), batched."""
+        if tracing():  # torch.export: no data-dependent sizes, so the masked form (same values)
+            return self.pool_masked(features, lengths, speech)
         valid, speech, fallback = speech_frames(lengths, speech)
         zero = torch.zeros((), dtype=features.dtype, device=features.device)
         features = torch.where(valid.unsqueeze(2), features, zero)
