@@ -30,10 +30,11 @@ def toy_registered(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_dir):
-    recipes.RECIPES["toy"] = "toy_recipe:ToyRecipe"
     out = tmp_path_factory.mktemp("run") / "toy"
-    assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
-                 str(out), "--epochs", "2", "--batch-size", "4", "--no-progress"]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # registered for this module's tests only
+        patch.setitem(recipes.RECIPES, "toy", "toy_recipe:ToyRecipe")
+        assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+                     str(out), "--epochs", "2", "--batch-size", "4", "--no-progress"]) == 0
     return out
 
 

@@ -36,7 +36,11 @@ def load_trained(path: str | Path, *, model_name: str | None = None,
                  device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild recipe and model from a checkpoint (``model_name``: the method it must hold)."""
     payload = load_checkpoint(path, recipe=model_name, map_location=device)
-    recipe = recipe_class(payload["recipe"]).from_state(payload["recipe_state"])
+    try:
+        recipe = recipe_class(payload["recipe"]).from_state(payload["recipe_state"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its {payload['recipe']} recipe state is "
+                              f"incomplete ({error!r} missing or malformed)") from error
     model = recipe.build_model()
     try:
         model.load_state_dict(payload["model"])
