@@ -154,3 +154,16 @@ def test_torchrun_two_processes_match_one(corpus_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_weights(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt",
                   rtol=1e-4, atol=1e-5)
+
+
+def test_demo_command_trains_exports_and_tables(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--models", f"{PROCESS_METHOD},glrf", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == [PROCESS_METHOD, "glrf"]
+    for row in rows:
+        assert 0.0 <= row["ua"] <= 1.0 and row["step_speedup"] > 0
+        assert os.path.exists(row["export"])
+        assert row["model"] in printed
+    assert "fused-vs-naive step" in (out / "demo.md").read_text()
