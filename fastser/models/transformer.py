@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastser.models._guards import assert_range, tracing
+
 
 def check_features(features: Tensor, lengths: Optional[Tensor], input_dim: int,
                    name: str) -> Tensor:
@@ -50,23 +52,11 @@ def check_features(features: Tensor, lengths: Optional[Tensor], input_dim: int,
         raise ValueError(name + ": lengths on " + str(lengths.device) + ", features on "
                          + str(features.device))
     if batch > 0 and lengths.device.type != "meta":  # meta tensors (FLOP counts) hold no values
-        if torch.jit.is_scripting():
-            _check_length_values(lengths, frames, name)
+        if tracing():  # torch.compile / torch.export: the bounds as graph asserts
+            assert_range(lengths, 1, frames, name + ": lengths must lie in [1, T]")
         else:
-            _check_length_values_traceable(lengths, frames, name)
+            _check_length_values(lengths, frames, name)
     return lengths
-
-
-@torch.jit.unused
-def _check_length_values_traceable(lengths: Tensor, frames: int, name: str) -> None:
-    """Eager: :func:`_check_length_values`.  Under torch.compile / torch.export the bounds
-    become run-time asserts of the graph (a Python branch on the values cannot be traced)."""
-    if torch.compiler.is_compiling():
-        torch._check(lengths.min().item() >= 1, lambda: name + ": lengths must be >= 1")
-        torch._check(lengths.max().item() <= frames,
-                     lambda: name + ": lengths must be <= T=" + str(frames))
-    else:
-        _check_length_values(lengths, frames, name)
 
 
 def _check_length_values(lengths: Tensor, frames: int, name: str) -> None:
