@@ -56,6 +56,22 @@ def test_items_are_mfcc_frames_at_the_ssl_frame_rate(corpus, items):
         torch.zeros(16000)).frames.shape == ((16000 - 400) // 160 + 1, 20)
 
 
+def test_speaker_norm_standardises_each_speaker_with_its_own_frames(corpus, items):
+    normed = MSTRRecipe(LABELS, speaker_norm=True).featurize(list(corpus))
+    speakers = [u.speaker for u in corpus]
+    for speaker in set(speakers):
+        raw = torch.cat([i.frames for i, s in zip(items, speakers) if s == speaker]).double()
+        mean, std = raw.mean(0), raw.std(0)
+        for item, normed_item, s in zip(items, normed, speakers):
+            if s == speaker:
+                torch.testing.assert_close(normed_item.frames.double(),
+                                           (item.frames.double() - mean) / std,
+                                           atol=1e-4, rtol=1e-4)
+    # a lone recording is its own speaker
+    lone = MSTRRecipe(LABELS, speaker_norm=True).item_from_audio(0.1 * torch.randn(16000))
+    torch.testing.assert_close(lone.frames.mean(0), torch.zeros(40), atol=1e-4, rtol=0)
+
+
 def test_bad_audio_is_a_clear_error(corpus):
     recipe = MSTRRecipe(LABELS)
     with pytest.raises(ValueError, match=r"mstr: waveform must be a 1-D tensor"):

@@ -99,6 +99,24 @@ def test_cache_reuse_gives_identical_outputs(corpus, cache_dir, items):
         assert np.array_equal(a.inputs, b.inputs) and torch.equal(a.speech, b.speech)
 
 
+def test_speaker_norm_standardises_each_speakers_cached_features(corpus, cache_dir, items):
+    normed = recipe(corpus, cache_dir, speaker_norm=True).featurize(list(corpus))
+    speakers = [u.speaker for u in corpus]
+    for speaker in set(speakers):
+        mine = [i for i, s in zip(range(len(items)), speakers) if s == speaker]
+        raw = torch.cat([torch.from_numpy(np.asarray(items[i].inputs, np.float32))
+                         for i in mine]).double()
+        mean, std = raw.mean(0), raw.std(0).clamp_min(1e-5)
+        for i in mine:
+            expected = (torch.from_numpy(np.asarray(items[i].inputs, np.float32)).double()
+                        - mean) / std
+            torch.testing.assert_close(torch.from_numpy(normed[i].inputs).double(), expected,
+                                       atol=1e-4, rtol=1e-4)
+        assert all(torch.equal(normed[i].speech, items[i].speech) for i in mine)
+    with pytest.raises(ValueError, match="speaker_norm .* frozen front end"):
+        recipe(corpus, cache_dir, speaker_norm=True, frozen=False)
+
+
 def test_item_from_audio_matches_cached_features(corpus, cache_dir, items):
     r = recipe(corpus, cache_dir)
     fresh = r.item_from_audio(load_audio(corpus[3].path), corpus[3])

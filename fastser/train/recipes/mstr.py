@@ -12,11 +12,14 @@ utterance has the frame count MSTR sees on SSL features).  No SSL weights are av
 offline; the model's input projection maps any feature size to ``embed_dim``.  Features are
 standardised per coefficient with the mean and standard deviation of the training frames
 (``fit_extra``; stored in ``extra_state``, applied in ``collate``; identity before fitting).
+With ``speaker_norm`` (the demo's setting) every speaker's frames are first standardised
+with that speaker's own statistics (fastser.audio.normalization; no labels needed, so test
+speakers too; a lone recording given to ``item_from_audio`` is its own speaker).
 A batch is padded frames (B, T, n_mfcc) + lengths (B,) + labels (B,).
 
 Config keys: n_mfcc (40), hop_ms (20.0), embed_dim (1024), num_heads (16), num_blocks (4),
 ffn_dim (2048), dropout (0.1), classifier_hidden (None: embed_dim/2, embed_dim/4), p (3) and
-levels (4) for MSTR only, naive (False; MSTR: the reference fractal attention op instead of
+levels (4) for MSTR only, speaker_norm (False), naive (False; MSTR: the reference fractal attention op instead of
 the fused one; transformer: attention as matmul, masked softmax, matmul instead of
 ``F.scaled_dot_product_attention``).
 """
@@ -32,6 +35,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.features import MFCC
+from fastser.audio.io import load_audio
+from fastser.audio.normalization import frame_statistics, standardise_by_speaker
 from fastser.data.corpus import Utterance
 from fastser.models.mstr import MSTR
 from fastser.models.transformer import ClassProbabilities, VanillaTransformer
@@ -40,9 +45,10 @@ from fastser.train.recipe import SAMPLE_RATE, Batch, Predictions, Recipe
 COMMON_DEFAULTS: dict[str, Any] = {
     "n_mfcc": 40, "hop_ms": 20.0, "embed_dim": 1024, "num_heads": 16, "num_blocks": 4,
     "ffn_dim": 2048, "dropout": 0.1, "classifier_hidden": None, "naive": False,
+    "speaker_norm": False,
 }
 DEMO_MODEL = {"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
-              "dropout": 0.1}
+              "dropout": 0.1, "speaker_norm": True}
 DEMO_TRAIN = {"epochs": 20, "batch_size": 16, "lr": 2e-3}
 
 
@@ -72,9 +78,28 @@ class MSTRRecipe(Recipe):
         self.feature_std: Tensor | None = None
 
     # -- features ------------------------------------------------------------------------------
+    def featurize(self, utterances: Sequence[Utterance]) -> list[FrameItem]:
+        """Items of ``utterances``; with ``speaker_norm`` each speaker's frames standardised
+        with that speaker's own statistics (no labels needed, so test speakers too)."""
+        items = [self._raw_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+        if not self.settings["speaker_norm"]:
+            return items
+        frames = standardise_by_speaker([item.frames for item in items],
+                                        [u.speaker for u in utterances])
+        items = [FrameItem(f, item.label) for f, item in zip(frames, items)]
+        return items
+
     def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None, *,
                         words: Sequence[WordTiming] | None = None) -> FrameItem:
-        """MFCC frames of a 16 kHz mono waveform (N,); ``words`` are not used."""
+        """MFCC frames of a 16 kHz mono waveform (N,); ``words`` are not used.  With
+        ``speaker_norm`` a lone recording is its own speaker (its own statistics)."""
+        item = self._raw_item(waveform, utterance)
+        if not self.settings["speaker_norm"]:
+            return item
+        mean, std = frame_statistics([item.frames])
+        return FrameItem((item.frames - mean) / std, item.label)
+
+    def _raw_item(self, waveform: Tensor, utterance: Utterance | None) -> FrameItem:
         if not isinstance(waveform, Tensor) or waveform.dim() != 1:
             raise ValueError(f"{self.name}: waveform must be a 1-D tensor (N,) of 16 kHz "
                              "samples")
@@ -88,9 +113,8 @@ class MSTRRecipe(Recipe):
 
     def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
         """Per-coefficient mean and standard deviation of every training frame."""
-        frames = torch.cat([item.frames for item in train_items]).double()
-        self.feature_mean = frames.mean(0).float()
-        self.feature_std = frames.std(0).clamp_min(1e-5).float()
+        self.feature_mean, self.feature_std = frame_statistics(
+            [item.frames for item in train_items])
 
     def extra_state(self) -> dict[str, Any]:
         if self.feature_mean is None:

@@ -22,7 +22,7 @@ samples) is rejected, naming the utterance.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -33,6 +33,7 @@ from torch import nn
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import load_audio
+from fastser.audio.normalization import standardise_by_speaker
 from fastser.audio.ssl import (CACHE_DTYPES, LAYER_MODES, SSL_KINDS, SSLFrontEnd, VADSettings,
                                WeightedLayerSum, cached_features, speech_mask)
 from fastser.audio.vad import SSL_RECEPTIVE_FIELD
@@ -62,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "cache": True, "cache_dir": None, "cache_dtype": "float16",
     "vad_frame_ms": 30, "vad_aggressiveness": 3,
     "heads": 4, "proj_dim": 32, "dropout": 0.1, "attention_dropout": 0.0, "sr_norm": False,
-    "regression": True, "loss_weights": (0.5, 0.25, 0.25),
+    "regression": True, "loss_weights": (0.5, 0.25, 0.25), "speaker_norm": False,
     "naive": False,
 }
 
@@ -120,6 +121,9 @@ class SAPRecipe(Recipe):
             raise ValueError("sap: loss_weights must be (CE, MAE valence, MAE arousal), "
                              f"finite, >= 0, with CE > 0; got {weights}")
         VADSettings(o["vad_frame_ms"], o["vad_aggressiveness"])
+        if o["speaker_norm"] and not o["frozen"]:
+            raise ValueError("sap: speaker_norm standardises cached SSL features, so it needs "
+                             "a frozen front end (frozen=True)")
 
     @property
     def frozen(self) -> bool:
@@ -217,20 +221,35 @@ class SAPRecipe(Recipe):
         """Items of ``utterances`` (audio read at 16 kHz). With a frozen front end and
         ``cache`` on, SSL layer outputs and VAD masks come from (or go to) the disk cache."""
         if not (self.frozen and self.options["cache"]) or not utterances:
-            return super().featurize(utterances)
-        cache_dir = self.options["cache_dir"] or default_cache_dir() / "ssl-features"
-        cached = cached_features(self.front_end, [u.path for u in utterances],
-                                 lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
-                                 vad=self.vad, dtype=self.options["cache_dtype"])
-        items = []
-        for index, utterance in enumerate(utterances):
-            features, speech = cached.utterance(index)
-            items.append(self._item(features, torch.from_numpy(np.array(speech)), utterance))
+            items = [self._audio_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+        else:
+            cache_dir = self.options["cache_dir"] or default_cache_dir() / "ssl-features"
+            cached = cached_features(self.front_end, [u.path for u in utterances],
+                                     lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
+                                     vad=self.vad, dtype=self.options["cache_dtype"])
+            items = []
+            for index, utterance in enumerate(utterances):
+                features, speech = cached.utterance(index)
+                items.append(self._item(features, torch.from_numpy(np.array(speech)),
+                                        utterance))
+        if self.options["speaker_norm"]:
+            layers = standardise_by_speaker([torch.from_numpy(np.asarray(i.inputs, np.float32))
+                                             for i in items], [u.speaker for u in utterances])
+            items = [replace(item, inputs=x.numpy()) for item, x in zip(items, layers)]
         return items
 
     def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
                         words: Sequence[WordTiming] | None = None) -> SAPItem:
-        """An item from a 16 kHz mono waveform (N,), N >= 400. ``words`` are not used."""
+        """An item from a 16 kHz mono waveform (N,), N >= 400. ``words`` are not used. With
+        ``speaker_norm`` a lone recording is its own speaker (its own statistics)."""
+        item = self._audio_item(waveform, utterance)
+        if not self.options["speaker_norm"]:
+            return item
+        layers = standardise_by_speaker([torch.from_numpy(np.asarray(item.inputs, np.float32))],
+                                        ["recording"])
+        return replace(item, inputs=layers[0].numpy())
+
+    def _audio_item(self, waveform: torch.Tensor, utterance: Utterance | None) -> SAPItem:
         name = f"utterance {utterance.id!r}" if utterance is not None else "the recording"
         if not isinstance(waveform, torch.Tensor) or waveform.dim() != 1:
             raise ValueError(f"sap: {name}: expected a 1-D 16 kHz waveform, got "
