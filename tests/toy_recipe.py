@@ -10,9 +10,10 @@ from fastser.train.recipe import Predictions, Recipe, StepGradients, TrainBatche
 
 class ToyRecipe(Recipe):
     name = "toy"
+    defaults = {"hidden": 16, "naive": False}
 
     def build_model(self) -> nn.Module:
-        hidden = self.config.get("hidden", 16)
+        hidden = self.settings["hidden"]
         return nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, self.num_classes))
 
     def item_from_audio(self, waveform, utterance=None, *, words=None):

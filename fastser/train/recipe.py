@@ -91,12 +91,19 @@ class Recipe(abc.ABC):
     # on the synthetic corpus in about a minute on 2 CPU cores.
     demo_config: ClassVar[dict[str, Any]] = {}
     demo_train: ClassVar[dict[str, Any]] = {}
+    # Every config key the recipe knows, with its default.
+    defaults: ClassVar[dict[str, Any]] = {"naive": False}
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; known: "
+                             f"{sorted(self.defaults)}")
         if len(label_names) < 2:
             raise ValueError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
         self.label_names = list(label_names)
         self.config = dict(config)
+        self.settings = {**self.defaults, **config}  # the config with defaults filled in
 
     @property
     def num_classes(self) -> int:

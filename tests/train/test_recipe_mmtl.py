@@ -309,7 +309,7 @@ def test_recipe_state_round_trip_keeps_class_weights_and_segment_spans(corpus, i
     recipe = make_recipe("mtl", corpus.labels, **TINY)
     recipe.fit_extra(train)
     back = recipe_class("mtl").from_state(recipe.state())
-    assert back.options == recipe.options
+    assert back.settings == recipe.settings
     assert torch.equal(back.emotion_weights, recipe.emotion_weights)
     assert torch.equal(back.vad_weights, recipe.vad_weights)
     # 7 s at 16 kHz: three equal pieces of at most 3 s

@@ -72,15 +72,12 @@ class CanItem(NamedTuple):
 
 class CanRecipe(Recipe):
     name = "can"
+    defaults = DEFAULTS
     demo_config: dict[str, Any] = {"embed_dim": 64, "hidden": 64, "word_hidden": 64}
     demo_train: dict[str, Any] = {"epochs": 12, "batch_size": 16, "lr": 2e-3}
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"can: unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
         super().__init__(label_names, **config)
-        self.settings = {**DEFAULTS, **config}
         if self.settings["segmentation"] not in SEGMENTATIONS:
             raise ValueError(f"can: segmentation must be one of {SEGMENTATIONS}, got "
                              f"{self.settings['segmentation']!r}")

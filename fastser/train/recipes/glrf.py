@@ -64,15 +64,13 @@ class GLRFItem(NamedTuple):
 
 class GLRFRecipe(Recipe):
     name = "glrf"
+    defaults = DEFAULTS
     demo_config: dict[str, Any] = {"channels": 48, "blocks": 2, "heads": 4}
     demo_train: dict[str, Any] = {"epochs": 8, "batch_size": 16, "lr": 2e-3}
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"glrf: unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
         super().__init__(label_names, **config)
-        s = self.settings = {**DEFAULTS, **config}
+        s = self.settings
         self.mfcc = MFCC(SAMPLE_RATE, s["n_mfcc"], win_ms=25.0, hop_ms=10.0, top_db=None)
         self.window_samples = seconds_to_samples(s["window"], SAMPLE_RATE, "window")
         if self.window_samples < self.mfcc.n_fft:

@@ -88,15 +88,10 @@ class SpectrogramRecipe(Recipe):
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
         super().__init__(label_names, **config)
-        unknown = set(config) - set(self.defaults)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {sorted(unknown)}; "
-                             f"known: {sorted(self.defaults)}")
-        self.options = {**self.defaults, **config}
-        pool = tuple(int(p) for p in self.options["pool"])
+        pool = tuple(int(p) for p in self.settings["pool"])
         if len(pool) != 2 or min(pool) < 1:
             raise ValueError(f"{self.name}: pool must be (time, frequency) factors >= 1, "
-                             f"got {self.options['pool']}")
+                             f"got {self.settings['pool']}")
         self.pool = pool
         spectrogram = _spectrogram()
         self.frames = spectrogram.max_frames // pool[0]
@@ -104,13 +99,13 @@ class SpectrogramRecipe(Recipe):
         self.emotion_weights = torch.ones(self.num_classes)  # until fit_extra
 
     def encoder_config(self) -> dict[str, Any]:
-        return {"frames": self.frames, "bins": self.bins, "conv": self.options["conv"],
-                "lstm_hidden": self.options["lstm_hidden"], "embed_dim": self.options["embed_dim"]}
+        return {"frames": self.frames, "bins": self.bins, "conv": self.settings["conv"],
+                "lstm_hidden": self.settings["lstm_hidden"], "embed_dim": self.settings["embed_dim"]}
 
     # -- items ---------------------------------------------------------------------------------
     def segments(self, waveform: Tensor) -> Tensor:
         """(N,) 16 kHz audio -> (n, frames, bins) spectrogram pieces of at most max_duration."""
-        pieces = equal_pieces(waveform.unsqueeze(0), max_duration=self.options["max_duration"],
+        pieces = equal_pieces(waveform.unsqueeze(0), max_duration=self.settings["max_duration"],
                               sample_rate=SAMPLE_RATE)
         spec, _ = _spectrogram().ragged(pieces.segments, pieces.lengths)
         if self.pool != (1, 1):
@@ -154,7 +149,7 @@ class SpectrogramRecipe(Recipe):
                            batch["counts"])
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]]:
-        window = seconds_to_samples(self.options["max_duration"], SAMPLE_RATE, "max_duration")
+        window = seconds_to_samples(self.settings["max_duration"], SAMPLE_RATE, "max_duration")
         bounds = (piece_bounds(num_samples, window) / SAMPLE_RATE).tolist()
         return list(zip(bounds[:-1], bounds[1:]))
 
@@ -259,12 +254,12 @@ class MMTLRecipe(SpectrogramRecipe):
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
         super().__init__(label_names, **config)
         for key in ("alpha", "beta", "adapt_lr"):
-            value = self.options[key]
+            value = self.settings[key]
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{self.name}: {key} must be a finite number >= 0, got {value!r}")
         for key in ("adapt_steps", "adapt_chunk"):
-            if int(self.options[key]) < (0 if key == "adapt_steps" else 1):
-                raise ValueError(f"{self.name}: {key} too small: {self.options[key]!r}")
+            if int(self.settings[key]) < (0 if key == "adapt_steps" else 1):
+                raise ValueError(f"{self.name}: {key} too small: {self.settings[key]!r}")
 
     def build_model(self) -> nn.Module:
         return MMTLNet(self.num_classes, **self.encoder_config())
@@ -272,13 +267,13 @@ class MMTLRecipe(SpectrogramRecipe):
     def train_batches(self, train_items: Sequence[SegmentItem], batch_size: int, *, seed: int,
                       rank: int, world_size: int) -> TrainBatches:
         return SpeakerEpisodes(train_items, batch_size, self.num_classes, seed=seed,
-                               speakers_per_step=self.options["speakers_per_step"], rank=rank,
+                               speakers_per_step=self.settings["speakers_per_step"], rank=rank,
                                world_size=world_size, name=self.name)
 
     def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients:
-        step = outer_gradients_sequential if self.options["naive"] else outer_gradients
-        loss, gradients = step(model, batch, alpha=self.options["alpha"],
-                               beta=self.options["beta"])
+        step = outer_gradients_sequential if self.settings["naive"] else outer_gradients
+        loss, gradients = step(model, batch, alpha=self.settings["alpha"],
+                               beta=self.settings["beta"])
         return StepGradients(loss.detach(), gradients)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -292,7 +287,7 @@ class MMTLRecipe(SpectrogramRecipe):
         that speaker's V/A/D tasks (speakers without V/A/D labels: unadapted)."""
         segments, vad = batch["segments"], batch["vad"]
         owners = [s for s, n in zip(batch["speakers"], batch["counts"].tolist()) for _ in range(n)]
-        steps = int(self.options["adapt_steps"])
+        steps = int(self.settings["adapt_steps"])
         logits = segments.new_empty(segments.shape[0], self.num_classes)
         unadapted = torch.ones(len(owners), dtype=torch.bool)
         for speaker in dict.fromkeys(owners):
@@ -301,8 +296,8 @@ class MMTLRecipe(SpectrogramRecipe):
             if steps == 0 or not speaker or len(support) == 0:
                 continue
             theta = adapt_meta(model, segments[support], vad[support],
-                               lr=self.options["adapt_lr"], steps=steps,
-                               chunk=int(self.options["adapt_chunk"]))
+                               lr=self.settings["adapt_lr"], steps=steps,
+                               chunk=int(self.settings["adapt_chunk"]))
             index = mine.nonzero().squeeze(1).to(segments.device)
             with torch.no_grad():
                 logits[index] = adapted_logits(model, theta, segments[index])

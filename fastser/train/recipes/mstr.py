@@ -67,12 +67,7 @@ class MSTRRecipe(Recipe):
     demo_train: dict[str, Any] = dict(DEMO_TRAIN)
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        unknown = sorted(set(config) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; known: "
-                             f"{sorted(self.defaults)}")
         super().__init__(label_names, **config)
-        self.settings = {**self.defaults, **config}
         self.mfcc = MFCC(SAMPLE_RATE, int(self.settings["n_mfcc"]), win_ms=25.0,
                          hop_ms=float(self.settings["hop_ms"]))
         self.feature_mean: Tensor | None = None

@@ -86,6 +86,7 @@ class SAPItem:
 
 class SAPRecipe(Recipe):
     name = "sap"
+    defaults = DEFAULTS
     # A frozen random "small" WavLM (no download) with per-speaker standardisation of its
     # layer outputs, regularised: held-out UA 0.64 / 0.67 / 0.56 over seeds 0-2 (RESULTS.md).
     demo_config: ClassVar[dict[str, Any]] = {"ssl_config": "small", "layer": "weighted",
@@ -94,11 +95,7 @@ class SAPRecipe(Recipe):
                                             "weight_decay": 0.05}
 
     def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"sap: unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
         super().__init__(label_names, **config)
-        self.options = {**DEFAULTS, **config}
         self._check_options()
         self.class_weights: list[float] | None = None
         self.va_mean: list[float] | None = None
@@ -108,7 +105,7 @@ class SAPRecipe(Recipe):
 
     # -- configuration -------------------------------------------------------------------------
     def _check_options(self) -> None:
-        o = self.options
+        o = self.settings
         if o["ssl_kind"] not in SSL_KINDS:
             raise ValueError(f"sap: ssl_kind must be one of {sorted(SSL_KINDS)}, "
                              f"got {o['ssl_kind']!r}")
@@ -133,21 +130,21 @@ class SAPRecipe(Recipe):
 
     @property
     def frozen(self) -> bool:
-        return bool(self.options["frozen"])
+        return bool(self.settings["frozen"])
 
     @property
     def regression(self) -> bool:
         """Whether the model has valence/arousal regressors and the loss uses them."""
-        weights = self.options["loss_weights"]
-        return bool(self.options["regression"]) and (weights[1] > 0 or weights[2] > 0)
+        weights = self.settings["loss_weights"]
+        return bool(self.settings["regression"]) and (weights[1] > 0 or weights[2] > 0)
 
     @property
     def vad(self) -> VADSettings:
-        return VADSettings(self.options["vad_frame_ms"], self.options["vad_aggressiveness"])
+        return VADSettings(self.settings["vad_frame_ms"], self.settings["vad_aggressiveness"])
 
     def new_front_end(self) -> SSLFrontEnd:
         """A front end as the config describes it (the same weights on every call)."""
-        o = self.options
+        o = self.settings
         options = {"layer": o["layer"], "frozen": self.frozen}
         if o["ssl_path"] is not None:
             front_end = SSLFrontEnd.from_pretrained(o["ssl_path"], o["ssl_kind"], **options)
@@ -207,7 +204,7 @@ class SAPRecipe(Recipe):
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        o = self.options
+        o = self.settings
         front_end = self.new_front_end() if not self.frozen else None
         layers = self.front_end if self.frozen else front_end
         head = SAPHead(layers.hidden_size, self.num_classes, heads=o["heads"],
@@ -226,19 +223,19 @@ class SAPRecipe(Recipe):
     def featurize(self, utterances: Sequence[Utterance]) -> list[SAPItem]:
         """Items of ``utterances`` (audio read at 16 kHz). With a frozen front end and
         ``cache`` on, SSL layer outputs and VAD masks come from (or go to) the disk cache."""
-        if not (self.frozen and self.options["cache"]) or not utterances:
+        if not (self.frozen and self.settings["cache"]) or not utterances:
             items = [self._audio_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
         else:
-            cache_dir = self.options["cache_dir"] or default_cache_dir() / "ssl-features"
+            cache_dir = self.settings["cache_dir"] or default_cache_dir() / "ssl-features"
             cached = cached_features(self.front_end, [u.path for u in utterances],
                                      lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
-                                     vad=self.vad, dtype=self.options["cache_dtype"])
+                                     vad=self.vad, dtype=self.settings["cache_dtype"])
             items = []
             for index, utterance in enumerate(utterances):
                 features, speech = cached.utterance(index)
                 items.append(self._item(features, torch.from_numpy(np.array(speech)),
                                         utterance))
-        if self.options["speaker_norm"]:
+        if self.settings["speaker_norm"]:
             layers = standardise_by_speaker([torch.from_numpy(np.asarray(i.inputs, np.float32))
                                              for i in items], [u.speaker for u in utterances])
             items = [replace(item, inputs=x.numpy()) for item, x in zip(items, layers)]
@@ -249,7 +246,7 @@ class SAPRecipe(Recipe):
         """An item from a 16 kHz mono waveform (N,), N >= 400. ``words`` are not used. With
         ``speaker_norm`` a lone recording is its own speaker (its own statistics)."""
         item = self._audio_item(waveform, utterance)
-        if not self.options["speaker_norm"]:
+        if not self.settings["speaker_norm"]:
             return item
         layers = standardise_by_speaker([torch.from_numpy(np.asarray(item.inputs, np.float32))],
                                         ["recording"])
@@ -270,7 +267,7 @@ class SAPRecipe(Recipe):
         lengths = torch.tensor([waveform.shape[0]])
         with torch.no_grad():
             layers, _ = self.front_end.layer_outputs(waveform[None], lengths)
-        return self._item(layers[0].numpy().astype(self.options["cache_dtype"]), speech,
+        return self._item(layers[0].numpy().astype(self.settings["cache_dtype"]), speech,
                           utterance)
 
     def _item(self, inputs, speech: torch.Tensor, utterance: Utterance | None) -> SAPItem:
@@ -319,7 +316,7 @@ class SAPRecipe(Recipe):
         self._fallbacks = fallbacks if self._fallbacks is None else self._fallbacks + fallbacks
         weights = torch.tensor(self.class_weights, dtype=out.logits.dtype,
                                device=out.logits.device)
-        w_ce, w_v, w_a = self.options["loss_weights"]
+        w_ce, w_v, w_a = self.settings["loss_weights"]
         loss = w_ce * F.cross_entropy(out.logits.float(), batch["labels"], weight=weights.float())
         if self.regression:
             mae = (out.regression.float() - batch["targets"]).abs().mean(dim=0)
