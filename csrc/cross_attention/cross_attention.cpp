@@ -93,4 +93,28 @@ std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& 
   return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
 
+BackwardPrep prepare_backward(const std::optional<at::Tensor>& grad_tt,
+                              const std::optional<at::Tensor>& grad_ta,
+                              const std::optional<at::Tensor>& grad_aa,
+                              const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
+                              const at::Tensor& h_audio, const at::Tensor& q_text,
+                              const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
+                              const at::Tensor& softmax_stats, double scale) {
+  const Sizes s = check_backward_args(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text,
+                                      q_audio, lengths, softmax_stats, scale);
+  const at::Tensor text = unit_inner_stride(h_text);
+  return BackwardPrep{s,
+                      text,
+                      unit_inner_stride(h_audio),
+                      scaled_queries(q_text, q_audio, scale),
+                      contiguous_or_absent(lengths),
+                      {contiguous_or_absent(grad_tt), contiguous_or_absent(grad_ta),
+                       contiguous_or_absent(grad_aa), contiguous_or_absent(grad_at)},
+                      softmax_stats.contiguous(),
+                      at::empty(text.sizes(), text.options()),
+                      at::empty(text.sizes(), text.options()),
+                      at::empty({s.heads, s.dim}, text.options()),
+                      at::empty({s.heads, s.dim}, text.options())};
+}
+
 }  // namespace fastser::cross_attention

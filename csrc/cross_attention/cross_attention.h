@@ -57,4 +57,24 @@ at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, d
 // A present (B, H, d) tensor made contiguous; an absent one stays absent.
 std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t);
 
+// The backward's checked inputs in the layouts the kernels read, and its four outputs,
+// allocated (uninitialised) in the input dtype: what the CPU and CUDA backward share.
+struct BackwardPrep {
+  Sizes sizes;
+  at::Tensor h_text, h_audio;                 // unit inner stride
+  at::Tensor queries;                         // scaled_queries (2, H, d)
+  std::optional<at::Tensor> lengths;          // contiguous or absent
+  std::optional<at::Tensor> grads[4];         // grad_tt, grad_ta, grad_aa, grad_at
+  at::Tensor stats;                           // contiguous softmax_stats
+  at::Tensor grad_h_text, grad_h_audio;       // (B, L, H, d)
+  at::Tensor grad_q_text, grad_q_audio;       // (H, d)
+};
+BackwardPrep prepare_backward(const std::optional<at::Tensor>& grad_tt,
+                              const std::optional<at::Tensor>& grad_ta,
+                              const std::optional<at::Tensor>& grad_aa,
+                              const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
+                              const at::Tensor& h_audio, const at::Tensor& q_text,
+                              const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
+                              const at::Tensor& softmax_stats, double scale);
+
 }  // namespace fastser::cross_attention

@@ -434,20 +434,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in,
     const at::Tensor& softmax_stats, double scale) {
-  const Sizes s = check_backward_args(grad_tt, grad_ta, grad_aa, grad_at, h_text_in, h_audio_in,
-                                      q_text, q_audio, lengths_in, softmax_stats, scale);
   const c10::cuda::CUDAGuard guard(h_text_in.device());
-  const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
-  const auto lengths = contiguous_or_absent(lengths_in);
-  const std::optional<at::Tensor> grads[4] = {
-      contiguous_or_absent(grad_tt), contiguous_or_absent(grad_ta),
-      contiguous_or_absent(grad_aa), contiguous_or_absent(grad_at)};
-  const at::Tensor stats = softmax_stats.contiguous();
-  at::Tensor grad_h_text = at::empty(h_text.sizes(), h_text.options());
-  at::Tensor grad_h_audio = at::empty(h_text.sizes(), h_text.options());
-  at::Tensor grad_q_text = at::empty({s.heads, s.dim}, h_text.options());
-  at::Tensor grad_q_audio = at::empty({s.heads, s.dim}, h_text.options());
+  BackwardPrep p = prepare_backward(grad_tt, grad_ta, grad_aa, grad_at, h_text_in, h_audio_in,
+                                    q_text, q_audio, lengths_in, softmax_stats, scale);
+  const Sizes s = p.sizes;
+  const at::Tensor &h_text = p.h_text, &h_audio = p.h_audio, &queries = p.queries, &stats = p.stats;
+  const auto& lengths = p.lengths;
+  const auto& grads = p.grads;
+  at::Tensor &grad_h_text = p.grad_h_text, &grad_h_audio = p.grad_h_audio;
+  at::Tensor &grad_q_text = p.grad_q_text, &grad_q_audio = p.grad_q_audio;
   if (s.batch * s.heads == 0) {  // no (b, h): dq is an empty sum
     grad_q_text.zero_();
     grad_q_audio.zero_();
