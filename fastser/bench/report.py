@@ -76,9 +76,8 @@ def run(suites: list[str], device: torch.device, dtype: torch.dtype, *, quick: b
         cases = load_suite(name, device, dtype, quick)
         results = [(case, run_case(case, **timing)) for case in cases]
         print(f"\n{name}  ({report['device']}, {report['dtype']})", file=out)
-        for case, _ in results[:1]:
-            if case.note:
-                print(case.note, file=out)
+        for note in dict.fromkeys(case.note for case, _ in results if case.note):
+            print(note, file=out)
         print(format_table(results), file=out)
         out.flush()
         report["suites"][name] = [

@@ -73,8 +73,10 @@ class BiLSTM(nn.Module):
         h = x.new_zeros(2, batch, self.hidden_size)
         c = x.new_zeros(2, batch, self.hidden_size)
         outputs: list[Tensor] = []
-        for t in range(steps):
-            gates = gates_x[:, :, t] + torch.bmm(h, w_hh_t)  # (2, B, 4H)
+        # unbind once: indexing step t inside the loop would make each step's backward
+        # materialise (and zero) a gradient of the whole gates_x, quadratic in T
+        for gates_t in gates_x.unbind(2):
+            gates = gates_t + torch.bmm(h, w_hh_t)  # (2, B, 4H)
             i, f, g, o = gates.chunk(4, dim=2)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -84,7 +86,8 @@ class BiLSTM(nn.Module):
         return output, h
 
 
-def _same_padding(kernel: int) -> tuple[int, int]:
+def same_padding(kernel: int) -> tuple[int, int]:
+    """'same' zero padding (before, after) of a kernel size, the extra one after."""
     before = (kernel - 1) // 2
     return before, kernel - 1 - before
 
@@ -96,11 +99,13 @@ class ConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel)
-        time_pad, freq_pad = _same_padding(kernel[0]), _same_padding(kernel[1])
+        time_pad, freq_pad = same_padding(kernel[0]), same_padding(kernel[1])
         self.padding = [freq_pad[0], freq_pad[1], time_pad[0], time_pad[1]]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(torch.relu(self.conv(F.pad(x, self.padding))), 2)
+        # ReLU after the pooling: the same function and gradient (ReLU is monotone, so it
+        # commutes with max), on a quarter of the elements
+        return torch.relu(F.max_pool2d(self.conv(F.pad(x, self.padding)), 2))
 
 
 class CNNLSTMEncoder(nn.Module):

@@ -121,12 +121,16 @@ def _gradient_list(net: MMTLNet, theta_grads: Params, phi_grads: Params) -> list
 
 
 def outer_gradients(net: MMTLNet, episode: Mapping[str, Tensor], *, alpha: float = 0.01,
-                    beta: float = 0.01) -> tuple[Tensor, list[Tensor]]:
+                    beta: float = 0.01, speaker_chunk: int | None = None
+                    ) -> tuple[Tensor, list[Tensor]]:
     """One first-order outer step, batched over the m speakers with torch.func (vmap of the
     per-speaker inner updates; per-speaker parameters theta'_i, phi'_i stacked along dim 0).
+    ``speaker_chunk`` bounds memory: vmap runs that many speakers at a time (None: all m).
     Returns (mean over speakers of L^Q_i(theta'_i, phi'_i), gradients aligned with
     ``net.parameters()``, summed over speakers). ``net`` is not modified."""
     _check_episode(net, episode)
+    if speaker_chunk is not None and int(speaker_chunk) < 1:
+        raise ValueError(f"outer_gradients: speaker_chunk must be >= 1 or None, got {speaker_chunk!r}")
     theta, phi = split_params(net)
 
     def meta_logits(params: Params, x: Tensor) -> Tensor:
@@ -155,7 +159,8 @@ def outer_gradients(net: MMTLNet, episode: Mapping[str, Tensor], *, alpha: float
         return g_theta_i, g_phi_i, loss
 
     with torch.no_grad():
-        g_theta, g_phi, losses = vmap(speaker_step, in_dims=(None, None, 0, 0, 0, 0, 0, 0))(
+        g_theta, g_phi, losses = vmap(speaker_step, in_dims=(None, None, 0, 0, 0, 0, 0, 0),
+                                      chunk_size=speaker_chunk)(
             theta, phi, *(episode[k] for k in EPISODE_KEYS))
     summed_theta = {k: v.sum(0) for k, v in g_theta.items()}
     summed_phi = {k: v.sum(0) for k, v in g_phi.items()}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 import optest
-from fastser.models.mmtl import (BiLSTM, CNNLSTMEncoder, MMTLNet, MultiTaskNet,
+from fastser.models.mmtl import (BiLSTM, CNNLSTMEncoder, ConvBlock, MMTLNet, MultiTaskNet,
                                  SegmentPosteriorMean, SingleTaskNet, utterance_posteriors)
 from fastser.models.mmtl_meta import (EPISODE_KEYS, adapt_meta, adapted_logits, class_weights,
                                       discretise_vad, outer_gradients,
@@ -82,6 +82,24 @@ def test_encoder_rejects_wrong_segment_shapes():
 
 
 # -- the vmap-able LSTM ----------------------------------------------------------------------
+def test_conv_block_equals_conv_relu_pool_in_table1_order_with_ties():
+    """The block pools before its ReLU; values and gradients must equal Table 1's conv, ReLU,
+    max pool, also where pooling windows tie (all-zero input rows give bias-only outputs)."""
+    torch.manual_seed(2)
+    block = ConvBlock(3, 5, (4, 3)).double()
+    x = torch.randn(2, 3, 10, 9, dtype=torch.float64)
+    x[:, :, :4] = 0.0  # constant region: tied windows, positive and negative bias channels
+    x.requires_grad_(True)
+    ref = F.max_pool2d(torch.relu(block.conv(F.pad(x, block.padding))), 2)
+    out = block(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    probe = torch.randn_like(out)
+    grads = torch.autograd.grad((out * probe).sum(), [x, *block.parameters()])
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [x, *block.parameters()])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
 def test_bilstm_equals_nn_lstm_outputs_and_gradients():
     torch.manual_seed(1)
     ours = BiLSTM(7, 5).double()
@@ -149,13 +167,15 @@ def test_weighted_cross_entropy_equals_torch():
 
 
 # -- the outer step ----------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_batched_and_sequential_outer_steps_give_the_same_updates(dtype, tol):
+@pytest.mark.parametrize("dtype, tol, speaker_chunk", [(torch.float64, 1e-10, None),
+                                                       (torch.float32, 1e-5, None),
+                                                       (torch.float64, 1e-10, 2)])
+def test_batched_and_sequential_outer_steps_give_the_same_updates(dtype, tol, speaker_chunk):
     torch.manual_seed(3)
     net = MMTLNet(5, **SMALL).to(dtype)
-    episode = _episode(3, 4, 24, 16, 5, dtype)
+    episode = _episode(3, 4, 24, 16, 5, dtype)  # 3 speakers: chunks of 2 leave a ragged last one
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    loss, grads = outer_gradients(net, episode, alpha=0.05, beta=0.2)
+    loss, grads = outer_gradients(net, episode, alpha=0.05, beta=0.2, speaker_chunk=speaker_chunk)
     ref_loss, ref_grads = outer_gradients_sequential(net, episode, alpha=0.05, beta=0.2)
     torch.testing.assert_close(loss, ref_loss, rtol=tol, atol=tol)
     names = [n for n, _ in net.named_parameters()]
@@ -207,6 +227,8 @@ def test_episode_errors():
         outer_gradients(net, {**episode, "emotion_weights": torch.ones(4, 4)})
     with pytest.raises(ValueError, match="emotion_weights has 3 classes"):
         outer_gradients_sequential(net, {**episode, "emotion_weights": torch.ones(2, 3)})
+    with pytest.raises(ValueError, match="speaker_chunk must be >= 1 or None, got 0"):
+        outer_gradients(net, episode, speaker_chunk=0)
     assert set(EPISODE_KEYS) == set(episode)
 
 
@@ -282,11 +304,18 @@ def test_export_modules_scripted_and_reloaded_in_a_fresh_process(tmp_path):
                                            atol=1e-5)
 
 
-def test_bench_suite_quick_case_compares_equal_steps():
+def test_bench_suite_quick_cases_compare_equal_computations():
     from fastser.bench import load_suite
 
-    (case,) = load_suite("mmtl", torch.device("cpu"), torch.float32, quick=True)
-    net, episode = case.make_inputs()
-    batched, naive = (case.impls[name](net, episode) for name in ("batched", "naive"))
-    for b, n in zip(batched, naive):
-        torch.testing.assert_close(b, n, rtol=1e-4, atol=1e-6)
+    step, convs = load_suite("mmtl", torch.device("cpu"), torch.float64, quick=True)
+    net, episode = step.make_inputs()
+    results = [step.impls[name](net, episode) for name in step.impls]
+    assert list(step.impls) == ["batched", "chunk=2", "naive"]
+    for other in results[1:]:
+        for b, n in zip(results[0], other):
+            torch.testing.assert_close(b, n, rtol=1e-9, atol=1e-12)
+    inputs = convs.make_inputs()
+    grouped, per_speaker, shared = (convs.impls[name](*inputs) for name in convs.impls)
+    speakers = per_speaker.shape[0]
+    torch.testing.assert_close(grouped.unflatten(1, (speakers, -1)).transpose(0, 1), per_speaker)
+    torch.testing.assert_close(shared.unflatten(0, per_speaker.shape[:2])[0], per_speaker[0])

@@ -65,10 +65,12 @@ def test_smoke_training_runs_end_to_end_and_the_loss_decreases(name, corpus, ite
     assert 0.0 <= metrics["ua"] <= 1.0 and "pure_accuracy" in metrics
 
 
-def test_naive_and_batched_training_give_the_same_model(corpus, items, tmp_path):
+@pytest.mark.parametrize("speaker_chunk", [None, 2])
+def test_naive_and_batched_training_give_the_same_model(corpus, items, tmp_path, speaker_chunk):
     train, _ = _split(items)
-    models = [Trainer(make_recipe("mmtl", corpus.labels, naive=naive, **TINY), _config(epochs=1),
-                      tmp_path / str(naive)).fit(train).model for naive in (False, True)]
+    settings = [{"naive": False, "speaker_chunk": speaker_chunk}, {"naive": True}]
+    models = [Trainer(make_recipe("mmtl", corpus.labels, **extra, **TINY), _config(epochs=1),
+                      tmp_path / str(i)).fit(train).model for i, extra in enumerate(settings)]
     for (name, batched), naive in zip(models[0].state_dict().items(),
                                       models[1].state_dict().values()):
         torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-5, msg=name)
@@ -292,6 +294,9 @@ def test_config_and_batch_errors(corpus, items):
         MMTLRecipe(corpus.labels, alpah=0.1)
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         MMTLRecipe(corpus.labels, alpha=float("nan"))
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match="speaker_chunk must be an integer >= 1 or None"):
+            MMTLRecipe(corpus.labels, speaker_chunk=bad)
     with pytest.raises(ValueError, match="pool must be"):
         MMTLRecipe(corpus.labels, pool=(0, 2))
     with pytest.raises(ValueError, match="alpha"):

@@ -242,12 +242,14 @@ class MMTLRecipe(SpectrogramRecipe):
     Config (besides :class:`SpectrogramRecipe`'s): ``alpha`` (0.01) and ``beta`` (0.01) the
     inner learning rates, ``speakers_per_step`` (None: every training speaker),
     ``adapt_steps`` (1; 0 turns test-time adaptation off), ``adapt_lr`` (0.001 = gamma),
-    ``adapt_chunk`` (64 segments per gradient chunk)."""
+    ``adapt_chunk`` (64 segments per gradient chunk), ``speaker_chunk`` (None: the batched
+    outer step runs every speaker of a step at once; k: k speakers at a time, bounding its
+    memory, which grows with speakers x segments per speaker)."""
 
     name = "mmtl"
     defaults = {**SpectrogramRecipe.defaults, "alpha": 0.01, "beta": 0.01,
                 "speakers_per_step": None, "adapt_steps": 1, "adapt_lr": 0.001,
-                "adapt_chunk": 64}
+                "adapt_chunk": 64, "speaker_chunk": None}
     demo_config = STLRecipe.demo_config
     demo_train = STLRecipe.demo_train
 
@@ -260,6 +262,10 @@ class MMTLRecipe(SpectrogramRecipe):
         for key in ("adapt_steps", "adapt_chunk"):
             if int(self.settings[key]) < (0 if key == "adapt_steps" else 1):
                 raise ValueError(f"{self.name}: {key} too small: {self.settings[key]!r}")
+        chunk = self.settings["speaker_chunk"]
+        if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
+            raise ValueError(f"{self.name}: speaker_chunk must be an integer >= 1 or None, "
+                             f"got {chunk!r}")
 
     def build_model(self) -> nn.Module:
         return MMTLNet(self.num_classes, **self.encoder_config())
@@ -271,9 +277,12 @@ class MMTLRecipe(SpectrogramRecipe):
                                world_size=world_size, name=self.name)
 
     def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients:
-        step = outer_gradients_sequential if self.settings["naive"] else outer_gradients
-        loss, gradients = step(model, batch, alpha=self.settings["alpha"],
-                               beta=self.settings["beta"])
+        rates = {"alpha": self.settings["alpha"], "beta": self.settings["beta"]}
+        if self.settings["naive"]:
+            loss, gradients = outer_gradients_sequential(model, batch, **rates)
+        else:
+            loss, gradients = outer_gradients(model, batch, **rates,
+                                              speaker_chunk=self.settings["speaker_chunk"])
         return StepGradients(loss.detach(), gradients)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
