@@ -93,6 +93,20 @@ std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& 
   return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }
 
+ForwardPrep prepare_forward(const at::Tensor& h_text, const at::Tensor& h_audio,
+                            const at::Tensor& q_text, const at::Tensor& q_audio,
+                            const std::optional<at::Tensor>& lengths, double scale) {
+  const Sizes s = check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, kForwardOp);
+  ForwardPrep p{s, unit_inner_stride(h_text), unit_inner_stride(h_audio),
+                scaled_queries(q_text, q_audio, scale), contiguous_or_absent(lengths)};
+  for (auto& c : p.contexts) {
+    c = at::empty({s.batch, s.heads, s.dim}, h_text.options());
+  }
+  p.stats = at::empty({2, s.batch, s.heads, 2},
+                      h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
+  return p;
+}
+
 BackwardPrep prepare_backward(const std::optional<at::Tensor>& grad_tt,
                               const std::optional<at::Tensor>& grad_ta,
                               const std::optional<at::Tensor>& grad_aa,

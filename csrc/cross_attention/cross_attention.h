@@ -57,6 +57,24 @@ at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, d
 // A present (B, H, d) tensor made contiguous; an absent one stays absent.
 std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t);
 
+// The forward's checked inputs in the layouts the kernels read, and its outputs, allocated
+// (uninitialised): what the CPU and CUDA forward share.
+struct ForwardPrep {
+  Sizes sizes;
+  at::Tensor h_text, h_audio;         // unit inner stride
+  at::Tensor queries;                 // scaled_queries (2, H, d)
+  std::optional<at::Tensor> lengths;  // contiguous or absent
+  at::Tensor contexts[4];             // c_tt, c_ta, c_aa, c_at: (B, H, d), input dtype
+  at::Tensor stats;                   // (2, B, H, 2) softmax max and sum, accumulation dtype
+
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
+  }
+};
+ForwardPrep prepare_forward(const at::Tensor& h_text, const at::Tensor& h_audio,
+                            const at::Tensor& q_text, const at::Tensor& q_audio,
+                            const std::optional<at::Tensor>& lengths, double scale);
+
 // The backward's checked inputs in the layouts the kernels read, and its four outputs,
 // allocated (uninitialised) in the input dtype: what the CPU and CUDA backward share.
 struct BackwardPrep {

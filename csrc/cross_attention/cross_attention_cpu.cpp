@@ -203,27 +203,18 @@ void forward_kernel(const ForwardArgs<scalar_t>& args) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_cpu(
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in, double scale) {
-  const Sizes s = check_forward_args(h_text_in, h_audio_in, q_text, q_audio, lengths_in, scale,
-                                     kForwardOp);
-  const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
-  const auto lengths = contiguous_or_absent(lengths_in);
-  at::Tensor contexts[4];
-  for (auto& c : contexts) {
-    c = at::empty({s.batch, s.heads, s.dim}, h_text.options());
-  }
-  at::Tensor stats = at::empty({2, s.batch, s.heads, 2},
-                               h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
-  FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_cpu", [&] {
+  ForwardPrep p = prepare_forward(h_text_in, h_audio_in, q_text, q_audio, lengths_in, scale);
+  const Sizes s = p.sizes;
+  FASTSER_DISPATCH_FLOATING_TYPES(p.h_text.scalar_type(), "cross_attention_cpu", [&] {
     using acc = acc_t<scalar_t>;
     forward_kernel(ForwardArgs<scalar_t>{
-        Frames<scalar_t>(h_text), Frames<scalar_t>(h_audio), queries.const_data_ptr<acc>(),
-        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, s,
-        {contexts[0].mutable_data_ptr<scalar_t>(), contexts[1].mutable_data_ptr<scalar_t>(),
-         contexts[2].mutable_data_ptr<scalar_t>(), contexts[3].mutable_data_ptr<scalar_t>()},
-        stats.mutable_data_ptr<acc>()});
+        Frames<scalar_t>(p.h_text), Frames<scalar_t>(p.h_audio), p.queries.const_data_ptr<acc>(),
+        p.lengths ? p.lengths->const_data_ptr<int64_t>() : nullptr, s,
+        {p.contexts[0].mutable_data_ptr<scalar_t>(), p.contexts[1].mutable_data_ptr<scalar_t>(),
+         p.contexts[2].mutable_data_ptr<scalar_t>(), p.contexts[3].mutable_data_ptr<scalar_t>()},
+        p.stats.mutable_data_ptr<acc>()});
   });
-  return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
+  return p.outputs();
 }
 
 // What every backward task reads and writes.

@@ -391,31 +391,24 @@ int warps_for(int64_t frames, int64_t shared_per_warp) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_cuda(
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in, double scale) {
-  const Sizes s = check_forward_args(h_text_in, h_audio_in, q_text, q_audio, lengths_in, scale,
-                                     kForwardOp);
-  const c10::cuda::CUDAGuard guard(h_text_in.device());
-  const at::Tensor h_text = unit_inner_stride(h_text_in), h_audio = unit_inner_stride(h_audio_in);
-  const at::Tensor queries = scaled_queries(q_text, q_audio, scale);
-  const auto lengths = contiguous_or_absent(lengths_in);
-  at::Tensor contexts[4];
-  for (auto& c : contexts) {
-    c = at::empty({s.batch, s.heads, s.dim}, h_text.options());
-  }
-  at::Tensor stats = at::empty({2, s.batch, s.heads, 2},
-                               h_text.options().dtype(accumulation_dtype(h_text.scalar_type())));
+  // checked first, so that a CPU tensor among the inputs is named before the guard needs a
+  // CUDA device (the preparation's allocations follow their inputs' device)
+  ForwardPrep p = prepare_forward(h_text_in, h_audio_in, q_text, q_audio, lengths_in, scale);
+  const c10::cuda::CUDAGuard guard(p.h_text.device());
+  const Sizes s = p.sizes;
   if (s.batch * s.heads == 0) {
-    return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
+    return p.outputs();
   }
-  FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_cuda", [&] {
+  FASTSER_DISPATCH_FLOATING_TYPES(p.h_text.scalar_type(), "cross_attention_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const ForwardParams<scalar_t> params{
-        h_text.const_data_ptr<scalar_t>(), h_audio.const_data_ptr<scalar_t>(),
-        frame_strides(h_text), frame_strides(h_audio), queries.const_data_ptr<acc>(),
-        lengths ? lengths->const_data_ptr<int64_t>() : nullptr, s.batch, s.frames, s.heads,
+        p.h_text.const_data_ptr<scalar_t>(), p.h_audio.const_data_ptr<scalar_t>(),
+        frame_strides(p.h_text), frame_strides(p.h_audio), p.queries.const_data_ptr<acc>(),
+        p.lengths ? p.lengths->const_data_ptr<int64_t>() : nullptr, s.batch, s.frames, s.heads,
         s.dim,
-        {contexts[0].mutable_data_ptr<scalar_t>(), contexts[1].mutable_data_ptr<scalar_t>(),
-         contexts[2].mutable_data_ptr<scalar_t>(), contexts[3].mutable_data_ptr<scalar_t>()},
-        stats.mutable_data_ptr<acc>()};
+        {p.contexts[0].mutable_data_ptr<scalar_t>(), p.contexts[1].mutable_data_ptr<scalar_t>(),
+         p.contexts[2].mutable_data_ptr<scalar_t>(), p.contexts[3].mutable_data_ptr<scalar_t>()},
+        p.stats.mutable_data_ptr<acc>()};
     const int64_t shared_per_warp = (4 * s.dim + 4) * static_cast<int64_t>(sizeof(acc));
     const int warps = warps_for(s.frames, shared_per_warp);
     with_values_per_lane(s.dim, [&](auto vpt) {
@@ -425,7 +418,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
       FASTSER_CUDA_LAUNCH_CHECK();
     });
   });
-  return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
+  return p.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backward_cuda(
@@ -434,9 +427,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in,
     const at::Tensor& softmax_stats, double scale) {
-  const c10::cuda::CUDAGuard guard(h_text_in.device());
   BackwardPrep p = prepare_backward(grad_tt, grad_ta, grad_aa, grad_at, h_text_in, h_audio_in,
                                     q_text, q_audio, lengths_in, softmax_stats, scale);
+  const c10::cuda::CUDAGuard guard(p.h_text.device());  // after the checks, as in the forward
   const Sizes s = p.sizes;
   const at::Tensor &h_text = p.h_text, &h_audio = p.h_audio, &queries = p.queries, &stats = p.stats;
   const auto& lengths = p.lengths;
