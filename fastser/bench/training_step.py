@@ -1,5 +1,6 @@
 """Time of one training step (forward, backward, optimiser step) of a recipe's model on a
-fixed batch: the fused path against the naive path (recipe config ``naive=True``)."""
+fixed batch: the fused path against the naive path (recipe config ``naive=True``: the
+reference ops, or MMTL's sequential loop over speakers)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,31 @@ from fastser.train.recipe import Recipe, move_to
 
 def step_runner(recipe: Recipe, items: Sequence[Any], batch_size: int, *,
                 device: torch.device = torch.device("cpu"), seed: int = 0):
-    """A zero-argument callable running one training step of a fresh model of ``recipe`` on
-    the first ``batch_size`` items."""
+    """A zero-argument callable running one training step of a fresh model of ``recipe`` as
+    the trainer would: on the first step of the recipe's own batches (``train_batches``, e.g.
+    MMTL's per-speaker episodes) or else on the first ``batch_size`` items, with the recipe's
+    own gradients (``step_gradients``, e.g. MMTL's outer step) or else the back-propagated
+    loss."""
     torch.manual_seed(seed)
     recipe.fit_extra(items)
     model = recipe.build_model().to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = move_to(recipe.collate(list(items[:batch_size])), device)
+    own_batches = recipe.train_batches(items, batch_size, seed=seed, rank=0, world_size=1)
+    if own_batches is None:
+        batch = recipe.collate(list(items[:batch_size]))
+    else:
+        own_batches.set_epoch(0)
+        batch = next(iter(own_batches)).batch
+    batch = move_to(batch, device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        recipe.loss(model, batch).backward()
+        own = recipe.step_gradients(model, batch)
+        if own is None:
+            recipe.loss(model, batch).backward()
+        else:
+            for param, grad in zip(model.parameters(), own.gradients):
+                param.grad = grad
         optimizer.step()
 
     return step
