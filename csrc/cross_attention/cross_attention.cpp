@@ -6,6 +6,37 @@
 
 namespace fastser::cross_attention {
 
+namespace {
+
+constexpr const char* kForwardOp = "cross_attention";
+constexpr const char* kBackwardOp = "cross_attention_backward";
+
+// The accumulation dtype: float64 for float64 inputs, float32 otherwise.
+at::ScalarType accumulation_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// t itself when its last dimension has unit stride (kernels take the other strides), else a
+// contiguous copy.
+at::Tensor unit_inner_stride(const at::Tensor& t) {
+  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
+}
+
+// scale·q_text and scale·q_audio stacked into one contiguous (2, H, d) tensor of the
+// accumulation dtype.  A score is then a plain dot product, computed and rounded identically in
+// the forward and the backward (no multiply for the compiler to fuse into the next subtraction),
+// so the backward's weights are exactly the forward's.
+at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale) {
+  return at::stack({q_text, q_audio}).to(accumulation_dtype(q_text.scalar_type())).mul_(scale);
+}
+
+// A present (B, H, d) tensor made contiguous; an absent one stays absent.
+std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t) {
+  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+// Validates the forward arguments (ValueError naming the argument and the op); returns
+// (B, L, H, d).
 Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
                          const at::Tensor& q_text, const at::Tensor& q_audio,
                          const std::optional<at::Tensor>& lengths, double scale, const char* op) {
@@ -42,23 +73,20 @@ Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
   return sizes;
 }
 
-Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
-                          const std::optional<at::Tensor>& grad_ta,
-                          const std::optional<at::Tensor>& grad_aa,
-                          const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
-                          const at::Tensor& h_audio, const at::Tensor& q_text,
-                          const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
-                          const at::Tensor& softmax_stats, double scale) {
+// The backward's own arguments, after check_forward_args gave their sizes: the output gradients
+// grad_tt, grad_ta, grad_aa, grad_at (each absent or (B, H, d)) and the saved softmax_stats
+// (2, B, H, 2).
+void check_backward_extras(const Sizes& sizes, const std::optional<at::Tensor>* const grads[4],
+                           const at::Tensor& h_text, const at::Tensor& softmax_stats) {
   const char* op = kBackwardOp;
-  const Sizes sizes = check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, op);
   const std::vector<int64_t> context_shape{sizes.batch, sizes.heads, sizes.dim};
-  const std::pair<const std::optional<at::Tensor>*, const char*> grads[] = {
-      {&grad_tt, "grad_tt"}, {&grad_ta, "grad_ta"}, {&grad_aa, "grad_aa"}, {&grad_at, "grad_at"}};
-  for (const auto& [grad, name] : grads) {
-    if (!grad->has_value()) {
+  const char* names[4] = {"grad_tt", "grad_ta", "grad_aa", "grad_at"};
+  for (int i = 0; i < 4; ++i) {
+    if (!grads[i]->has_value()) {
       continue;
     }
-    const at::Tensor* t = &grad->value();
+    const char* name = names[i];
+    const at::Tensor* t = &grads[i]->value();
     FASTSER_CHECK(t->sizes() == at::IntArrayRef(context_shape), op, name,
                   " must have shape (B, H, d) = ", at::IntArrayRef(context_shape), ", got ",
                   shape_str(*t));
@@ -74,24 +102,9 @@ Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
   FASTSER_CHECK(softmax_stats.scalar_type() == stats_dtype, op, "softmax_stats must be ",
                 stats_dtype, " for ", h_text.scalar_type(), " inputs, got ",
                 softmax_stats.scalar_type());
-  return sizes;
 }
 
-at::ScalarType accumulation_dtype(at::ScalarType input) {
-  return input == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-at::Tensor unit_inner_stride(const at::Tensor& t) {
-  return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous();
-}
-
-at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale) {
-  return at::stack({q_text, q_audio}).to(accumulation_dtype(q_text.scalar_type())).mul_(scale);
-}
-
-std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t) {
-  return t ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
-}
+}  // namespace
 
 ForwardPrep prepare_forward(const at::Tensor& h_text, const at::Tensor& h_audio,
                             const at::Tensor& q_text, const at::Tensor& q_audio,
@@ -114,8 +127,9 @@ BackwardPrep prepare_backward(const std::optional<at::Tensor>& grad_tt,
                               const at::Tensor& h_audio, const at::Tensor& q_text,
                               const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
                               const at::Tensor& softmax_stats, double scale) {
-  const Sizes s = check_backward_args(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text,
-                                      q_audio, lengths, softmax_stats, scale);
+  const Sizes s = check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, kBackwardOp);
+  const std::optional<at::Tensor>* const grads[4] = {&grad_tt, &grad_ta, &grad_aa, &grad_at};
+  check_backward_extras(s, grads, h_text, softmax_stats);
   const at::Tensor text = unit_inner_stride(h_text);
   return BackwardPrep{s,
                       text,

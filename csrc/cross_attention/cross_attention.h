@@ -1,5 +1,5 @@
-// fastser::cross_attention (ARCHITECTURE.md 3.2): argument checks and host-side preparation
-// shared by the CPU and CUDA kernels.
+// fastser::cross_attention (ARCHITECTURE.md 3.2): the host-side preparation (argument checks,
+// the layouts the kernels read, output allocation) shared by the CPU and CUDA kernels.
 //
 // Forward outputs: c_tt, c_ta, c_aa, c_at, each (B, H, d) in the input dtype, and
 // softmax_stats (2, B, H, 2) in the accumulation dtype: the max score and Σ_{i<n} exp(score_i −
@@ -13,9 +13,6 @@
 
 namespace fastser::cross_attention {
 
-inline constexpr const char* kForwardOp = "cross_attention";
-inline constexpr const char* kBackwardOp = "cross_attention_backward";
-
 // Largest head dimension d the CUDA kernels hold in registers.
 inline constexpr int64_t kCudaMaxHeadDim = 1024;
 
@@ -26,43 +23,12 @@ struct Sizes {
   int64_t dim;
 };
 
-// Validates the forward arguments (ValueError naming the argument); returns (B, L, H, d).
-Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
-                         const at::Tensor& q_text, const at::Tensor& q_audio,
-                         const std::optional<at::Tensor>& lengths, double scale, const char* op);
-
-// Validates the backward arguments: the forward ones plus the output gradients (each absent or
-// (B, H, d)) and the saved softmax_stats (2, B, H, 2).
-Sizes check_backward_args(const std::optional<at::Tensor>& grad_tt,
-                          const std::optional<at::Tensor>& grad_ta,
-                          const std::optional<at::Tensor>& grad_aa,
-                          const std::optional<at::Tensor>& grad_at, const at::Tensor& h_text,
-                          const at::Tensor& h_audio, const at::Tensor& q_text,
-                          const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths,
-                          const at::Tensor& softmax_stats, double scale);
-
-// The accumulation dtype: float64 for float64 inputs, float32 otherwise.
-at::ScalarType accumulation_dtype(at::ScalarType input);
-
-// t itself when its last dimension has unit stride (kernels take the other strides), else a
-// contiguous copy.
-at::Tensor unit_inner_stride(const at::Tensor& t);
-
-// scale·q_text and scale·q_audio stacked into one contiguous (2, H, d) tensor of the
-// accumulation dtype.  A score is then a plain dot product, computed and rounded identically in
-// the forward and the backward (no multiply for the compiler to fuse into the next subtraction),
-// so the backward's weights are exactly the forward's.
-at::Tensor scaled_queries(const at::Tensor& q_text, const at::Tensor& q_audio, double scale);
-
-// A present (B, H, d) tensor made contiguous; an absent one stays absent.
-std::optional<at::Tensor> contiguous_or_absent(const std::optional<at::Tensor>& t);
-
 // The forward's checked inputs in the layouts the kernels read, and its outputs, allocated
 // (uninitialised): what the CPU and CUDA forward share.
 struct ForwardPrep {
   Sizes sizes;
   at::Tensor h_text, h_audio;         // unit inner stride
-  at::Tensor queries;                 // scaled_queries (2, H, d)
+  at::Tensor queries;                 // scale·q_text, scale·q_audio (2, H, d), accumulation dtype
   std::optional<at::Tensor> lengths;  // contiguous or absent
   at::Tensor contexts[4];             // c_tt, c_ta, c_aa, c_at: (B, H, d), input dtype
   at::Tensor stats;                   // (2, B, H, 2) softmax max and sum, accumulation dtype
@@ -71,6 +37,8 @@ struct ForwardPrep {
     return {contexts[0], contexts[1], contexts[2], contexts[3], stats};
   }
 };
+
+// Validates the forward arguments (ValueError naming the argument).
 ForwardPrep prepare_forward(const at::Tensor& h_text, const at::Tensor& h_audio,
                             const at::Tensor& q_text, const at::Tensor& q_audio,
                             const std::optional<at::Tensor>& lengths, double scale);
@@ -80,13 +48,16 @@ ForwardPrep prepare_forward(const at::Tensor& h_text, const at::Tensor& h_audio,
 struct BackwardPrep {
   Sizes sizes;
   at::Tensor h_text, h_audio;                 // unit inner stride
-  at::Tensor queries;                         // scaled_queries (2, H, d)
+  at::Tensor queries;                         // as in ForwardPrep
   std::optional<at::Tensor> lengths;          // contiguous or absent
   std::optional<at::Tensor> grads[4];         // grad_tt, grad_ta, grad_aa, grad_at
   at::Tensor stats;                           // contiguous softmax_stats
   at::Tensor grad_h_text, grad_h_audio;       // (B, L, H, d)
   at::Tensor grad_q_text, grad_q_audio;       // (H, d)
 };
+
+// Validates the backward arguments: the forward ones plus the output gradients (each absent or
+// (B, H, d)) and the saved softmax_stats (2, B, H, 2).
 BackwardPrep prepare_backward(const std::optional<at::Tensor>& grad_tt,
                               const std::optional<at::Tensor>& grad_ta,
                               const std::optional<at::Tensor>& grad_aa,
