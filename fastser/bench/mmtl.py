@@ -19,10 +19,9 @@ where the convolutions are compute-bound.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from fastser.bench.cases import BenchCase
-from fastser.models.mmtl import TABLE1_CONV, MMTLNet, same_padding
+from fastser.models.mmtl import TABLE1_CONV, MMTLNet, conv_block
 from fastser.models.mmtl_meta import outer_gradients, outer_gradients_sequential
 from fastser.train.recipes.mmtl import STLRecipe
 
@@ -98,18 +97,11 @@ def _conv_stack_inputs(config: dict, per_speaker: int, device: torch.device,
     return make
 
 
-def _conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                groups: int = 1) -> torch.Tensor:
-    pad_t, pad_f = same_padding(weight.shape[-2]), same_padding(weight.shape[-1])
-    x = F.conv2d(F.pad(x, [*pad_f, *pad_t]), weight, bias, groups=groups)
-    return torch.relu(F.max_pool2d(x, 2))
-
-
 def _convs_grouped(segments, *params):
     m, n = segments.shape[:2]
     x = segments.transpose(0, 1).flatten(1, 2)  # (n, m * C_in, frames, bins)
     for weight, bias in zip(params[::2], params[1::2]):
-        x = _conv_block(x, weight.flatten(0, 1), bias.flatten(), groups=m)
+        x = conv_block(x, weight.flatten(0, 1), bias.flatten(), groups=m)
     return x
 
 
@@ -118,7 +110,7 @@ def _convs_per_speaker(segments, *params):
     for i in range(segments.shape[0]):
         x = segments[i]
         for weight, bias in zip(params[::2], params[1::2]):
-            x = _conv_block(x, weight[i], bias[i])
+            x = conv_block(x, weight[i], bias[i])
         outputs.append(x)
     return torch.stack(outputs)
 
@@ -126,7 +118,7 @@ def _convs_per_speaker(segments, *params):
 def _convs_shared(segments, *params):
     x = segments.flatten(0, 1)  # one batch, speaker 0's weights for everyone
     for weight, bias in zip(params[::2], params[1::2]):
-        x = _conv_block(x, weight[0], bias[0])
+        x = conv_block(x, weight[0], bias[0])
     return x
 
 

@@ -28,7 +28,7 @@ in :class:`SegmentPosteriorMean` (the export module).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,26 +86,31 @@ class BiLSTM(nn.Module):
         return output, h
 
 
-def same_padding(kernel: int) -> tuple[int, int]:
+def _same_padding(kernel: int) -> tuple[int, int]:
     """'same' zero padding (before, after) of a kernel size, the extra one after."""
     before = (kernel - 1) // 2
     return before, kernel - 1 - before
 
 
+def conv_block(x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int = 1) -> Tensor:
+    """Conv (kt x kf from ``weight``, 'same' zero padding), ReLU, 2x2 max pool:
+    (S, C_in, T, F) -> (S, C_out, T // 2, F // 2). ReLU after the pooling: the same function
+    and gradient (ReLU is monotone, so it commutes with max), on a quarter of the elements."""
+    time_pad = _same_padding(weight.shape[-2])
+    freq_pad = _same_padding(weight.shape[-1])
+    padded = F.pad(x, [freq_pad[0], freq_pad[1], time_pad[0], time_pad[1]])
+    return torch.relu(F.max_pool2d(F.conv2d(padded, weight, bias, groups=groups), 2))
+
+
 class ConvBlock(nn.Module):
-    """Conv (kt x kf, 'same' zero padding), ReLU, 2x2 max pool: (S, C_in, T, F) ->
-    (S, C_out, T // 2, F // 2)."""
+    """:func:`conv_block` with its own weights: (S, C_in, T, F) -> (S, C_out, T // 2, F // 2)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int]) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel)
-        time_pad, freq_pad = same_padding(kernel[0]), same_padding(kernel[1])
-        self.padding = [freq_pad[0], freq_pad[1], time_pad[0], time_pad[1]]
 
     def forward(self, x: Tensor) -> Tensor:
-        # ReLU after the pooling: the same function and gradient (ReLU is monotone, so it
-        # commutes with max), on a quarter of the elements
-        return torch.relu(F.max_pool2d(self.conv(F.pad(x, self.padding)), 2))
+        return conv_block(x, self.conv.weight, self.conv.bias)
 
 
 class CNNLSTMEncoder(nn.Module):

@@ -120,6 +120,15 @@ def _gradient_list(net: MMTLNet, theta_grads: Params, phi_grads: Params) -> list
     return [by_name[name] for name, _ in net.named_parameters()]
 
 
+def check_speaker_chunk(speaker_chunk: object, where: str) -> None:
+    """ValueError unless ``speaker_chunk`` (speakers per vmap chunk) is None or an integer >= 1."""
+    if speaker_chunk is not None and not (isinstance(speaker_chunk, int)
+                                          and not isinstance(speaker_chunk, bool)
+                                          and speaker_chunk >= 1):
+        raise ValueError(f"{where}: speaker_chunk must be an integer >= 1 or None, got "
+                         f"{speaker_chunk!r}")
+
+
 def outer_gradients(net: MMTLNet, episode: Mapping[str, Tensor], *, alpha: float = 0.01,
                     beta: float = 0.01, speaker_chunk: int | None = None
                     ) -> tuple[Tensor, list[Tensor]]:
@@ -129,8 +138,7 @@ def outer_gradients(net: MMTLNet, episode: Mapping[str, Tensor], *, alpha: float
     Returns (mean over speakers of L^Q_i(theta'_i, phi'_i), gradients aligned with
     ``net.parameters()``, summed over speakers). ``net`` is not modified."""
     _check_episode(net, episode)
-    if speaker_chunk is not None and int(speaker_chunk) < 1:
-        raise ValueError(f"outer_gradients: speaker_chunk must be >= 1 or None, got {speaker_chunk!r}")
+    check_speaker_chunk(speaker_chunk, "outer_gradients")
     theta, phi = split_params(net)
 
     def meta_logits(params: Params, x: Tensor) -> Tensor:

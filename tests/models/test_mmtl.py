@@ -90,7 +90,7 @@ def test_conv_block_equals_conv_relu_pool_in_table1_order_with_ties():
     x = torch.randn(2, 3, 10, 9, dtype=torch.float64)
     x[:, :, :4] = 0.0  # constant region: tied windows, positive and negative bias channels
     x.requires_grad_(True)
-    ref = F.max_pool2d(torch.relu(block.conv(F.pad(x, block.padding))), 2)
+    ref = F.max_pool2d(torch.relu(block.conv(F.pad(x, [1, 1, 1, 2]))), 2)  # 'same' for 4x3
     out = block(x)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     probe = torch.randn_like(out)
@@ -227,8 +227,9 @@ def test_episode_errors():
         outer_gradients(net, {**episode, "emotion_weights": torch.ones(4, 4)})
     with pytest.raises(ValueError, match="emotion_weights has 3 classes"):
         outer_gradients_sequential(net, {**episode, "emotion_weights": torch.ones(2, 3)})
-    with pytest.raises(ValueError, match="speaker_chunk must be >= 1 or None, got 0"):
-        outer_gradients(net, episode, speaker_chunk=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="speaker_chunk must be an integer >= 1 or None"):
+            outer_gradients(net, episode, speaker_chunk=bad)
     assert set(EPISODE_KEYS) == set(episode)
 
 

@@ -41,7 +41,7 @@ from fastser.data.corpus import Utterance
 from fastser.models.mmtl import (TABLE1_CONV, VAD_CLASSES, MMTLNet, MultiTaskNet,
                                  SegmentPosteriorMean, SingleTaskNet, utterance_posteriors)
 from fastser.models.mmtl_meta import (VAD_NAMES, adapt_meta, adapted_logits, class_weights,
-                                      discretise_vad, outer_gradients,
+                                      check_speaker_chunk, discretise_vad, outer_gradients,
                                       outer_gradients_sequential, weighted_cross_entropy)
 from fastser.train.recipe import (SAMPLE_RATE, Batch, Predictions, Recipe, StepGradients,
                                   TrainBatches, TrainStep)
@@ -262,10 +262,7 @@ class MMTLRecipe(SpectrogramRecipe):
         for key in ("adapt_steps", "adapt_chunk"):
             if int(self.settings[key]) < (0 if key == "adapt_steps" else 1):
                 raise ValueError(f"{self.name}: {key} too small: {self.settings[key]!r}")
-        chunk = self.settings["speaker_chunk"]
-        if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
-            raise ValueError(f"{self.name}: speaker_chunk must be an integer >= 1 or None, "
-                             f"got {chunk!r}")
+        check_speaker_chunk(self.settings["speaker_chunk"], self.name)
 
     def build_model(self) -> nn.Module:
         return MMTLNet(self.num_classes, **self.encoder_config())
