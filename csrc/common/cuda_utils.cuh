@@ -34,3 +34,12 @@ __device__ __forceinline__ T warp_max(T value) {
 
 // Call right after every kernel launch.
 #define FASTSER_CUDA_LAUNCH_CHECK() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+// A device-side assertion of an invariant that the host-side checks guarantee (a failure is a
+// fastser bug, not bad input).  Compiled into debug builds only (setup.py, FASTSER_DEBUG=1),
+// where a failed one stops the kernel and names its condition, file and line.
+#if defined(FASTSER_DEBUG)
+#define FASTSER_DEVICE_ASSERT(cond) CUDA_KERNEL_ASSERT(cond)
+#else
+#define FASTSER_DEVICE_ASSERT(cond) ((void)0)
+#endif

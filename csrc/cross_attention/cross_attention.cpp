@@ -61,6 +61,7 @@ Sizes check_forward_args(const at::Tensor& h_text, const at::Tensor& h_audio,
   check_same_dtype(h_audio, h_text, op, "h_audio", "h_text");
   check_same_dtype(q_text, h_text, op, "q_text", "h_text");
   check_same_dtype(q_audio, h_text, op, "q_audio", "h_text");
+  check_device_dtype(h_text, op, "h_text");
   FASTSER_CHECK(sizes.frames >= 1, op, "h_text must have at least one frame (L >= 1), got shape ",
                 shape_str(h_text));
   if (h_text.is_cuda()) {

@@ -1,15 +1,16 @@
 // CUDA kernels of fastser::cross_attention (ARCHITECTURE.md 3.2).
 //
-// One block per (b, h); its warps take every warps-th frame, each lane holding d/32 (rounded up)
-// values of a row in registers, so loads are coalesced and float16/bfloat16 are widened to the
-// float32 accumulation type on load.  Forward: per warp, an online softmax per modality (running
-// max and sum, rescaled self and crossed accumulators); the warps' states are merged in shared
-// memory in a fixed order.  Backward, in two phases: the first reads h once, recomputing the
-// forward's weights from the saved max and sum and accumulating per warp Δ = Σ α <g, h>,
-// U = Σ α <g, h> h and C = Σ α h (dq = scale·(U − Δ·C)), with per-frame scalars kept in a global
-// scratch; after merging the warps in a fixed order, the second writes dh for every frame (0 past
-// n) from those scalars.  dq partials per (b, h) are summed over b in increasing order by a
-// second kernel: no atomics, so results are deterministic.
+// One block per (b, h) (blocks stride over the pairs past the grid limit); its warps take every
+// warps-th frame, each lane holding d/32 (rounded up) values of a row in registers, so loads are
+// coalesced and float16/bfloat16 are widened to the float32 accumulation type on load.  Forward:
+// per warp, an online softmax per modality (running max and sum, rescaled self and crossed
+// accumulators); the warps' states are merged in shared memory in a fixed order.  Backward, in
+// two phases: the first reads h once, recomputing the forward's weights from the saved max and
+// sum and accumulating per warp Δ = Σ α <g, h>, U = Σ α <g, h> h and C = Σ α h
+// (dq = scale·(U − Δ·C)), with per-frame scalars kept in a global scratch; after merging the
+// warps in a fixed order, the second writes dh for every frame (0 past n) from those scalars.
+// dq partials per (b, h) are summed over b in increasing order by a second kernel: no atomics,
+// so results are deterministic.
 #include "common/checks.h"
 #include "common/cuda_utils.cuh"
 #include "common/dispatch.h"
@@ -18,6 +19,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -92,9 +95,9 @@ __device__ __forceinline__ void store_row(const acc (&values)[VPT], int64_t d, i
   }
 }
 
-// x·y rounded on its own: never fused into a following addition.
+// x·y rounded on its own: never fused into a following addition (float32: the accumulation type
+// of every CUDA dtype).
 __device__ __forceinline__ float rounded_product(float x, float y) { return __fmul_rn(x, y); }
-__device__ __forceinline__ double rounded_product(double x, double y) { return __dmul_rn(x, y); }
 
 // <x, y> over the warp's row: each lane's products summed as a pairwise tree, then across the
 // lanes.  Every lane gets the same bits (the xor butterfly adds each pair in both orders), and
@@ -137,14 +140,14 @@ __device__ __forceinline__ acc online_add(acc score, acc& running_max, acc& runn
   return weight;
 }
 
+// The forward of one (b, h) pair (bh = b·H + h), by the whole block.
 template <typename scalar_t, int VPT>
-__global__ void __launch_bounds__(kWarp* kMaxWarps)
-    cross_attention_forward_kernel(const ForwardParams<scalar_t> p) {
+__device__ void forward_pair(const ForwardParams<scalar_t>& p, int64_t bh) {
   using acc = acc_t<scalar_t>;
-  const int64_t bh = blockIdx.x;
   const int64_t b = bh / p.heads, h = bh % p.heads, d = p.dim;
   const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
   const int64_t n = p.lengths == nullptr ? p.frames : p.lengths[b];
+  FASTSER_DEVICE_ASSERT(blockDim.x == kWarp && n >= 1 && n <= p.frames);
 
   acc q_text[VPT], q_audio[VPT];
   load_row(p.queries + h * d, d, lane, q_text);
@@ -171,7 +174,7 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
 
   // Merge the warps: shared memory holds each warp's (max, sum) per modality, then its four
   // accumulator rows.
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   acc* stats = reinterpret_cast<acc*>(shared_bytes);
   acc* rows = stats + 4 * warps;
   if (lane == 0) {
@@ -221,15 +224,15 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
   }
 }
 
+// The backward of one (b, h) pair, by the whole block.
 template <typename scalar_t, int VPT>
-__global__ void __launch_bounds__(kWarp* kMaxWarps)
-    cross_attention_backward_kernel(const BackwardParams<scalar_t> p) {
+__device__ void backward_pair(const BackwardParams<scalar_t>& p, int64_t bh) {
   using acc = acc_t<scalar_t>;
-  const int64_t bh = blockIdx.x;
   const int64_t b = bh / p.heads, h = bh % p.heads, d = p.dim;
   const int64_t bh_count = p.batch * p.heads;
   const int lane = threadIdx.x, warp = threadIdx.y, warps = blockDim.y;
   const int64_t n = p.lengths == nullptr ? p.frames : p.lengths[b];
+  FASTSER_DEVICE_ASSERT(blockDim.x == kWarp && n >= 1 && n <= p.frames);
 
   acc q_text[VPT], q_audio[VPT];
   load_row(p.queries + h * d, d, lane, q_text);
@@ -284,7 +287,7 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
 
   // Merge the warps in a fixed order: shared memory holds each warp's two shifts, then its
   // U_text, C_text, U_audio, C_audio rows.
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   acc* shifts = reinterpret_cast<acc*>(shared_bytes);
   acc* rows = shifts + 2 * warps;
   if (lane == 0) {
@@ -341,6 +344,25 @@ __global__ void __launch_bounds__(kWarp* kMaxWarps)
   }
 }
 
+// One block per (b, h) pair, grid-stride (the grid is capped at the launch limit).
+template <typename scalar_t, int VPT>
+__global__ void __launch_bounds__(kWarp* kMaxWarps)
+    cross_attention_forward_kernel(const ForwardParams<scalar_t> p) {
+  for (int64_t bh = blockIdx.x; bh < p.batch * p.heads; bh += gridDim.x) {
+    forward_pair<scalar_t, VPT>(p, bh);
+    __syncthreads();  // the next pair reuses the shared memory
+  }
+}
+
+template <typename scalar_t, int VPT>
+__global__ void __launch_bounds__(kWarp* kMaxWarps)
+    cross_attention_backward_kernel(const BackwardParams<scalar_t> p) {
+  for (int64_t bh = blockIdx.x; bh < p.batch * p.heads; bh += gridDim.x) {
+    backward_pair<scalar_t, VPT>(p, bh);
+    __syncthreads();  // the next pair reuses the shared memory
+  }
+}
+
 // dq[m, r] = Σ_b partial[m, b, r] (r over H·d), summed over b in increasing order.
 template <typename scalar_t>
 __global__ void reduce_query_grads_kernel(const acc_t<scalar_t>* __restrict__ partial,
@@ -388,6 +410,13 @@ int warps_for(int64_t frames, int64_t shared_per_warp) {
   return std::max(warps, 1);
 }
 
+// Blocks of the forward and backward kernels: one per (b, h) pair, at most the grid limit (the
+// kernels stride over the rest).
+unsigned int grid_for(const Sizes& s) {
+  return static_cast<unsigned int>(
+      std::min<int64_t>(s.batch * s.heads, std::numeric_limits<int32_t>::max()));
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_cuda(
     const at::Tensor& h_text_in, const at::Tensor& h_audio_in, const at::Tensor& q_text,
     const at::Tensor& q_audio, const std::optional<at::Tensor>& lengths_in, double scale) {
@@ -399,7 +428,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
   if (s.batch * s.heads == 0) {
     return p.outputs();
   }
-  FASTSER_DISPATCH_FLOATING_TYPES(p.h_text.scalar_type(), "cross_attention_cuda", [&] {
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(p.h_text.scalar_type(), "cross_attention_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const ForwardParams<scalar_t> params{
         p.h_text.const_data_ptr<scalar_t>(), p.h_audio.const_data_ptr<scalar_t>(),
@@ -413,7 +442,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_att
     const int warps = warps_for(s.frames, shared_per_warp);
     with_values_per_lane(s.dim, [&](auto vpt) {
       cross_attention_forward_kernel<scalar_t, decltype(vpt)::value>
-          <<<s.batch * s.heads, dim3(kWarp, warps), warps * shared_per_warp,
+          <<<grid_for(s), dim3(kWarp, warps), warps * shared_per_warp,
              cuda::current_stream()>>>(params);
       FASTSER_CUDA_LAUNCH_CHECK();
     });
@@ -443,7 +472,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
   }
   at::Tensor partial = at::empty({2, s.batch, s.heads, s.dim}, stats.options());
   at::Tensor frame_values = at::empty({s.batch, s.heads, s.frames, 4}, stats.options());
-  FASTSER_DISPATCH_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_backward_cuda", [&] {
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(h_text.scalar_type(), "cross_attention_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const auto grad_ptr = [](const std::optional<at::Tensor>& g) {
       return g ? g->const_data_ptr<scalar_t>() : nullptr;
@@ -460,7 +489,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cross_attention_backw
     const int warps = warps_for(s.frames, shared_per_warp);
     with_values_per_lane(s.dim, [&](auto vpt) {
       cross_attention_backward_kernel<scalar_t, decltype(vpt)::value>
-          <<<s.batch * s.heads, dim3(kWarp, warps), warps * shared_per_warp,
+          <<<grid_for(s), dim3(kWarp, warps), warps * shared_per_warp,
              cuda::current_stream()>>>(params);
       FASTSER_CUDA_LAUNCH_CHECK();
     });

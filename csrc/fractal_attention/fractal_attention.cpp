@@ -80,6 +80,9 @@ Geometry check_and_plan(const char* op, const at::Tensor& q, const at::Tensor& k
   }
   FASTSER_CHECK(p >= 2, op, "p (frames per window and per pooled group) must be >= 2, got ", p);
   FASTSER_CHECK(levels >= 1, op, "levels must be >= 1, got ", levels);
+  if (scale.has_value()) {
+    check_finite(*scale, op, "scale");
+  }
   Geometry g;
   g.batch = q.size(0);
   g.time = q.size(1);

@@ -18,11 +18,13 @@
 #include "common/math.h"
 
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAMacros.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 
 namespace fastser::fractal {
 namespace {
@@ -147,8 +149,8 @@ __device__ __forceinline__ int64_t out_row(const P& prm, const Tile& tile, int64
   return ((tile.b * prm.time + tile.t0 + f) * prm.heads + tile.h) * prm.dim;
 }
 
-// Tile-local element counts fit in 32 bits (checked at launch), so the index arithmetic of the
-// copy loops below avoids 64-bit divisions.
+// Tile-local element counts stay below INT32_MAX - kThreads (check_tile_size), so the index
+// arithmetic of the copy loops below avoids 64-bit divisions and their last step cannot overflow.
 
 // Zero rows [valid, rows) of the tile in `out`.
 template <typename scalar_t, typename P>
@@ -386,8 +388,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t dim = prm.dim, p = prm.p, top = prm.levels - 1;
   const float top_weight = static_cast<float>(prm.top_multiplicity);
 
+  FASTSER_DEVICE_ASSERT(blockDim.x == kThreads);  // the windows are dealt to kWarps warps
   for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
     const Tile tile = locate(prm, task);
+    FASTSER_DEVICE_ASSERT(tile.valid <= tile.rows && tile.rows <= prm.block_frames);
     zero_padding(prm, tile, prm.out[0]);
     if (tile.valid == 0) {
       continue;
@@ -395,6 +399,9 @@ __global__ void __launch_bounds__(kThreads)
     // (the previous tile ended with a barrier: the buffers are free)
     if (threadIdx.x == 0) {
       fill_level_table(table, tile.valid, p, prm.levels);
+      // the pooled levels fit the buffers make_layout sized for a full block
+      FASTSER_DEVICE_ASSERT(top == 0 ||
+                            table.offset[top] + table.frames[top] <= prm.pooled_frames);
     }
     for (int x = 0; x < 3; ++x) {
       stage_rows(prm, tile, prm.in[x], staged[x]);
@@ -560,8 +567,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                       scratch + 2 * kRowChunk * p + kRowChunk * dim};
   const int lane = threadIdx.x % 32;
 
+  FASTSER_DEVICE_ASSERT(blockDim.x == kThreads);
   for (int64_t task = blockIdx.x; task < num_tasks; task += gridDim.x) {
     const Tile tile = locate(prm, task);
+    FASTSER_DEVICE_ASSERT(tile.valid <= tile.rows && tile.rows <= prm.block_frames);
     for (int x = 0; x < 3; ++x) {
       zero_padding(prm, tile, prm.out[x]);
     }
@@ -571,6 +580,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // (the previous tile ended with a barrier: the buffers are free)
     if (threadIdx.x == 0) {
       fill_level_table(table, tile.valid, p, prm.levels);
+      // the pooled levels fit the buffers make_layout sized for a full block
+      FASTSER_DEVICE_ASSERT(top == 0 ||
+                            table.offset[top] + table.frames[top] <= prm.pooled_frames);
     }
     for (int x = 0; x < 4; ++x) {
       stage_rows(prm, tile, prm.in[x], staged[x]);
@@ -666,11 +678,25 @@ bool vector_loads_ok(const Params<scalar_t>& prm, int inputs) {
   return true;
 }
 
+// Raises `kernel`'s dynamic shared-memory limit on `device` once, to all the device allows
+// besides the static LevelTable.  The attribute belongs to the function and is shared by every
+// host thread, so it is never lowered: setting it per call to the call's own size would let a
+// thread launching a smaller tile lower it between another thread's set and launch.
+template <auto kernel>
+void allow_all_shared_memory(int device, int bytes) {
+  static std::once_flag flags[C10_COMPILE_TIME_MAX_GPUS];
+  TORCH_INTERNAL_ASSERT(device >= 0 && device < C10_COMPILE_TIME_MAX_GPUS);
+  // A failed set throws out of call_once, which leaves the flag unset: the next call retries.
+  std::call_once(flags[device], [&] {
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  });
+}
+
 // Launches `kernel` over every tile: in shared memory when the tile fits, else on a global
 // workspace for a bounded number of thread blocks.
-template <typename scalar_t>
-void launch(void (*kernel)(Params<scalar_t>, int64_t), Params<scalar_t> prm, int64_t num_tasks,
-            const at::Tensor& like) {
+template <auto kernel, typename scalar_t>
+void launch(Params<scalar_t> prm, int64_t num_tasks, const at::Tensor& like) {
   int device = 0, max_shared = 0, sms = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(
@@ -688,8 +714,7 @@ void launch(void (*kernel)(Params<scalar_t>, int64_t), Params<scalar_t> prm, int
     prm.workspace = workspace.data_ptr<unsigned char>();
     dynamic_shared = 0;
   } else {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(dynamic_shared)));
+    allow_all_shared_memory<kernel>(device, max_shared - static_cast<int>(static_shared));
   }
   kernel<<<static_cast<unsigned int>(grid), kThreads, static_cast<size_t>(dynamic_shared),
            cuda::current_stream()>>>(prm, num_tasks);
@@ -721,12 +746,14 @@ Params<scalar_t> make_params(const Geometry& g, const at::Tensor* inputs, int co
   return prm;
 }
 
-// A tile's elements (block_frames * D) are indexed with 32-bit integers.
+// A tile's elements (block_frames * D) are indexed with 32-bit integers by loops that step by
+// up to kThreads, so the count stays kThreads below INT32_MAX: the last step cannot overflow.
+constexpr int64_t kMaxTileElements = std::numeric_limits<int32_t>::max() - kThreads;
+
 void check_tile_size(const char* op, const Geometry& g) {
-  FASTSER_CHECK(g.block_frames * g.dim <= std::numeric_limits<int32_t>::max(), op,
-                "a block of ", g.block_frames, " frames of D = ", g.dim,
-                " is too large for the CUDA kernel (p^levels or T times D must stay below "
-                "2^31)");
+  FASTSER_CHECK(g.block_frames * g.dim <= kMaxTileElements, op, "a block of ", g.block_frames,
+                " frames of D = ", g.dim, " is too large for the CUDA kernel (p^levels, or T "
+                "when that is smaller, times D must be at most ", kMaxTileElements, ")");
 }
 
 at::Tensor lengths_on_device(const std::optional<at::Tensor>& lengths) {
@@ -737,19 +764,19 @@ at::Tensor fractal_attention_cuda(const at::Tensor& q, const at::Tensor& k, cons
                                   const std::optional<at::Tensor>& lengths, int64_t p,
                                   int64_t levels, std::optional<double> scale) {
   const Geometry g = check_and_plan(kForwardOp, q, k, v, lengths, p, levels, scale);
-  check_tile_size(kForwardOp, g);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty(q.sizes(), q.options());
   if (out.numel() == 0) {
     return out;
   }
+  check_tile_size(kForwardOp, g);
   const at::Tensor inputs[3] = {with_unit_last_stride(q), with_unit_last_stride(k),
                                 with_unit_last_stride(v)};
   const at::Tensor lens = lengths_on_device(lengths);
   FASTSER_DISPATCH_CUDA_FLOATING_TYPES(q.scalar_type(), "fractal_attention_cuda", [&] {
     Params<scalar_t> prm = make_params<scalar_t>(g, inputs, 3, lens);
     prm.out[0] = out.data_ptr<scalar_t>();
-    launch<scalar_t>(fractal_forward_kernel<scalar_t>, prm, g.num_tiles(), q);
+    launch<fractal_forward_kernel<scalar_t>>(prm, g.num_tiles(), q);
   });
   return out;
 }
@@ -759,7 +786,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cuda(
     const std::optional<at::Tensor>& lengths, int64_t p, int64_t levels,
     std::optional<double> scale) {
   const Geometry g = check_and_plan(kBackwardOp, q, k, v, lengths, p, levels, scale, &grad_out);
-  check_tile_size(kBackwardOp, g);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor dq = at::empty(q.sizes(), q.options());
   at::Tensor dk = at::empty(q.sizes(), q.options());
@@ -767,6 +793,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cuda(
   if (dq.numel() == 0) {
     return {dq, dk, dv};
   }
+  check_tile_size(kBackwardOp, g);
   const at::Tensor inputs[4] = {with_unit_last_stride(q), with_unit_last_stride(k),
                                 with_unit_last_stride(v), with_unit_last_stride(grad_out)};
   const at::Tensor lens = lengths_on_device(lengths);
@@ -775,7 +802,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fractal_attention_backward_cuda(
     prm.out[0] = dq.data_ptr<scalar_t>();
     prm.out[1] = dk.data_ptr<scalar_t>();
     prm.out[2] = dv.data_ptr<scalar_t>();
-    launch<scalar_t>(fractal_backward_kernel<scalar_t>, prm, g.num_tiles(), q);
+    launch<fractal_backward_kernel<scalar_t>>(prm, g.num_tiles(), q);
   });
   return {dq, dk, dv};
 }

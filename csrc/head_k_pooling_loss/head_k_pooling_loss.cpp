@@ -94,6 +94,7 @@ Config check_forward(const at::Tensor& logits, const at::Tensor& lengths, const 
                      const std::string& reduction) {
   check_dim(logits, 2, kOp, "logits", "(S, C): the segments of every utterance back to back");
   check_floating(logits, kOp, "logits");
+  check_device_dtype(logits, kOp, "logits");
   const int64_t segments = logits.size(0);
   const int64_t classes = logits.size(1);
   FASTSER_CHECK(classes >= 1, kOp, "logits must have at least one class column, got shape ",
@@ -123,6 +124,7 @@ Reduction check_backward(const at::Tensor& grad_loss, const at::Tensor& grad_log
   const Reduction parsed = parse_reduction(reduction, kBackwardOp);
   check_dim(grad_logits, 2, kBackwardOp, "grad_logits", "(S, C)");
   check_floating(grad_loss, kBackwardOp, "grad_loss");
+  check_device_dtype(grad_loss, kBackwardOp, "grad_loss");
   const auto acc = at::toOpMathType(grad_loss.scalar_type());
   FASTSER_CHECK(grad_logits.scalar_type() == acc, kBackwardOp,
                 "grad_logits must have the accumulation dtype of grad_loss (", acc,

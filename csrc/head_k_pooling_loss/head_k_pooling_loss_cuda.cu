@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 
 #include "common/cuda_utils.cuh"
@@ -22,6 +23,9 @@ constexpr int kThreads = kWarpSize * kWarpsPerBlock;
 // are selected without re-reading memory; longer ones re-read the rest from L1/L2 each pass.
 constexpr int kCachedChunks = 4;
 constexpr int kReduceThreads = 256;
+// Blocks of the loss kernel at most (its warps stride over larger batches); far below the grid
+// limit and above what any GPU holds at once.
+constexpr int64_t kMaxBlocks = int64_t(1) << 20;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // The order keys of one utterance's label-class column, as seen by one lane of its warp:
@@ -117,24 +121,22 @@ __device__ Threshold<typename ColumnKeys<scalar_t>::Key> find_threshold(
   return {prefix, keys.n - 1};  // unreachable: the top-th segment exists
 }
 
-// One warp per utterance: losses[b] and, when grad is not null, its rows of d loss / d logits
+// One warp: losses[b] of utterance b and, when grad is not null, its rows of d loss / d logits
 // (times grad_scale: 1/B for "mean").
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) head_k_pooling_loss_kernel(
-    const scalar_t* __restrict__ logits, const int64_t* __restrict__ lengths,
-    const int64_t* __restrict__ ends, const int64_t* __restrict__ labels, int64_t batch,
-    int64_t classes, double k, int64_t neutral_class, acc_t<scalar_t> negative_weight,
-    acc_t<scalar_t> grad_scale, acc_t<scalar_t>* __restrict__ losses,
-    acc_t<scalar_t>* __restrict__ grad) {
+__device__ void utterance_loss(const scalar_t* __restrict__ logits,
+                               const int64_t* __restrict__ lengths,
+                               const int64_t* __restrict__ ends,
+                               const int64_t* __restrict__ labels, int64_t b, int64_t classes,
+                               double k, int64_t neutral_class, acc_t<scalar_t> negative_weight,
+                               acc_t<scalar_t> grad_scale, acc_t<scalar_t>* __restrict__ losses,
+                               acc_t<scalar_t>* __restrict__ grad) {
   using acc = acc_t<scalar_t>;
   const int lane = threadIdx.x % kWarpSize;
-  const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
-  if (b >= batch) {
-    return;  // the whole warp
-  }
   const int64_t n = lengths[b];
   const int64_t start = ends[b] - n;
   const int64_t label = labels[b];
+  FASTSER_DEVICE_ASSERT(n >= 1 && start >= 0 && label >= 0 && label < classes);
   const scalar_t* z = logits + start * classes;
   acc* g = grad == nullptr ? nullptr : grad + start * classes;
 
@@ -184,6 +186,23 @@ __global__ void __launch_bounds__(kThreads) head_k_pooling_loss_kernel(
   if (lane == 0) {
     const acc negative_term = has_negative_term ? negative / negative_count : acc(0);
     losses[b] = positive / positive_count + negative_weight * negative_term;
+  }
+}
+
+// One warp per utterance, warps striding over the batch (the grid is capped at kMaxBlocks).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) head_k_pooling_loss_kernel(
+    const scalar_t* __restrict__ logits, const int64_t* __restrict__ lengths,
+    const int64_t* __restrict__ ends, const int64_t* __restrict__ labels, int64_t batch,
+    int64_t classes, double k, int64_t neutral_class, acc_t<scalar_t> negative_weight,
+    acc_t<scalar_t> grad_scale, acc_t<scalar_t>* __restrict__ losses,
+    acc_t<scalar_t>* __restrict__ grad) {
+  const int64_t warps = int64_t(gridDim.x) * kWarpsPerBlock;
+  // b is warp-uniform, so every ballot and shuffle inside sees the full warp.
+  for (int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize; b < batch;
+       b += warps) {
+    utterance_loss(logits, lengths, ends, labels, b, classes, k, neutral_class, negative_weight,
+                   grad_scale, losses, grad);
   }
 }
 
@@ -260,9 +279,9 @@ std::tuple<at::Tensor, at::Tensor> head_k_pooling_loss_cuda(
   at::Tensor loss = cfg.reduction == Reduction::kNone ? at::Tensor()
                                                       : at::empty({}, logits.options());
   const auto stream = cuda::current_stream();
-  const int64_t blocks = ceil_div(cfg.batch, kWarpsPerBlock);
+  const int64_t blocks = std::min(ceil_div(cfg.batch, kWarpsPerBlock), kMaxBlocks);
 
-  FASTSER_DISPATCH_FLOATING_TYPES(dtype, "head_k_pooling_loss_cuda", [&] {
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(dtype, "head_k_pooling_loss_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const acc grad_scale =
         cfg.reduction == Reduction::kMean ? acc(1) / acc(cfg.batch) : acc(1);
@@ -303,7 +322,7 @@ at::Tensor head_k_pooling_loss_backward_cuda(const at::Tensor& grad_loss_in,
   const int64_t blocks = std::min<int64_t>(ceil_div(total, kThreads), 4096);
 
   const auto dtype = grad_loss.scalar_type();
-  FASTSER_DISPATCH_FLOATING_TYPES(dtype, "head_k_pooling_loss_backward_cuda", [&] {
+  FASTSER_DISPATCH_CUDA_FLOATING_TYPES(dtype, "head_k_pooling_loss_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     scale_gradient_kernel<scalar_t><<<blocks, kThreads, 0, cuda::current_stream()>>>(
         grad_logits.const_data_ptr<acc>(), grad_loss.const_data_ptr<scalar_t>(),

@@ -13,6 +13,16 @@ import math
 import torch
 
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# c10's names of the dtypes, as the C++ checks print them.
+_DTYPE_NAMES = {torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
+                torch.float64: "Double", torch.uint8: "Byte", torch.int8: "Char",
+                torch.int16: "Short", torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
+                torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``dtype`` as the C++ checks name it ("Float" for torch.float32, ...)."""
+    return _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
 
 
 def fail(op: str, message: str) -> None:
@@ -21,7 +31,8 @@ def fail(op: str, message: str) -> None:
 
 def check_floating(t: torch.Tensor, op: str, name: str) -> None:
     if t.dtype not in FLOATING_DTYPES:
-        fail(op, f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+        fail(op, f"{name} must be float16, bfloat16, float32 or float64, got "
+                 f"{dtype_name(t.dtype)}")
 
 
 def check_device_dtype(t: torch.Tensor, op: str, name: str) -> None:
@@ -46,12 +57,13 @@ def check_same_device(t: torch.Tensor, ref: torch.Tensor, op: str, name: str, re
 
 def check_same_dtype(t: torch.Tensor, ref: torch.Tensor, op: str, name: str, ref_name: str) -> None:
     if t.dtype != ref.dtype:
-        fail(op, f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+        fail(op, f"{name} must have the dtype of {ref_name} ({dtype_name(ref.dtype)}), got "
+                 f"{dtype_name(t.dtype)}")
 
 
 def check_index_vector(t: torch.Tensor, size: int, like: torch.Tensor, op: str, name: str) -> None:
     if t.dtype != torch.int64:
-        fail(op, f"{name} must be int64, got {t.dtype}")
+        fail(op, f"{name} must be int64, got {dtype_name(t.dtype)}")
     if t.dim() != 1 or t.shape[0] != size:
         fail(op, f"{name} must have shape ({size}), got {list(t.shape)}")
     check_same_device(t, like, op, name, "the data")

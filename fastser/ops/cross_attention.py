@@ -60,6 +60,7 @@ def _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, op):
         _checks.check_same_device(t, h_text, op, name, "h_text")
     for t, name in ((h_audio, "h_audio"), (q_text, "q_text"), (q_audio, "q_audio")):
         _checks.check_same_dtype(t, h_text, op, name, "h_text")
+    _checks.check_device_dtype(h_text, op, "h_text")
     if frames < 1:
         _checks.fail(op, f"h_text must have at least one frame (L >= 1), got shape "
                          f"{list(h_text.shape)}")
@@ -80,13 +81,13 @@ def _cross_attention_fake(h_text, h_audio, q_text, q_audio, lengths, scale):
     return (*contexts, stats)
 
 
-@torch.library.register_fake(f"fastser::{BACKWARD_OP}")
-def _cross_attention_backward_fake(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text,
-                                   q_audio, lengths, softmax_stats, scale):
+def _check_backward_args(grads, h_text, h_audio, q_text, q_audio, lengths, softmax_stats,
+                         scale):
+    """Metadata checks of the backward op: the forward's, the output gradients grad_tt,
+    grad_ta, grad_aa, grad_at (each None or (B, H, d)) and softmax_stats (2, B, H, 2)."""
     batch, _, heads, dim = _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale,
                                                BACKWARD_OP)
-    for t, name in ((grad_tt, "grad_tt"), (grad_ta, "grad_ta"), (grad_aa, "grad_aa"),
-                    (grad_at, "grad_at")):
+    for t, name in zip(grads, ("grad_tt", "grad_ta", "grad_aa", "grad_at")):
         if t is None:
             continue
         if tuple(t.shape) != (batch, heads, dim):
@@ -99,8 +100,18 @@ def _cross_attention_backward_fake(grad_tt, grad_ta, grad_aa, grad_at, h_text, h
                                   f"{[2, batch, heads, 2]}, got {list(softmax_stats.shape)}")
     _checks.check_same_device(softmax_stats, h_text, BACKWARD_OP, "softmax_stats", "h_text")
     if softmax_stats.dtype != _accumulation_dtype(h_text.dtype):
-        _checks.fail(BACKWARD_OP, f"softmax_stats must be {_accumulation_dtype(h_text.dtype)} "
-                                  f"for {h_text.dtype} inputs, got {softmax_stats.dtype}")
+        _checks.fail(BACKWARD_OP, "softmax_stats must be "
+                                  f"{_checks.dtype_name(_accumulation_dtype(h_text.dtype))} for "
+                                  f"{_checks.dtype_name(h_text.dtype)} inputs, got "
+                                  f"{_checks.dtype_name(softmax_stats.dtype)}")
+
+
+@torch.library.register_fake(f"fastser::{BACKWARD_OP}")
+def _cross_attention_backward_fake(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio, q_text,
+                                   q_audio, lengths, softmax_stats, scale):
+    _check_backward_args((grad_tt, grad_ta, grad_aa, grad_at), h_text, h_audio, q_text, q_audio,
+                         lengths, softmax_stats, scale)
+    heads, dim = q_text.shape
     return (h_text.new_empty(h_text.shape), h_text.new_empty(h_text.shape),
             h_text.new_empty((heads, dim)), h_text.new_empty((heads, dim)))
 

@@ -30,12 +30,13 @@ def fractal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ``softmax(scale * Q K^T) V`` (scale defaults to 1/sqrt(D)), and output frame t is
     ``sum_j GELU(Y_j[t // p**(j-1)])`` over ``levels`` levels (exact erf GELU); frames past a
     length are 0.  Returns (B, T, H, D), contiguous, in q's dtype.  Differentiable in q, k, v.
+    A ``scale`` that is not finite is a ValueError.
     """
     return torch.ops.fastser.fractal_attention(q, k, v, lengths, p, levels, scale)
 
 
 def _check(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           lengths: torch.Tensor | None, p: int, levels: int,
+           lengths: torch.Tensor | None, p: int, levels: int, scale: float | None,
            grad_out: torch.Tensor | None = None) -> None:
     """Metadata checks mirroring csrc/fractal_attention/fractal_attention.cpp."""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -57,18 +58,20 @@ def _check(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         _checks.fail(op, f"p (frames per window and per pooled group) must be >= 2, got {p}")
     if levels < 1:
         _checks.fail(op, f"levels must be >= 1, got {levels}")
+    if scale is not None:
+        _checks.check_finite(scale, op, "scale")
     _checks.check_lengths(lengths, q.shape[0], q, op)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::{OP}")
 def _fractal_attention_fake(q, k, v, lengths, p, levels, scale):
-    _check(OP, q, k, v, lengths, p, levels)
+    _check(OP, q, k, v, lengths, p, levels, scale)
     return q.new_empty(q.shape)
 
 
 @torch.library.register_fake(f"{NAMESPACE}::{BACKWARD_OP}")
 def _fractal_attention_backward_fake(grad_out, q, k, v, lengths, p, levels, scale):
-    _check(BACKWARD_OP, q, k, v, lengths, p, levels, grad_out)
+    _check(BACKWARD_OP, q, k, v, lengths, p, levels, scale, grad_out)
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 

@@ -43,7 +43,8 @@ def head_k_pooling_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: tor
                         negative_weight: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """Head-k-pooling loss of B utterances whose segments are packed back to back.
 
-    logits: (S, C) float16/bfloat16/float32/float64 segment logits, S = lengths.sum();
+    logits: (S, C) float16/bfloat16/float32 segment logits (float64 too on the CPU),
+    S = lengths.sum();
     lengths: (B,) int64 segment counts, each >= 1; labels: (B,) int64 in [0, C).
     Returns a scalar for ``reduction`` "mean" (over utterances) or "sum", (B,) for "none", in
     the dtype of ``logits``.
@@ -84,6 +85,7 @@ def check_forward_meta(logits: torch.Tensor, lengths: torch.Tensor, labels: torc
     _checks.check_dim(logits, 2, OP, "logits",
                       "(S, C): the segments of every utterance back to back")
     _checks.check_floating(logits, OP, "logits")
+    _checks.check_device_dtype(logits, OP, "logits")
     classes = logits.shape[1]
     if classes < 1:
         _checks.fail(OP, "logits must have at least one class column, got shape "
@@ -113,10 +115,12 @@ def check_backward_meta(grad_loss: torch.Tensor, grad_logits: torch.Tensor,
     _check_reduction(reduction, BACKWARD_OP)
     _checks.check_dim(grad_logits, 2, BACKWARD_OP, "grad_logits", "(S, C)")
     _checks.check_floating(grad_loss, BACKWARD_OP, "grad_loss")
+    _checks.check_device_dtype(grad_loss, BACKWARD_OP, "grad_loss")
     acc = _accumulation_dtype(grad_loss.dtype)
     if grad_logits.dtype != acc:
+        name = _checks.dtype_name
         _checks.fail(BACKWARD_OP, f"grad_logits must have the accumulation dtype of grad_loss "
-                     f"({acc} for {grad_loss.dtype}), got {grad_logits.dtype}")
+                     f"({name(acc)} for {name(grad_loss.dtype)}), got {name(grad_logits.dtype)}")
     _checks.check_same_device(grad_loss, grad_logits, BACKWARD_OP, "grad_loss", "grad_logits")
     batch = _check_lengths_meta(lengths, grad_logits, BACKWARD_OP)
     if reduction != "none" and grad_loss.dim() != 0:

@@ -325,6 +325,25 @@ def test_cuda_head_dimension_limit_is_a_clear_error_in_the_fake_kernel():
             OP(h, h, q, q, None, 1.0)
 
 
+def test_float64_on_cuda_is_a_clear_error_in_the_fake_kernel():
+    """float64 is CPU-only for every op (csrc/common/checks.h check_device_dtype)."""
+    with FakeTensorMode():
+        h = torch.empty(2, 3, 1, 4, device="cuda", dtype=torch.float64)
+        q = torch.empty(1, 4, device="cuda", dtype=torch.float64)
+        with pytest.raises(ValueError, match=r"cross_attention: h_text is float64, which is "
+                                             r"supported on the CPU only; got it on cuda"):
+            OP(h, h, q, q, None, 1.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rejects_float64():
+    h = torch.zeros(2, 3, 1, 4, device="cuda", dtype=torch.float64)
+    q = torch.zeros(1, 4, device="cuda", dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"h_text is float64, which is supported on the CPU"):
+        cross_attention(h, h, q, q)
+
+
 def test_backward_op_checks_its_arguments():
     args = _valid()
     outputs = _call(args)

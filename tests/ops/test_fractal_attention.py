@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fastser
 from fastser.ops import fractal_attention, fractal_attention_flops
+from fastser.ops.fractal_attention import _fractal_attention_backward_fake
 from fastser.ops.reference import fractal_attention_reference
 from optest import (
     assert_deterministic,
@@ -348,7 +349,8 @@ def test_flop_counter_counts_forward_and_backward(T, p, levels):
 
 def _good():
     q, k, v = [x.float() for x in _qkv(2, 6, 1, 4)]
-    return {"q": q, "k": k, "v": v, "lengths": torch.tensor([6, 3]), "p": 3, "levels": 2}
+    return {"q": q, "k": k, "v": v, "lengths": torch.tensor([6, 3]), "p": 3, "levels": 2,
+            "scale": None}
 
 
 BAD_METADATA = [
@@ -365,6 +367,8 @@ BAD_METADATA = [
     ({"lengths": torch.tensor([6, 3], device="meta")}, "lengths must be on the device"),
     ({"p": 1}, "p .* must be >= 2"),
     ({"levels": 0}, "levels must be >= 1"),
+    ({"scale": float("nan")}, "scale must be finite, got nan"),
+    ({"scale": float("-inf")}, "scale must be finite, got -inf"),
 ]
 
 BAD_VALUES = [
@@ -375,7 +379,7 @@ BAD_VALUES = [
 
 def _call(args):
     return fractal_attention(args["q"], args["k"], args["v"], args["lengths"], p=args["p"],
-                             levels=args["levels"])
+                             levels=args["levels"], scale=args["scale"])
 
 
 @pytest.mark.parametrize("change,message", BAD_METADATA + BAD_VALUES)
@@ -392,6 +396,23 @@ def test_fake_kernel_raises_the_same_errors(change, message):
                 for name, x in {**_good(), **change}.items()}
         with pytest.raises(ValueError, match=f"fastser.fractal_attention: .*{message}"):
             _call(args)
+
+
+def test_backward_op_checks_scale():
+    args = _good()
+    for op in (torch.ops.fastser.fractal_attention_backward, _fractal_attention_backward_fake):
+        with pytest.raises(ValueError, match="fractal_attention_backward: scale must be finite"):
+            op(torch.randn(2, 6, 1, 4), args["q"], args["k"], args["v"], args["lengths"], 3, 2,
+               float("inf"))
+
+
+def test_float64_on_cuda_is_a_clear_error_in_the_fake_kernel():
+    """float64 is CPU-only for every op (csrc/common/checks.h check_device_dtype)."""
+    with FakeTensorMode():
+        q = torch.empty(2, 6, 1, 4, dtype=torch.float64, device="cuda")
+        with pytest.raises(ValueError, match="fractal_attention: q is float64, which is "
+                                             "supported on the CPU only; got it on cuda"):
+            fractal_attention(q, q, q)
 
 
 def test_backward_op_checks_grad_out():
@@ -420,3 +441,55 @@ def test_registered_with_cpu_kernels():
     assert "fastser::fractal_attention" in fastser.ops.registered_ops()
     assert fastser.ops.has_kernel("fractal_attention", "CPU")
     assert fastser.ops.has_kernel("fractal_attention_backward", "CPU")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_empty_batch_returns_before_the_tile_size_check():
+    """B = 0 with one block of T * D >= 2^31 elements: an empty output, as on the CPU, not the
+    "too large for the CUDA kernel" error (that check concerns tiles that exist)."""
+    q = torch.empty(0, 2 ** 16, 1, 2 ** 15, device="cuda", dtype=torch.float16)
+    assert fractal_attention(q, q, q, p=2 ** 16, levels=1).shape == q.shape
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tile_too_large_is_a_clear_error():
+    # stride-0 views: the check comes before anything is read or copied
+    q = torch.zeros(1, 1, 1, 1, device="cuda", dtype=torch.float16).expand(1, 2 ** 16, 1, 2 ** 15)
+    with pytest.raises(ValueError, match="too large for the CUDA kernel"):
+        fractal_attention(q, q, q, p=2 ** 16, levels=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_concurrent_calls_with_different_tile_sizes():
+    """Host threads launching the same kernel with small (shared-memory) and large tiles at
+    once: the kernel's shared-memory limit is set once per device and never lowered, so no
+    launch fails and every result equals the one-thread result."""
+    import threading
+
+    shapes = [(2, 90, 2, 16), (1, 40, 1, 256), (2, 90, 2, 64)]
+    inputs = [[x.cuda() for x in _qkv(*shape, dtype=torch.float32, seed=i)]
+              for i, shape in enumerate(shapes)]
+    want = [fractal_attention(*x) for x in inputs]
+    errors, results = [], [[] for _ in shapes]
+
+    def work(i):
+        try:
+            stream = torch.cuda.Stream()
+            with torch.cuda.stream(stream):
+                for _ in range(20):
+                    results[i].append(fractal_attention(*inputs[i]))
+            stream.synchronize()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(shapes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got, expected in zip(results, want):
+        assert all(torch.equal(g, expected) for g in got)

@@ -395,6 +395,43 @@ def test_bad_values_raise(changes, message):
         _call(changes)
 
 
+def test_float64_on_cuda_is_a_clear_error_in_the_fake_kernel():
+    """float64 is CPU-only for every op (csrc/common/checks.h check_device_dtype)."""
+    message = r"is float64, which is supported on the CPU only; got it on cuda"
+    with FakeTensorMode():
+        logits = torch.empty(5, 3, device="cuda", dtype=torch.float64)
+        lengths = torch.empty(2, device="cuda", dtype=torch.int64)
+        with pytest.raises(ValueError, match="head_k_pooling_loss: logits " + message):
+            OP(logits, lengths, lengths, 0.7, None, 1.0, "mean", True)
+        with pytest.raises(ValueError, match="head_k_pooling_loss_backward: grad_loss " + message):
+            BACKWARD_OP(torch.empty((), device="cuda", dtype=torch.float64),
+                        logits, lengths, "mean")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rejects_float64():
+    logits = torch.zeros(5, 3, device="cuda", dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"logits is float64, which is supported on the CPU"):
+        head_k_pooling_loss(logits, torch.tensor([2, 3], device="cuda"),
+                            torch.tensor([0, 1], device="cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_past_the_grid_cap():
+    """More utterances than the loss kernel's capped grid holds warps (2^20 blocks of 4):
+    its warps stride over the rest, and every utterance gets its loss."""
+    batch = 4 * 2 ** 20 + 7
+    lengths = torch.ones(batch, dtype=torch.int64, device="cuda")
+    labels = torch.arange(batch, device="cuda") % 2
+    logits = torch.randn(batch, 2, device="cuda")
+    got = head_k_pooling_loss(logits, lengths, labels, reduction="none")
+    want = F.binary_cross_entropy_with_logits(
+        logits, F.one_hot(labels, 2).float(), reduction="none").mean(1)
+    torch.testing.assert_close(got, want)
+
+
 def test_mismatched_devices_raise_the_fake_kernel_error():
     with pytest.raises(ValueError, match="lengths must be on the device"):
         _call(dict(logits=torch.zeros(124, CLASSES, device="meta")), fake=True)
