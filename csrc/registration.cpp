@@ -1,26 +1,56 @@
-// The single TORCH_LIBRARY block: every fastser schema lives here.  Kernels are registered
-// per backend next to their implementation (csrc/<op>/<op>_cpu.cpp, csrc/<op>/<op>_cuda.cu)
-// with TORCH_LIBRARY_IMPL; fake kernels, autograd and FLOP formulas in fastser/ops/<op>.py.
+// The single TORCH_LIBRARY block: every fastser schema, read from fastser/ops/schemas.inc (the
+// file the reference backend of fastser/ops/_library.py reads too).  Kernels are registered per
+// backend next to their implementation (csrc/<op>/<op>_cpu.cpp, csrc/<op>/<op>_cuda.cu) with
+// TORCH_LIBRARY_IMPL; fake kernels, autograd and FLOP formulas in fastser/ops/<op>.py.
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* kSchemas =
+#include "../fastser/ops/schemas.inc"
+    ;
+
+// The schemas of the text: comments ('#' to the end of a line) dropped, runs of whitespace
+// collapsed to one space, split at ';'.  fastser/ops/_library.py parses it the same way.
+std::vector<std::string> parse_schemas(const char* text) {
+  std::vector<std::string> schemas;
+  std::string current;
+  bool comment = false;
+  for (const char* c = text; *c != '\0'; ++c) {
+    if (*c == '#') {
+      comment = true;
+    }
+    if (comment) {
+      if (*c != '\n') {
+        continue;
+      }
+      comment = false;  // the newline that ends a comment still separates words
+    }
+    if (*c == ';') {
+      if (!current.empty() && current.back() == ' ') {
+        current.pop_back();
+      }
+      schemas.push_back(current);
+      current.clear();
+    } else if (*c == ' ' || *c == '\n' || *c == '\t' || *c == '\r') {
+      if (!current.empty() && current.back() != ' ') {
+        current.push_back(' ');
+      }
+    } else {
+      current.push_back(*c);
+    }
+  }
+  TORCH_INTERNAL_ASSERT(current.empty(), "fastser/ops/schemas.inc ends without ';'");
+  return schemas;
+}
+
+}  // namespace
+
 TORCH_LIBRARY(fastser, m) {
-  // cross_attention also returns softmax_stats (2, B, H, 2), each attention's max score and
-  // Σ exp(score - max), saved for the backward; grads of unused outputs may be None.
-  m.def("cross_attention(Tensor h_text, Tensor h_audio, Tensor q_text, Tensor q_audio, "
-        "Tensor? lengths, float scale) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("cross_attention_backward(Tensor? grad_tt, Tensor? grad_ta, Tensor? grad_aa, "
-        "Tensor? grad_at, Tensor h_text, Tensor h_audio, Tensor q_text, Tensor q_audio, "
-        "Tensor? lengths, Tensor softmax_stats, float scale) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
-  // head_k_pooling_loss: (loss, d loss / d logits before the upstream gradient, or an empty
-  // tensor when compute_grad is false); the backward scales that gradient by grad_loss.
-  m.def("head_k_pooling_loss(Tensor logits, Tensor lengths, Tensor labels, float k, "
-        "int? neutral_class, float negative_weight, str reduction, bool compute_grad) "
-        "-> (Tensor, Tensor)");
-  m.def("head_k_pooling_loss_backward(Tensor grad_loss, Tensor grad_logits, Tensor lengths, "
-        "str reduction) -> Tensor");
-  m.def("fractal_attention(Tensor q, Tensor k, Tensor v, Tensor? lengths, int p, int levels, "
-        "float? scale) -> Tensor");
-  m.def("fractal_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
-        "Tensor? lengths, int p, int levels, float? scale) -> (Tensor, Tensor, Tensor)");
+  for (const std::string& schema : parse_schemas(kSchemas)) {
+    m.def(schema.c_str());
+  }
 }
