@@ -8,15 +8,8 @@ from typing import Any, TextIO
 
 import torch
 
-from fastser.ops._library import has_kernel, library_path, registered_ops
-
-
-def _build_info() -> dict[str, Any]:
-    try:
-        from fastser._build_info import BUILD_INFO
-    except ImportError:  # pragma: no cover - setup.py always writes it
-        return {}
-    return dict(BUILD_INFO)
+from fastser.ops import _library
+from fastser.ops._library import build_info, has_kernel, op_backend, registered_ops
 
 
 def _forward_ops() -> list[str]:
@@ -24,15 +17,15 @@ def _forward_ops() -> list[str]:
 
 
 def build_config() -> dict[str, Any]:
-    """The installation as a dict: versions, compiled backends, per-op kernels, threads."""
+    """The installation as a dict: versions, the ops' backend (the compiled extension, or the
+    reference fallback and why), compiled backends, per-op kernels, threads."""
     import fastser
 
-    info = _build_info()
+    info = build_info()
     ops = _forward_ops()
-    kernels = {op: [b for b in ("CPU", "CUDA") if has_kernel(op, b)] for op in ops}
-    backends = ["CPU"]
-    if info.get("cuda"):
-        backends.append("CUDA")
+    kernels = {op: [b for b in _library.KERNEL_KEYS if has_kernel(op, b)] for op in ops}
+    compiled = _library.BACKEND == "compiled"
+    backends = (["CPU", "CUDA"] if info.get("cuda") else ["CPU"]) if compiled else []
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if (
         torch.cuda.is_available()
     ) else []
@@ -41,11 +34,15 @@ def build_config() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_built_against": info.get("torch_version"),
-        "library": library_path(),
+        "backend": _library.BACKEND,
+        "extension_error": _library.LOAD_ERROR,
+        "library": _library.library_path() if compiled else None,
         "backends": backends,
-        "cuda_archs": info.get("cuda_archs", []),
-        "nvcc": info.get("nvcc"),
+        "cuda_archs": info.get("cuda_archs", []) if compiled else [],
+        "nvcc": info.get("nvcc") if compiled else None,
+        "debug_build": bool(info.get("debug")) if compiled else None,
         "ops": kernels,
+        "op_backends": {op: op_backend(op) for op in ops},
         "cuda_available": torch.cuda.is_available(),
         "gpus": gpus,
         "threads": torch.get_num_threads(),
@@ -64,12 +61,17 @@ def show_config(file: TextIO | None = None) -> None:
     """Print :func:`build_config` as a short report."""
     out = file or sys.stdout
     cfg = build_config()
+    compiled = cfg["backend"] == "compiled"
+    built = (f"extension built against {cfg['torch_built_against']}"
+             + (", debug build" if cfg["debug_build"] else "")) if compiled else "no extension"
     rows = [
         ("fastser", cfg["fastser"]),
         ("python", cfg["python"]),
-        ("torch", f"{cfg['torch']} (extension built against {cfg['torch_built_against']})"),
-        ("library", cfg["library"]),
-        ("compiled backends", ", ".join(cfg["backends"])),
+        ("torch", f"{cfg['torch']} ({built})"),
+        ("ops backend", "compiled extension" if compiled
+         else f"reference fallback (PyTorch): {cfg['extension_error']}"),
+        ("library", cfg["library"] or "none"),
+        ("compiled backends", ", ".join(cfg["backends"]) or "none"),
     ]
     if "CUDA" in cfg["backends"]:
         rows.append(("CUDA archs", " ".join(cfg["cuda_archs"])))
@@ -80,7 +82,7 @@ def show_config(file: TextIO | None = None) -> None:
     width = max([len(k) for k, _ in rows] + [len(op) + 2 for op in cfg["ops"]])
     for key, value in rows:
         print(f"{key:<{width}}  {value}", file=out)
-    if cfg["ops"]:
+    if cfg["op_backends"]:
         print("ops:", file=out)
-        for op, backends in cfg["ops"].items():
-            print(f"  {op:<{width - 2}}  {', '.join(backends) or 'no kernels'}", file=out)
+        for op, backend in cfg["op_backends"].items():
+            print(f"  {op:<{width - 2}}  {backend}", file=out)

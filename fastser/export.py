@@ -1,5 +1,6 @@
 """Export of trained models: TorchScript files that run in a process that only loads
-fastser's shared library, and ``torch.export`` programs.
+fastser's shared library (or imports fastser, the only way with the reference backend, which
+has no library), and ``torch.export`` programs.
 
 The exported module is the recipe's inference module: it maps the model inputs of a batch
 (``Recipe.export_inputs``) to utterance class probabilities (B, C). The label names and input
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fastser.ops import library_path
+from fastser.ops import _library
 from fastser.train.run import TrainedModel
 
 METADATA = "fastser.json"
@@ -27,8 +28,16 @@ def _metadata(trained: TrainedModel, inputs: tuple[torch.Tensor, ...]) -> dict[s
             "inputs": [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
                        for x in inputs],
             "output": "utterance class probabilities (B, C)",
-            "load": f"torch.ops.load_library(<fastser/{Path(library_path()).name}>), "
-                    "then torch.jit.load(path)"}
+            "load": _load_hint()}
+
+
+def _load_hint() -> str:
+    """How a process registers the ops an exported file calls (the schemas are the same with
+    either backend, so a file exported with one runs with the other)."""
+    if _library.BACKEND == "reference":
+        return "import fastser (its ops run their reference versions here), then torch.jit.load"
+    return (f"torch.ops.load_library(<fastser/{Path(_library.library_path()).name}>) or import "
+            "fastser, then torch.jit.load(path)")
 
 
 def _module_and_inputs(trained: TrainedModel):

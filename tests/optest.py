@@ -19,12 +19,22 @@ ALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def cuda_kernels_available() -> bool:
-    return torch.cuda.is_available() and "CUDA" in fastser.build_config()["backends"]
+    """A CUDA device is visible and every op has a CUDA kernel: the compiled one (fastser built
+    with CUDA kernels) or the reference backend's."""
+    return torch.cuda.is_available() and all(
+        fastser.ops.has_kernel(name.split("::")[1], "CUDA")
+        for name in fastser.ops.registered_ops())
+
+
+def reference_backend() -> bool:
+    """The ops run their reference versions (no compiled library is loaded)."""
+    return fastser.build_config()["backend"] == "reference"
 
 
 requires_cuda = pytest.mark.skipif(
     not cuda_kernels_available(),
-    reason="needs a CUDA device and fastser built with CUDA kernels (none here)",
+    reason="needs a CUDA device and fastser's ops on CUDA (no device here, or fastser built "
+           "without CUDA kernels)",
 )
 
 
@@ -201,10 +211,12 @@ def script_roundtrip(module: torch.nn.Module, inputs: Sequence[Any], path: str |
     return loaded
 
 
-def run_in_fresh_process(code: str, *, timeout: float = 300) -> str:
-    """Run ``code`` in a new Python process; returns its stdout, fails the test on error."""
+def run_in_fresh_process(code: str, *, timeout: float = 300,
+                         env: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a new Python process (with ``env`` added to the environment); returns
+    its stdout, fails the test on error."""
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, f"fresh process failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -214,7 +226,9 @@ def check_scripted_in_fresh_process(path: str | os.PathLike, inputs: Sequence[An
                                     only_library: bool = True, atol: float = 1e-6) -> None:
     """Load the TorchScript file ``path`` in a new process that registers fastser's ops only
     through its shared library (``only_library``) or by importing fastser, run it on
-    ``inputs`` and compare with ``expected``."""
+    ``inputs`` and compare with ``expected``.  With the reference backend there is no shared
+    library: the new process imports fastser, the one way it then registers the ops."""
+    only_library = only_library and not reference_backend()
     inputs_path = os.path.join(tmp_dir, "fresh_inputs.pt")
     out_path = os.path.join(tmp_dir, "fresh_outputs.pt")
     torch.save(list(inputs), inputs_path)
