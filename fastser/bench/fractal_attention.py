@@ -1,10 +1,14 @@
 """Benchmark cases of the fused fractal attention op.
 
 Implementations: ``fused`` (fastser.ops.fractal_attention), ``naive`` (the vectorised
-reference in fastser.ops.reference), ``compiled`` (that reference under ``torch.compile``) and
+reference in fastser.ops.reference), ``compiled`` (that reference under ``torch.compile``),
 ``sdpa`` (``F.scaled_dot_product_attention`` over the same q, k, v with a key-padding mask: the
-full attention a vanilla Transformer layer would run instead).  Sizes: SSL frame counts of real
-utterances (T = 326 and 1053), H = 16 heads of D = 64, ragged lengths from T down to T/2.
+full attention a vanilla Transformer layer would run instead) and ``traffic`` (q + k + v,
+forward only: the op's least memory traffic, three inputs read and one output written, at
+the speed the device streams it).  Sizes: SSL frame counts of real utterances (T = 326 and
+1053), H = 16 heads of D = 64, ragged lengths from T down to T/2.  Each case's ``bytes`` meta
+(the least traffic of the forward and of forward+backward) gives the fused op's bandwidth in
+the report.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ def _sdpa(q, k, v, lengths):
     return out.transpose(1, 2)
 
 
+def _traffic(q, k, v, lengths):
+    return q + k + v
+
+
+def least_traffic_bytes(B: int, T: int, H: int, D: int, dtype: torch.dtype) -> dict[str, int]:
+    """Bytes the op must move at least: forward reads q, k, v and writes the output once;
+    backward reads q, k, v and grad_out and writes dq, dk, dv once (lengths not counted)."""
+    tensor = B * T * H * D * dtype.itemsize
+    return {"forward": 4 * tensor, "forward_backward": (4 + 7) * tensor}
+
+
 def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCase]:
     """One case per size; q, k, v are fresh leaves that require gradients."""
     result = []
@@ -64,11 +79,14 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
         if not quick:
             impls["compiled"] = torch.compile(_naive, fullgraph=True)
         impls["sdpa"] = _sdpa
+        impls["traffic"] = _traffic
         result.append(BenchCase(
             suite=SUITE, size=f"B={B} T={T} H={H} D={D}", make_inputs=make_inputs,
-            impls=impls, device=device,
+            impls=impls, device=device, forward_only=("traffic",),
             note=f"p={P}, levels={LEVELS}; ragged lengths from T down to T/2; "
-                 "sdpa = full attention with a key-padding mask",
-            meta={"B": B, "T": T, "H": H, "D": D, "p": P, "levels": LEVELS},
+                 "sdpa = full attention with a key-padding mask; traffic = q + k + v (the "
+                 "op's least memory traffic, forward only)",
+            meta={"B": B, "T": T, "H": H, "D": D, "p": P, "levels": LEVELS,
+                  "bytes": least_traffic_bytes(B, T, H, D, dtype)},
         ))
     return result

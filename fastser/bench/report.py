@@ -62,6 +62,32 @@ def format_table(case_results: list[tuple[BenchCase, list[Measurement]]]) -> str
     return "\n".join(line.rstrip() for line in lines)
 
 
+def bandwidth(case: BenchCase, results: list[Measurement]) -> dict[str, dict[str, float]]:
+    """GB/s of each implementation at the case's least traffic (its ``bytes`` meta: the bytes
+    the op must move, forward and forward+backward), {} when the case names none."""
+    least = case.meta.get("bytes")
+    if not least:
+        return {}
+    rates: dict[str, dict[str, float]] = {}
+    for m in results:
+        times = {"forward": m.forward_s, "forward_backward": m.forward_backward_s}
+        rates[m.impl] = {pass_: least[pass_] / t / 1e9 for pass_, t in times.items()
+                         if t and pass_ in least}
+    return rates
+
+
+def format_bandwidth(case: BenchCase, rates: dict[str, dict[str, float]]) -> str:
+    """One line: the fused op's GB/s and the share of the traffic bound's (the ``traffic``
+    implementation) it reaches."""
+    fused = rates.get(case.fused_name, {})
+    parts = [f"{pass_.replace('_', '+')} {gbps:.1f} GB/s" for pass_, gbps in fused.items()]
+    bound = rates.get("traffic", {}).get("forward")
+    if bound and "forward" in fused:
+        parts.append(f"forward at {100 * fused['forward'] / bound:.0f}% of the traffic bound "
+                     f"({bound:.1f} GB/s)")
+    return f"{case.size}: {case.fused_name} at its least traffic: " + ", ".join(parts)
+
+
 def run(suites: list[str], device: torch.device, dtype: torch.dtype, *, quick: bool,
         out: TextIO = sys.stdout, **timing: Any) -> dict[str, Any]:
     """Run ``suites`` and print their tables; returns everything as a JSON-ready dict."""
@@ -79,10 +105,15 @@ def run(suites: list[str], device: torch.device, dtype: torch.dtype, *, quick: b
         for note in dict.fromkeys(case.note for case, _ in results if case.note):
             print(note, file=out)
         print(format_table(results), file=out)
+        rates = [bandwidth(case, ms) for case, ms in results]
+        for (case, _), rate in zip(results, rates):
+            if rate:
+                print(format_bandwidth(case, rate), file=out)
         out.flush()
         report["suites"][name] = [
-            {"size": case.size, "meta": case.meta, "results": [asdict(m) for m in ms]}
-            for case, ms in results
+            {"size": case.size, "meta": case.meta, "results": [asdict(m) for m in ms],
+             **({"gbps": rate} if rate else {})}
+            for (case, ms), rate in zip(results, rates)
         ]
     return report
 

@@ -48,3 +48,21 @@ def test_measure_and_table():
     assert lines[0].split()[:2] == ["size", "impl"]
     assert lines[2].startswith("64x32") and "fused" in lines[2]
     assert "naive" in lines[3] and lines[3].count("x") >= 2
+
+
+def test_bandwidth_at_least_traffic():
+    from fastser.bench.fractal_attention import least_traffic_bytes
+    from fastser.bench.measure import Measurement
+    from fastser.bench.report import bandwidth, format_bandwidth
+
+    assert least_traffic_bytes(1, 2, 1, 4, torch.float32) == {"forward": 4 * 32,
+                                                               "forward_backward": 11 * 32}
+    case = _case()
+    results = [Measurement("fused", 1.0, 2.0, 0), Measurement("traffic", 0.5, None, 0)]
+    assert bandwidth(case, results) == {}  # no bytes meta: no figure
+    case.meta["bytes"] = {"forward": 2e9, "forward_backward": 4e9}
+    rates = bandwidth(case, results)
+    assert rates == {"fused": {"forward": 2.0, "forward_backward": 2.0},
+                     "traffic": {"forward": 4.0}}
+    line = format_bandwidth(case, rates)
+    assert "forward 2.0 GB/s" in line and "50% of the traffic bound (4.0 GB/s)" in line
