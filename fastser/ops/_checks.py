@@ -20,6 +20,11 @@ _DTYPE_NAMES = {torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32
                 torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble"}
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels accumulate in (fastser::acc_t): float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """``dtype`` as the C++ checks name it ("Float" for torch.float32, ...)."""
     return _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))

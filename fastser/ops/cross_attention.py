@@ -37,10 +37,6 @@ def cross_attention(h_text: torch.Tensor, h_audio: torch.Tensor, q_text: torch.T
     return c_tt, c_ta, c_aa, c_at
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale, op):
     """Metadata checks of csrc/cross_attention/cross_attention.cpp, in the same order."""
     for t, name in ((h_text, "h_text"), (h_audio, "h_audio"), (q_text, "q_text"),
@@ -77,7 +73,8 @@ def _cross_attention_fake(h_text, h_audio, q_text, q_audio, lengths, scale):
     batch, _, heads, dim = _check_forward_args(h_text, h_audio, q_text, q_audio, lengths, scale,
                                                OP)
     contexts = [h_text.new_empty((batch, heads, dim)) for _ in range(4)]
-    stats = h_text.new_empty((2, batch, heads, 2), dtype=_accumulation_dtype(h_text.dtype))
+    stats = h_text.new_empty((2, batch, heads, 2),
+                             dtype=_checks.accumulation_dtype(h_text.dtype))
     return (*contexts, stats)
 
 
@@ -99,11 +96,11 @@ def _check_backward_args(grads, h_text, h_audio, q_text, q_audio, lengths, softm
         _checks.fail(BACKWARD_OP, f"softmax_stats must have shape (2, B, H, 2) = "
                                   f"{[2, batch, heads, 2]}, got {list(softmax_stats.shape)}")
     _checks.check_same_device(softmax_stats, h_text, BACKWARD_OP, "softmax_stats", "h_text")
-    if softmax_stats.dtype != _accumulation_dtype(h_text.dtype):
-        _checks.fail(BACKWARD_OP, "softmax_stats must be "
-                                  f"{_checks.dtype_name(_accumulation_dtype(h_text.dtype))} for "
-                                  f"{_checks.dtype_name(h_text.dtype)} inputs, got "
-                                  f"{_checks.dtype_name(softmax_stats.dtype)}")
+    stats_dtype = _checks.accumulation_dtype(h_text.dtype)
+    if softmax_stats.dtype != stats_dtype:
+        name = _checks.dtype_name
+        _checks.fail(BACKWARD_OP, f"softmax_stats must be {name(stats_dtype)} for "
+                                  f"{name(h_text.dtype)} inputs, got {name(softmax_stats.dtype)}")
 
 
 @torch.library.register_fake(f"fastser::{BACKWARD_OP}")

@@ -47,10 +47,6 @@ def _autograd() -> Iterator[None]:
             yield
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _fresh(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` as a new contiguous tensor of ``dtype`` (never a view of an input or a sibling)."""
     return t.to(dtype).clone(memory_format=torch.contiguous_format)
@@ -81,7 +77,7 @@ def fractal_attention(q, k, v, lengths, p, levels, scale):
     _check_padded_lengths(lengths, q.shape[1], FRACTAL)
     if q.numel() == 0:
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    acc = _accumulation_dtype(q.dtype)
+    acc = _checks.accumulation_dtype(q.dtype)
     out = fractal_attention_reference(q.to(acc), k.to(acc), v.to(acc), lengths, p, levels, scale)
     return _fresh(out, q.dtype)
 
@@ -91,7 +87,7 @@ def fractal_attention_backward(grad_out, q, k, v, lengths, p, levels, scale):
     _check_padded_lengths(lengths, q.shape[1], FRACTAL_BACKWARD)
     if q.numel() == 0:
         return tuple(torch.zeros(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
-    acc = _accumulation_dtype(q.dtype)
+    acc = _checks.accumulation_dtype(q.dtype)
     with _autograd():
         leaves = [x.detach().to(acc).requires_grad_() for x in (q, k, v)]
         out = fractal_attention_reference(*leaves, lengths, p, levels, scale)
@@ -131,7 +127,7 @@ def _cross_forward(h_text, h_audio, q_text, q_audio, lengths, scale):
 def cross_attention(h_text, h_audio, q_text, q_audio, lengths, scale):
     check_cross_forward(h_text, h_audio, q_text, q_audio, lengths, scale, CROSS)
     _check_padded_lengths(lengths, h_text.shape[1], CROSS)
-    acc = _accumulation_dtype(h_text.dtype)
+    acc = _checks.accumulation_dtype(h_text.dtype)
     outputs = _cross_forward(*(x.to(acc) for x in (h_text, h_audio, q_text, q_audio)), lengths,
                              scale)
     return (*(_fresh(c, h_text.dtype) for c in outputs[:4]), _fresh(outputs[4], acc))
@@ -142,7 +138,7 @@ def cross_attention_backward(grad_tt, grad_ta, grad_aa, grad_at, h_text, h_audio
     grads = (grad_tt, grad_ta, grad_aa, grad_at)
     check_cross_backward(grads, h_text, h_audio, q_text, q_audio, lengths, softmax_stats, scale)
     _check_padded_lengths(lengths, h_text.shape[1], CROSS_BACKWARD)
-    acc = _accumulation_dtype(h_text.dtype)
+    acc = _checks.accumulation_dtype(h_text.dtype)
     inputs = (h_text, h_audio, q_text, q_audio)
     with _autograd():
         leaves = [x.detach().to(acc).requires_grad_() for x in inputs]
@@ -244,7 +240,7 @@ def head_k_pooling_loss(logits, lengths, labels, k, neutral_class, negative_weig
     if lo < 0 or hi >= classes:
         _checks.fail(POOLING, f"every entry of labels must be in [0, {classes}) (C = {classes} "
                          f"classes), got values in [{lo}, {hi}]")
-    acc = _accumulation_dtype(logits.dtype)
+    acc = _checks.accumulation_dtype(logits.dtype)
     batch = lengths.numel()
     grad_scale = 1.0 / batch if reduction == "mean" else 1.0
     losses, grad = _pooling_terms(logits.to(acc), lengths, labels, k, neutral_class,

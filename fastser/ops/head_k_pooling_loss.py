@@ -75,10 +75,6 @@ def _check_reduction(reduction: str, op: str) -> None:
         _checks.fail(op, f"reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def check_forward_meta(logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
                        k: float, neutral_class: int | None, negative_weight: float,
                        reduction: str) -> None:
@@ -116,7 +112,7 @@ def check_backward_meta(grad_loss: torch.Tensor, grad_logits: torch.Tensor,
     _checks.check_dim(grad_logits, 2, BACKWARD_OP, "grad_logits", "(S, C)")
     _checks.check_floating(grad_loss, BACKWARD_OP, "grad_loss")
     _checks.check_device_dtype(grad_loss, BACKWARD_OP, "grad_loss")
-    acc = _accumulation_dtype(grad_loss.dtype)
+    acc = _checks.accumulation_dtype(grad_loss.dtype)
     if grad_logits.dtype != acc:
         name = _checks.dtype_name
         _checks.fail(BACKWARD_OP, f"grad_logits must have the accumulation dtype of grad_loss "
@@ -138,7 +134,7 @@ def _head_k_pooling_loss_fake(logits, lengths, labels, k, neutral_class, negativ
     loss_shape = (lengths.shape[0],) if reduction == "none" else ()
     grad_shape = tuple(logits.shape) if compute_grad else (0,)
     return (logits.new_empty(loss_shape),
-            logits.new_empty(grad_shape, dtype=_accumulation_dtype(logits.dtype)))
+            logits.new_empty(grad_shape, dtype=_checks.accumulation_dtype(logits.dtype)))
 
 
 @torch.library.register_fake(f"fastser::{BACKWARD_OP}")
