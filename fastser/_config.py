@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import torch
 
 from fastser.ops._library import has_kernel, library_path, registered_ops
+from fastser.version import __version__
 
 
 def _build_info() -> dict[str, Any]:
@@ -25,8 +26,6 @@ def _forward_ops() -> list[str]:
 
 def build_config() -> dict[str, Any]:
     """The installation as a dict: versions, compiled backends, per-op kernels, threads."""
-    import fastser
-
     info = _build_info()
     ops = _forward_ops()
     kernels = {op: [b for b in ("CPU", "CUDA") if has_kernel(op, b)] for op in ops}
@@ -37,7 +36,7 @@ def build_config() -> dict[str, Any]:
         torch.cuda.is_available()
     ) else []
     return {
-        "fastser": fastser.__version__,
+        "fastser": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_built_against": info.get("torch_version"),

@@ -31,6 +31,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from fastser.audio.io import SAMPLE_RATE
+
 MARKERS = frozenset({"<s>", "</s>", "<sil>", "<sp>", "<eps>", "<pau>", "sil", "sp", "pau"})
 
 
@@ -99,7 +101,7 @@ def _kept_words(words: Sequence[WordTiming], markers: frozenset[str]) -> list[Wo
     return kept
 
 
-def aligned_segments(words: Sequence[WordTiming], num_samples: int, sample_rate: int = 16000,
+def aligned_segments(words: Sequence[WordTiming], num_samples: int, sample_rate: int = SAMPLE_RATE,
                      *, overlap: float = 0.1, markers: frozenset[str] = MARKERS,
                      tolerance: float = 0.02) -> WordSegments:
     """Per-word sample ranges of an utterance of ``num_samples`` samples from its word

@@ -33,6 +33,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from fastser.audio.io import SAMPLE_RATE
+
 
 def _frame_count(num_samples: Tensor, frame_length: int, hop: int) -> Tensor:
     return torch.div(num_samples - frame_length, hop, rounding_mode="floor") + 1
@@ -85,7 +87,7 @@ class MFCC(nn.Module):
 
     :meth:`ragged` takes padded audio and sample lengths (B,) and also returns frame lengths."""
 
-    def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, *, win_ms: float = 25.0,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, n_mfcc: int = 40, *, win_ms: float = 25.0,
                  hop_ms: float = 10.0, n_fft: Optional[int] = None, n_mels: int = 64,
                  f_min: float = 0.0, f_max: Optional[float] = None,
                  top_db: Optional[float] = 80.0) -> None:
@@ -148,7 +150,7 @@ class LogSpectrogram(nn.Module):
     n_bins). Defaults: (B, 300, 200). :meth:`ragged` takes sample lengths (B,) and also
     returns frame lengths (after trimming to max_frames)."""
 
-    def __init__(self, sample_rate: int = 16000, *, win_ms: float = 40.0, hop_ms: float = 10.0,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, *, win_ms: float = 40.0, hop_ms: float = 10.0,
                  n_fft: int = 800, max_freq: float = 4000.0, max_frames: int = 300,
                  eps: float = 1e-5) -> None:
         super().__init__()

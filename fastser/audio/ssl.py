@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastser.audio._batch import Batch, as_padded
-from fastser.audio.io import check_sample_rate, resample
-from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE, SSL_STRIDE,
-                               _check_vad_args, frames_to_ssl, vad_frames)
+from fastser.audio._batch import WaveformBatch, as_padded
+from fastser.audio.io import SAMPLE_RATE, check_sample_rate, resample
+from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_STRIDE, _check_vad_args, frames_to_ssl,
+                               vad_frames)
+from fastser.errors import MissingPathError
 
 # kind -> (transformers config class, model class, config.model_type)
 SSL_KINDS = {
@@ -92,13 +93,13 @@ def load_ssl_model(path: str | os.PathLike, kind: str | None = None,
     directory's model type; ``overrides`` replace configuration values (e.g. layerdrop)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"SSL weights: {folder} is not a directory (expected a local "
+        raise MissingPathError(f"SSL weights: {folder} is not a directory (expected a local "
                                 "folder written by save_pretrained; nothing is downloaded)")
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"SSL weights: {folder} has no config.json")
+        raise MissingPathError(f"SSL weights: {folder} has no config.json")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(f"SSL weights: {folder} has no weights file (one of "
+        raise MissingPathError(f"SSL weights: {folder} has no weights file (one of "
                                 f"{', '.join(WEIGHT_FILES)})")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
@@ -276,15 +277,15 @@ class SSLFrontEnd(nn.Module):
         layers, frame_lengths = self.layer_outputs(waveforms, lengths)
         return self.combine(layers), frame_lengths
 
-    def extract(self, batch: Batch, lengths: Tensor | None = None, *,
-                sample_rate: int = SSL_SAMPLE_RATE) -> tuple[Tensor, Tensor]:
+    def extract(self, batch: WaveformBatch, lengths: Tensor | None = None, *,
+                sample_rate: int = SAMPLE_RATE) -> tuple[Tensor, Tensor]:
         """:meth:`forward` of a list of 1-D waveforms or a padded batch at ``sample_rate``;
         audio at another rate is resampled to 16 kHz first (the rate SSL models are trained
         at and VAD masks are defined at)."""
         sample_rate = check_sample_rate(sample_rate)
         padded, lengths = as_padded(batch, lengths)
-        if sample_rate != SSL_SAMPLE_RATE:
-            waveforms = [resample(row[:n].float(), sample_rate, SSL_SAMPLE_RATE)
+        if sample_rate != SAMPLE_RATE:
+            waveforms = [resample(row[:n].float(), sample_rate, SAMPLE_RATE)
                          for row, n in zip(padded, lengths.tolist())]
             padded, lengths = as_padded(waveforms, None)
         return self(padded, lengths)
@@ -384,9 +385,9 @@ def speech_mask(waveform: Tensor, vad: VADSettings) -> Tensor:
     if waveform.shape[0] < SSL_RECEPTIVE_FIELD:
         raise ValueError(f"{waveform.shape[0]} samples at 16 kHz is shorter than one SSL "
                          f"frame ({SSL_RECEPTIVE_FIELD} samples)")
-    flags, _ = vad_frames(waveform, SSL_SAMPLE_RATE, frame_ms=vad.frame_ms,
+    flags, _ = vad_frames(waveform, SAMPLE_RATE, frame_ms=vad.frame_ms,
                           aggressiveness=vad.aggressiveness)
-    return frames_to_ssl(flags, SSL_SAMPLE_RATE * vad.frame_ms // 1000, waveform.shape[0])
+    return frames_to_ssl(flags, SAMPLE_RATE * vad.frame_ms // 1000, waveform.shape[0])
 
 
 def cache_key(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike], vad: VADSettings,
@@ -457,7 +458,7 @@ def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=dtype,
                                          shape=(int(lengths.sum()), *front_end.layer_shape))
-    budget = int(batch_seconds * SSL_SAMPLE_RATE)
+    budget = int(batch_seconds * SAMPLE_RATE)
     order = np.argsort(samples, kind="stable")
     batch: list[int] = []
     for position, index in enumerate(order):

@@ -8,16 +8,15 @@ from typing import Any, Callable
 
 import torch
 
-# suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
+from fastser.methods import method_packages
+
+# suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``: one per op
+# here, and one per method folder (its ``bench`` module).
 SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
-    "glrf": "fastser.bench.glrf",
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
     "fractal_attention": "fastser.bench.fractal_attention",
-    "can": "fastser.bench.can",
-    "mmtl": "fastser.bench.mmtl",
-    "mstr": "fastser.bench.mstr",
-    "sap": "fastser.bench.sap",
+    **{package.rsplit(".", 1)[1]: f"{package}.bench" for package in method_packages()},
 }
 
 

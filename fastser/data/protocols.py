@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastser.data.corpus import Corpus
+from fastser.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -125,3 +126,21 @@ def speaker_split(corpus: Corpus, *, test: float | int = 0.2, validation: float 
     order = [speakers[i] for i in np.random.default_rng(seed).permutation(len(speakers))]
     return _by_speakers(corpus, f"speaker split (seed {seed})", sorted(order[n_test + n_val:]),
                         sorted(order[n_test:n_test + n_val]), sorted(order[:n_test]))
+
+
+PROTOCOLS = ("session", "speaker", "random")
+
+
+def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0,
+                validation_speakers: int = 1) -> list[Split]:
+    """The folds of ``protocol``: "session" (leave one session out), "speaker" (leave one
+    speaker out) or "random" (one speaker-independent random split)."""
+    if protocol == "session":
+        return leave_one_session_out(corpus, validation_speakers=validation_speakers,
+                                     seed=seed)
+    if protocol == "speaker":
+        return leave_one_speaker_out(corpus, validation_speakers=validation_speakers,
+                                     seed=seed)
+    if protocol == "random":
+        return [speaker_split(corpus, seed=seed)]
+    raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

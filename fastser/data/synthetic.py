@@ -29,11 +29,13 @@ from pathlib import Path
 import soundfile
 
 from fastser.audio.alignment import WordTiming
+from fastser.audio.io import SAMPLE_RATE
 from fastser.data import _espeak, _synthetic_plan, _synthetic_render, _synthetic_text
 from fastser.data._espeak import synthesize_many
-from fastser.data._files import FOUR_CLASSES, CorpusError
+from fastser.data._files import FOUR_CLASSES
+from fastser.errors import CorpusError, MissingPathError, PathExistsError
 from fastser.data._synthetic_plan import VOICES, make_plan, make_speakers
-from fastser.data._synthetic_render import SAMPLE_RATE, render
+from fastser.data._synthetic_render import render
 from fastser.data.corpus import Corpus, Utterance
 
 NAME = "synthetic"
@@ -144,7 +146,7 @@ def write_synthetic(folder: str | Path, config: SyntheticConfig | None = None, *
     config = _config(config, overrides)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"write_synthetic: {folder} is not empty")
+        raise PathExistsError(f"write_synthetic: {folder} is not empty")
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     speakers = make_speakers(config.speakers, config.seed)
     plans = make_plan(config.utterances, speakers, config.seed,
@@ -195,7 +197,7 @@ def read_synthetic(folder: str | Path) -> Corpus:
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{NAME}: no {MANIFEST} in {folder}")
+        raise MissingPathError(f"{NAME}: no {MANIFEST} in {folder}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

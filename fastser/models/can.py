@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fastser.models._guards import assert_range, assert_sum, tracing
+from fastser.nn.guards import assert_range, assert_sum, tracing
 from fastser.models.can_layers import PackedBLSTM
 from fastser.models.can_text import TextEncoder
 from fastser.nn.cross_attention import CrossAttention

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fastser.errors import MissingPathError
 from fastser.models.can_layers import PackedBLSTM
 
 PAD, UNK = "<pad>", "<unk>"
@@ -109,7 +110,7 @@ def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"GloVe file not found: {path}")
+        raise MissingPathError(f"GloVe file not found: {path}")
     vectors = torch.zeros(len(vocabulary), dim)
     found = torch.zeros(len(vocabulary), dtype=torch.bool)
     line_no = 0

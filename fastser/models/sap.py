@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastser.models._guards import assert_range, tracing
+from fastser.nn.guards import assert_range, tracing
 
 
 class SAPOutput(NamedTuple):

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastser.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
+from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 

@@ -6,7 +6,7 @@ the default, paper-sized model) with the fused head-k-pooling loss, against the 
 with the vectorised reference loss ("naive") and the per-utterance Python loop ("loop").
 The loss is a scalar mean, so forward+backward back-propagates from it as training does.
 
-:func:`streaming_real_time_factor`: seconds of audio a :class:`fastser.streaming.
+:func:`streaming_real_time_factor`: seconds of audio a :class:`fastser.inference.
 StreamingRecognizer` processes per second of wall time, fed in fixed chunks, with the
 model scripted by TorchScript on one CPU thread (bench/test_glrf_streaming.py).
 """
@@ -21,8 +21,8 @@ import torch
 from fastser.bench.cases import BenchCase
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_loop, head_k_pooling_loss_reference
-from fastser.train.recipe import SAMPLE_RATE
-from fastser.train.recipes.glrf import GLRFRecipe
+from fastser.audio.io import SAMPLE_RATE
+from fastser.methods.glrf.recipe import GLRFRecipe
 
 SUITE = "glrf"
 LABELS = ("neutral", "happy", "sad", "angry")
@@ -59,7 +59,7 @@ def _loop(model, features, counts, labels, neutral):
 
 
 def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCase]:
-    utterances, config, name = ((4, GLRFRecipe.demo_config, "demo model") if quick
+    utterances, config, name = ((4, dict(GLRFRecipe.presets["demo"].settings), "demo model") if quick
                                 else (32, {}, "default model"))
     segments = int(_make_inputs(utterances, config, torch.device("cpu"), torch.float32,
                                 seed=utterances)()[2].sum())
@@ -81,7 +81,7 @@ def streaming_real_time_factor(config: dict[str, Any] | None = None, *, seconds:
     GLRF (``config``: recipe settings) and time it (after one warm-up stream);
     ``real_time_factor`` = audio seconds / wall seconds (``real_time_factor_cpu``: / the
     process's CPU seconds, which a busy machine inflates less)."""
-    from fastser.streaming import StreamingRecognizer
+    from fastser.inference.streaming import StreamingRecognizer
 
     recipe = GLRFRecipe(LABELS, **(config or {}))
     torch.manual_seed(seed)

@@ -6,18 +6,17 @@ import torch
 from torch import nn
 
 import optest
+from fastser.errors import AudioError, SettingsError
 from fastser.audio.features import MFCC
 from fastser.audio.segmentation import fixed_windows, num_windows
 from fastser.data.protocols import speaker_split
 from fastser.data.synthetic import SyntheticConfig, load_synthetic
-from fastser.export import export_program
-from fastser.models.glrf import utterance_scores
+from fastser.inference import Recognizer, export_program, load_trained
+from fastser.methods import make_recipe
+from fastser.methods.glrf import GLRFRecipe
+from fastser.methods.glrf.model import utterance_scores
 from fastser.ops.reference import head_k_pooling_loss_reference
-from fastser.recognizer import Recognizer
 from fastser.train.evaluation import evaluate
-from fastser.train.recipes import make_recipe
-from fastser.train.recipes.glrf import GLRFRecipe
-from fastser.train.run import load_trained
 from fastser.train.trainer import TrainConfig, Trainer
 
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -108,8 +107,9 @@ def test_predictions_are_the_mean_of_segment_sigmoid_scores():
 
 
 @pytest.mark.parametrize("neutral", ["neutral", None])
-def test_fused_and_naive_losses_agree_with_gradients(neutral):
-    fused, naive = _recipe(neutral=neutral, k=0.6), _recipe(neutral=neutral, k=0.6, naive=True)
+def test_fused_and_reference_losses_agree_with_gradients(neutral):
+    fused = _recipe(neutral=neutral, k=0.6)
+    naive = _recipe(neutral=neutral, k=0.6, implementation="reference")
     batch = _batch(fused, _waves(), labels=[0, 1, 2, 3, 1, 0])
     model = _model(fused).train()
     results = []
@@ -137,14 +137,16 @@ def test_neutral_class_and_settings():
     assert GLRFRecipe(["calm", "sad"], neutral="calm").neutral_class == 0
     with pytest.raises(ValueError, match="'calm' is not one of"):
         _recipe(neutral="calm")
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(SettingsError, match="unknown setting"):
         _recipe(hop=0.3)
     with pytest.raises(ValueError, match="multiple of the 10 ms MFCC hop"):
         _recipe(train_hop=0.205)
     with pytest.raises(ValueError, match="at most the window"):
         _recipe(test_hop=2.5)
-    with pytest.raises(ValueError, match="k must be in"):
+    with pytest.raises(SettingsError, match=r"setting k: expected number in \(0, 1\]"):
         _recipe(k=0.0)
+    with pytest.raises(SettingsError, match="setting heads .* must divide channels"):
+        _recipe(heads=3)
 
 
 def test_bad_audio_is_rejected():
@@ -153,11 +155,11 @@ def test_bad_audio_is_rejected():
         recipe.item_from_audio(torch.zeros(2, 16000))
     with pytest.raises(ValueError, match="1-D float tensor"):
         recipe.item_from_audio(torch.zeros(16000, dtype=torch.int16))
-    with pytest.raises(ValueError, match="empty audio"):
+    with pytest.raises(AudioError, match="zero-length audio"):
         recipe.item_from_audio(torch.zeros(0))
     wave = torch.zeros(16000)
     wave[7] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(AudioError, match="glrf: the recording: contains NaN"):
         recipe.item_from_audio(wave)
     with pytest.raises(ValueError, match="empty batch"):
         recipe.collate([])
@@ -176,10 +178,13 @@ def test_feature_stats_round_trip_through_the_recipe_state():
     recipe.fit_extra([recipe.item_from_audio(0.1 * torch.randn(n, generator=gen))
                       for n in (20000, 41000)])
     restored = GLRFRecipe.from_state(recipe.state())
-    torch.testing.assert_close(restored.feature_stats, recipe.feature_stats, atol=0, rtol=0)
+    torch.testing.assert_close(restored.feature_stats.mean, recipe.feature_stats.mean, atol=0,
+                               rtol=0)
+    torch.testing.assert_close(restored.feature_stats.std, recipe.feature_stats.std, atol=0,
+                               rtol=0)
     model = restored.build_model()
-    torch.testing.assert_close(model.feature_mean, recipe.feature_stats[0], atol=0, rtol=0)
-    torch.testing.assert_close(model.feature_std, recipe.feature_stats[1], atol=0, rtol=0)
+    torch.testing.assert_close(model.feature_mean, recipe.feature_stats.mean, atol=0, rtol=0)
+    torch.testing.assert_close(model.feature_std, recipe.feature_stats.std, atol=0, rtol=0)
 
 
 def test_export_module_scripts_and_runs_in_a_fresh_process(tmp_path):

@@ -8,46 +8,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from fastser.data.corpus import Corpus
-from fastser.data.protocols import Split
+from fastser.data.protocols import Split, make_splits
 from fastser.data.sources import open_corpus
+from fastser.inference.checkpoint import load_trained
+from fastser.methods import make_recipe
 from fastser.train import metrics
-from fastser.train.checkpoint import CheckpointError, load_checkpoint
-from fastser.train.cv import make_splits
 from fastser.train.evaluation import evaluate
-from fastser.train.recipe import Recipe
-from fastser.train.recipes import make_recipe, recipe_class
 from fastser.train.trainer import FitResult, TrainConfig, Trainer
-
-
-@dataclass
-class TrainedModel:
-    """A recipe with its trained model, as a checkpoint describes them."""
-
-    recipe: Recipe
-    model: nn.Module
-    checkpoint: dict[str, Any]
-
-
-def load_trained(path: str | Path, *, model_name: str | None = None,
-                 device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild recipe and model from a checkpoint (``model_name``: the method it must hold)."""
-    payload = load_checkpoint(path, recipe=model_name, map_location=device)
-    try:
-        recipe = recipe_class(payload["recipe"]).from_state(payload["recipe_state"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {path}: its {payload['recipe']} recipe state is "
-                              f"incomplete ({error!r} missing or malformed)") from error
-    model = recipe.build_model()
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"checkpoint {path}: its weights do not fit a {payload['recipe']} "
-                              f"model built from its own config: {error}") from error
-    return TrainedModel(recipe, model.to(device).eval(), payload)
 
 
 def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int) -> Split:

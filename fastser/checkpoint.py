@@ -1,28 +1,26 @@
-"""Checkpoints: written atomically, loadable with ``torch.load(weights_only=True)``.
+"""The checkpoint file: written atomically, read with ``torch.load(weights_only=True)``.
 
-A checkpoint is a dict of tensors and plain Python values (no pickled objects):
-``format``, ``version``, ``recipe`` (method name), ``recipe_config``, ``label_names``,
-``model`` (state dict) and, for training checkpoints, ``optimizer``, ``scheduler``, ``epoch``,
-``step``, ``rng``, ``history``, ``best`` and ``train_config``.
+A checkpoint is a dict of tensors and plain Python values (no pickled objects): ``format``,
+``version``, ``recipe`` (method name), ``recipe_state`` (label names, settings and what the
+recipe learnt from the training set), ``model`` (state dict) and, for training checkpoints,
+``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``rng``, ``history``, ``best``,
+``train_config`` and ``run`` (data source and split). Writing is the training layer's job,
+reading the inference layer's; both use this module.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from fastser.errors import CheckpointError
 
 FORMAT = "fastser-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or not what the caller expects."""
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
@@ -70,28 +68,3 @@ def load_checkpoint(path: str | os.PathLike, *, recipe: str | None = None,
         raise CheckpointError(f"checkpoint {path} holds a {payload.get('recipe')!r} model, "
                               f"not {recipe!r}")
     return payload
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator training uses, as weights_only-loadable values."""
-    np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_gauss), "gauss": float(np_cached)},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32),
-                         np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

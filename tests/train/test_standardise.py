@@ -4,7 +4,7 @@ feature, the order is kept, and a speaker's statistics never leak into another's
 import pytest
 import torch
 
-from fastser.audio.normalization import frame_statistics, standardise_by_speaker
+from fastser.train.kit.standardise import frame_statistics, standardise_by_speaker
 
 
 def test_each_speaker_is_standardised_with_its_own_statistics():

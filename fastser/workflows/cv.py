@@ -11,30 +11,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fastser.data import protocols
+from fastser.data.protocols import make_splits
 from fastser.data.corpus import Corpus
 from fastser.train import metrics
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe
 from fastser.train.trainer import TrainConfig, Trainer
 
-PROTOCOLS = ("session", "speaker", "random")
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
-
-
-def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0,
-                validation_speakers: int = 1) -> list[protocols.Split]:
-    """The folds of ``protocol``: "session" (leave one session out), "speaker" (leave one
-    speaker out) or "random" (one speaker-independent random split)."""
-    if protocol == "session":
-        return protocols.leave_one_session_out(corpus, validation_speakers=validation_speakers,
-                                               seed=seed)
-    if protocol == "speaker":
-        return protocols.leave_one_speaker_out(corpus, validation_speakers=validation_speakers,
-                                               seed=seed)
-    if protocol == "random":
-        return [protocols.speaker_split(corpus, seed=seed)]
-    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
 
 
 def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:

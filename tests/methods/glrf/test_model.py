@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import optest
-from fastser.models.glrf import (GLRF, GLRABlock, GLRFInference, LocalBranch, SKFusion,
+from fastser.methods.glrf.model import (GLRF, GLRABlock, GLRFInference, LocalBranch, SKFusion,
                                  utterance_scores)
 
 SMALL = dict(n_mfcc=12, channels=16, blocks=2, heads=4, dropout=0.0)
