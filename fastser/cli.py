@@ -1,4 +1,8 @@
-"""The ``fastser`` command: train, eval, cv, predict, export, bench, info, demo, synth."""
+"""The ``fastser`` command: train, eval, cv, predict, export, bench, info, settings, demo, synth.
+
+A user's mistake (a :class:`fastser.errors.UserError`: bad path, option, setting, audio,
+corpus or checkpoint) is printed in one line with exit status 2; any other exception is a bug
+in fastser and keeps its traceback (exit status 1)."""
 
 from __future__ import annotations
 
@@ -10,43 +14,49 @@ from typing import Any
 
 import torch
 
+from fastser.errors import UserError
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
                  "amp", "seed", "patience", "device")
 
 
-class CommandError(Exception):
-    """A user error the command reports in one line (exit status 2)."""
+class CommandError(UserError):
+    """A bad command-line option or combination of options."""
 
 
 # ---------------------------------------------------------------------------- helpers
 
-def _recipe_config(pairs: list[str] | None) -> dict[str, Any]:
-    """--set key=value pairs; values are JSON where they parse (numbers, true, lists)."""
-    config: dict[str, Any] = {}
+def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
+    settings: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            config[key] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key] = value
-    return config
+        settings[key] = recipe_cls.Settings.parse(recipe_cls.name, key, value)
+    return settings
 
 
 def _train_config(args: argparse.Namespace):
-    from fastser.train.recipes import recipe_class
+    """(TrainConfig, method settings) from the preset (if any), the options and --set."""
+    from fastser.methods import recipe_class
     from fastser.train.trainer import TrainConfig
 
     cls = recipe_class(args.model)
-    settings: dict[str, Any] = dict(cls.demo_train) if args.demo_settings else {}
-    settings.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
-    settings["progress"] = not args.no_progress
-    recipe_config = dict(cls.demo_config) if args.demo_settings else {}
-    recipe_config.update(_recipe_config(args.set))
-    return TrainConfig(**settings), recipe_config
+    preset_name = "demo" if args.demo_settings else args.preset
+    if preset_name is not None and preset_name not in cls.presets:
+        raise CommandError(f"--preset {preset_name}: {args.model} has the presets "
+                           f"{', '.join(sorted(cls.presets)) or 'none'}")
+    preset = cls.presets.get(preset_name) if preset_name else None
+    training: dict[str, Any] = dict(preset.training) if preset else {}
+    training.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+    training["progress"] = not args.no_progress
+    settings = dict(preset.settings) if preset else {}
+    settings.update(_method_settings(cls, args.set))
+    cls.Settings.build(cls.name, settings)  # every setting checked before any work
+    return TrainConfig(**training), settings
 
 
 def _fresh_out_dir(path: str, resume: bool) -> Path:
@@ -101,23 +111,23 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from fastser.train.distributed import shutdown_distributed
-    from fastser.train.run import train_model
+    from fastser.workflows.pipeline import train_model
 
-    config, recipe_config = _train_config(args)
+    config, settings = _train_config(args)
     out = _fresh_out_dir(args.out, args.resume)
     try:
-        run = train_model(args.model, args.data, out, config, recipe_config=recipe_config,
+        run = train_model(args.model, args.data, out, config, settings=settings,
                           protocol=args.protocol, fold=args.fold, resume=args.resume)
     finally:
         shutdown_distributed()
-    if run.test:
+    if run.result.test:
         print(f"{args.model} on {args.data}: test speakers held out; results in {out}")
-        _print_metrics(run.test)
+        _print_metrics(run.result.test)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fastser.train.run import evaluate_checkpoint
+    from fastser.workflows.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
                                  device=args.device or "cpu")
@@ -131,17 +141,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _cv(args: argparse.Namespace) -> int:
     from fastser.data.sources import open_corpus
-    from fastser.train.cv import run_cv
-    from fastser.train.recipes import make_recipe
+    from fastser.methods import make_recipe
+    from fastser.workflows.cv import run_cv
 
-    config, recipe_config = _train_config(args)
+    config, settings = _train_config(args)
     out = Path(args.out)
     if (out / "cv.json").exists():
         raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
                            "--out (nothing was overwritten)")
     corpus = open_corpus(args.data)
-    result = run_cv(lambda labels: make_recipe(args.model, labels, **recipe_config), corpus,
-                    args.protocol, config, out)
+    result = run_cv(lambda labels: make_recipe(args.model, labels, **settings), corpus,
+                    args.protocol, config, out, data=args.data)
     print(f"\n{args.protocol} cross-validation of {args.model} on {args.data}, "
           f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
     for name, stat in result.summary.items():
@@ -150,7 +160,7 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fastser.recognizer import Recognizer
+    from fastser.inference.recognizer import Recognizer
 
     words = _read_words(args.words) if args.words else None
     if words is not None and len(args.files) != 1:
@@ -191,8 +201,8 @@ def _read_words(path: str):
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fastser.export import export_program, export_torchscript
-    from fastser.train.run import load_trained
+    from fastser.inference.checkpoint import load_trained
+    from fastser.inference.export import export_program, export_torchscript
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -207,8 +217,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> int:
+    from fastser.methods import recipe_class
+
+    cls = recipe_class(args.model)
+    rows = cls.Settings.describe()
+    if args.json:
+        print(json.dumps({"settings": [dict(zip(("name", "type", "default", "description"), r))
+                                       for r in rows],
+                          "presets": {name: {"doc": p.doc, "settings": dict(p.settings),
+                                             "training": dict(p.training)}
+                                      for name, p in cls.presets.items()}}, indent=2))
+        return 0
+    print(f"{cls.name} settings (--set KEY=VALUE):")
+    width = max(len(name) for name, *_ in rows)
+    for name, kind, default, doc in rows:
+        print(f"  {name:<{width}}  {default:<12} {kind}: {doc}")
+    for name, preset in cls.presets.items():
+        changes = ", ".join(f"{k}={v}" for k, v in {**preset.settings, **preset.training}.items())
+        print(f"preset {name} ({preset.doc}): {changes}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from fastser.demo import DEMO_MODELS, run_demo
+    from fastser.workflows.demo import DEMO_MODELS, run_demo
 
     models = args.models.split(",") if args.models else list(DEMO_MODELS)
     unknown = [m for m in models if m not in DEMO_MODELS]
@@ -232,9 +264,7 @@ def _synth(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    from fastser.train.recipes import recipe_names
-
-    p.add_argument("--model", required=True, choices=recipe_names(), help="the method")
+    p.add_argument("--model", required=True, choices=_method_names(), help="the method")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
@@ -252,9 +282,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="mixed precision (auto: bf16 on GPU, off on CPU)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a model setting (repeatable), e.g. --set k=0.7")
-    p.add_argument("--demo-settings", action="store_true",
-                   help="start from the model's fast `fastser demo` settings")
+                   help="a method setting (repeatable), e.g. --set k=0.7; `fastser settings "
+                        "MODEL` lists them")
+    p.add_argument("--preset", metavar="NAME",
+                   help="start from one of the method's presets (settings and training "
+                        "options), e.g. demo")
+    p.add_argument("--demo-settings", action="store_true", help="the same as --preset demo")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -336,10 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the configuration as JSON")
     p.set_defaults(handler=_info)
 
+    p = sub.add_parser("settings", help="a method's settings, their defaults and presets",
+                       description="Every setting of a method (the keys of --set) with its "
+                                   "type, default and accepted values, and its presets.")
+    p.add_argument("model", choices=_method_names(), help="the method")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_settings)
+
     p = sub.add_parser("demo", help="train, evaluate, export and time all five methods",
                        description="Build the synthetic corpus, train each method with "
                                    "held-out voices, evaluate, export to TorchScript, time "
-                                   "fused vs naive training steps, print one table.")
+                                   "fused vs reference training steps, print one table.")
     p.add_argument("--out", default="fastser-demo", help="output folder (default fastser-demo)")
     p.add_argument("--models", help="comma-separated subset of glrf,sap,mmtl,mstr,can")
     p.add_argument("--seed", type=int, default=0)
@@ -357,13 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _method_names() -> list[str]:
+    from fastser.methods import method_names
+
+    return method_names()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CommandError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            FloatingPointError) as error:  # user errors: bad paths, options, data, checkpoints
+    except UserError as error:
         print(f"fastser {args.command}: error: {error}", file=sys.stderr)
         return 2
 

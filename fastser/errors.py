@@ -42,3 +42,7 @@ class NotAFolderError(UserError, NotADirectoryError):
 
 class PathExistsError(UserError, FileExistsError):
     """An output path that already holds something fastser would overwrite."""
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """Training produced a non-finite loss (too high a learning rate, or bad inputs)."""

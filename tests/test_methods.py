@@ -16,10 +16,9 @@ from fastser.audio.alignment import WordTiming
 from fastser.audio.io import load_audio
 from fastser.cli import main
 from fastser.data.synthetic import read_synthetic, write_synthetic
-from fastser.demo import DEMO_MODELS, check_exports_in_fresh_process
-from fastser.recognizer import Recognizer
-from fastser.train.checkpoint import load_checkpoint
-from fastser.train.run import load_trained
+from fastser.checkpoint import load_checkpoint
+from fastser.inference import Recognizer, load_trained
+from fastser.workflows.demo import DEMO_MODELS, check_exports_in_fresh_process
 from sigkill import killed_run_code
 
 # The method the process-level tests (SIGKILL + --resume, torchrun) train through the command.
@@ -166,4 +165,4 @@ def test_demo_command_trains_exports_and_tables(tmp_path, capsys):
         assert 0.0 <= row["ua"] <= 1.0 and row["step_speedup"] > 0
         assert os.path.exists(row["export"])
         assert row["model"] in printed
-    assert "fused-vs-naive step" in (out / "demo.md").read_text()
+    assert "fused-vs-reference step" in (out / "demo.md").read_text()

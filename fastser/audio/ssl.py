@@ -45,7 +45,7 @@ from fastser.audio._batch import WaveformBatch, as_padded
 from fastser.audio.io import SAMPLE_RATE, check_sample_rate, resample
 from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_STRIDE, _check_vad_args, frames_to_ssl,
                                vad_frames)
-from fastser.errors import MissingPathError
+from fastser.errors import AudioError, MissingPathError, UserError
 
 # kind -> (transformers config class, model class, config.model_type)
 SSL_KINDS = {
@@ -69,7 +69,7 @@ def _transformers():
 
 def _classes(kind: str):
     if kind not in SSL_KINDS:
-        raise ValueError(f"unknown SSL model kind {kind!r}; choose one of {sorted(SSL_KINDS)}")
+        raise UserError(f"unknown SSL model kind {kind!r}; choose one of {sorted(SSL_KINDS)}")
     transformers = _transformers()
     config_name, model_name, _ = SSL_KINDS[kind]
     return getattr(transformers, config_name), getattr(transformers, model_name)
@@ -104,13 +104,13 @@ def load_ssl_model(path: str | os.PathLike, kind: str | None = None,
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except json.JSONDecodeError as error:
-        raise ValueError(f"SSL weights: {config_file} is not valid JSON ({error.msg})") from None
+        raise UserError(f"SSL weights: {config_file} is not valid JSON ({error.msg})") from None
     known = {entry[2]: name for name, entry in SSL_KINDS.items()}
     if model_type not in known:
-        raise ValueError(f"SSL weights: {folder} holds a {model_type!r} model; supported: "
+        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model; supported: "
                          f"{sorted(known)}")
     if kind is not None and known[model_type] != kind:
-        raise ValueError(f"SSL weights: {folder} holds a {model_type!r} model, not {kind!r}")
+        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model, not {kind!r}")
     _, model_cls = _classes(known[model_type])
     return model_cls.from_pretrained(str(folder), local_files_only=True,
                                      **(overrides or {})).eval()
@@ -200,7 +200,7 @@ class SSLFrontEnd(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         """Frames of an utterance of ``num_samples`` 16 kHz samples: (N - R) // S + 1."""
         if num_samples < self.receptive_field:
-            raise ValueError(f"audio of {num_samples} samples is shorter than one SSL frame "
+            raise AudioError(f"audio of {num_samples} samples is shorter than one SSL frame "
                              f"({self.receptive_field} samples at 16 kHz)")
         return (num_samples - self.receptive_field) // self.stride + 1
 
@@ -221,7 +221,7 @@ class SSLFrontEnd(nn.Module):
         short = (lengths < self.receptive_field).nonzero()
         if short.numel():
             index = int(short[0])
-            raise ValueError(f"utterance {index}: {int(lengths[index])} samples at 16 kHz is "
+            raise AudioError(f"utterance {index}: {int(lengths[index])} samples at 16 kHz is "
                              f"shorter than one SSL frame ({self.receptive_field} samples)")
         return torch.div(lengths - self.receptive_field, self.stride,
                          rounding_mode="floor") + 1
@@ -383,7 +383,7 @@ def file_identity(path: str | os.PathLike) -> list[Any]:
 def speech_mask(waveform: Tensor, vad: VADSettings) -> Tensor:
     """VAD speech flags (F,) on SSL frames of one 16 kHz waveform (N,)."""
     if waveform.shape[0] < SSL_RECEPTIVE_FIELD:
-        raise ValueError(f"{waveform.shape[0]} samples at 16 kHz is shorter than one SSL "
+        raise AudioError(f"{waveform.shape[0]} samples at 16 kHz is shorter than one SSL "
                          f"frame ({SSL_RECEPTIVE_FIELD} samples)")
     flags, _ = vad_frames(waveform, SAMPLE_RATE, frame_ms=vad.frame_ms,
                           aggressiveness=vad.aggressiveness)
@@ -447,7 +447,7 @@ def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
     for index, path in enumerate(paths):
         waveform = load(path)
         if waveform.shape[0] < front_end.receptive_field:
-            raise ValueError(f"{path}: {waveform.shape[0]} samples at 16 kHz is shorter than "
+            raise AudioError(f"{path}: {waveform.shape[0]} samples at 16 kHz is shorter than "
                              f"one SSL frame ({front_end.receptive_field} samples)")
         masks.append(speech_mask(waveform, vad))
         samples.append(waveform.shape[0])

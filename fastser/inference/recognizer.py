@@ -11,6 +11,7 @@ import torch
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio, validate_waveform
+from fastser.errors import UserError
 from fastser.inference.checkpoint import load_trained
 from fastser.train.recipe import move_to
 
@@ -62,7 +63,7 @@ class Recognizer:
             waveform = load_audio(audio, SAMPLE_RATE)
         else:
             if sample_rate is None:
-                raise ValueError("predict: pass the sample_rate of an in-memory waveform")
+                raise UserError("predict: pass the sample_rate of an in-memory waveform")
             waveform = validate_waveform(audio, sample_rate, SAMPLE_RATE)
         item = self.recipe.item_from_audio(waveform, None, words=words)
         batch = move_to(self.recipe.collate([item]), self.device)

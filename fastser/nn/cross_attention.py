@@ -16,7 +16,7 @@ from fastser.ops.reference import cross_attention_reference
 class CrossAttention(nn.Module):
     """Multi-head attention pooling of aligned text and audio sequences by one learned query
     per head and modality; each modality's weights also pool the other modality, without
-    gradient through them (ARCHITECTURE.md 3.2).
+    gradient through them (docs/ops.md, cross_attention).
 
     forward(h_text, h_audio, lengths=None): h_text, h_audio (B, L, E) with E = num_heads ·
     head_dim, lengths int64 (B,) or None.  Returns (c_tt, c_ta, c_aa, c_at), each (B, E).

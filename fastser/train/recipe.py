@@ -83,6 +83,33 @@ class StepGradients:
     gradients: list[torch.Tensor]
 
 
+class StreamingFeatures(abc.ABC):
+    """A segment-level method's front end for live audio: 16 kHz samples in, the feature
+    tensors of the segments they complete out, exactly the segments (and features) that
+    offline prediction scores. Segment k spans samples ``[k * hop, k * hop + window)``; the
+    method's export module scores them with ``segment_probs(features (S, ...)) -> (S, C)``."""
+
+    window: int  # samples per segment
+    hop: int  # samples between segment starts
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget the stream."""
+
+    @abc.abstractmethod
+    def push(self, samples: torch.Tensor) -> list[torch.Tensor]:
+        """Take the next float32 samples (N,); the features of every segment they complete."""
+
+    @abc.abstractmethod
+    def finish(self, num_samples: int) -> list[torch.Tensor]:
+        """The features of segments only the end of a ``num_samples`` stream completes (e.g.
+        a recording shorter than one window, scored zero-padded as offline)."""
+
+    def state(self) -> dict[str, int]:
+        """Counters of the front end (reported by the streaming recogniser)."""
+        return {}
+
+
 class Recipe(abc.ABC):
     """One method: model construction, features, batches, loss and prediction.
 
@@ -255,6 +282,11 @@ class Recipe(abc.ABC):
         bare module (not the DDP wrapper); the trainer scales the gradients by the step's
         share, averages them over processes and takes its optimiser step.  None (the
         default): the trainer back-propagates :meth:`loss`."""
+        return None
+
+    def streaming_features(self) -> StreamingFeatures | None:
+        """A fresh live-audio front end of a segment-level method (None: the method scores
+        whole utterances and cannot stream)."""
         return None
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:

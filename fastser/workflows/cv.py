@@ -1,5 +1,6 @@
-"""Cross-validation over a speaker-independent protocol: one trained model per fold, per-fold
-test metrics, mean ± 95% confidence interval, confusion matrices, all in one folder."""
+"""Cross-validation over a speaker-independent protocol: one trained model per fold (the
+train-then-test pipeline of :mod:`fastser.workflows.pipeline`), per-fold test metrics, mean ±
+95% confidence interval, confusion matrices, all in one folder."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fastser.data.protocols import make_splits
 from fastser.data.corpus import Corpus
+from fastser.data.protocols import make_splits
 from fastser.train import metrics
-from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe
-from fastser.train.trainer import TrainConfig, Trainer
+from fastser.train.trainer import TrainConfig
+from fastser.workflows.pipeline import run_fold
 
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
 
@@ -35,43 +36,43 @@ def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
 
 @dataclass
 class CVResult:
+    """Every fold's result (the results.json of :mod:`fastser.workflows.pipeline`) and the
+    mean ± 95% CI of each metric."""
+
     folds: list[dict[str, Any]]
     summary: dict[str, dict[str, float]]
     out_dir: Path
 
 
 def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, protocol: str,
-           config: TrainConfig, out_dir: str | Path, *, log: Callable[[str], None] = print
-           ) -> CVResult:
-    """Train and test one model per fold of ``protocol`` on ``corpus``; writes
-    ``cv.json``, ``cv.md``, ``confusion.png`` (summed over folds) and one folder per fold."""
+           config: TrainConfig, out_dir: str | Path, *, data: str | None = None,
+           log: Callable[[str], None] = print) -> CVResult:
+    """Train and test one model per fold of ``protocol`` on ``corpus`` (featurised once, for
+    every fold), each through :func:`~fastser.workflows.pipeline.run_fold` into
+    ``out_dir/foldNN``; writes ``cv.json`` (every fold's result + the summary), ``cv.md`` and
+    ``confusion.png`` (summed over folds). ``data``: the corpus source recorded in the results
+    (default: the corpus name)."""
     out_dir = Path(out_dir)
+    data = data or corpus.name
     splits = make_splits(corpus, protocol, seed=config.seed)
     featurizer = make_recipe(corpus.labels)
     items = dict(zip((u.id for u in corpus), featurizer.featurize(list(corpus))))
     folds, total = [], None
     for index, split in enumerate(splits):
-        recipe = make_recipe(corpus.labels)
-        fold_dir = out_dir / f"fold{index + 1:02d}"
-        train = [items[u.id] for u in split.train]
-        val = [items[u.id] for u in split.validation] or None
-        test = [items[u.id] for u in split.test]
-        fit = Trainer(recipe, config, fold_dir).fit(train, val)
-        result = evaluate(recipe, fit.model, test, batch_size=config.eval_batch_size)
-        confusion = np.asarray(result["confusion"])
-        metrics.plot_confusion_matrix(confusion, corpus.labels, fold_dir / "confusion.png",
-                                      title=f"{split.name}")
+        run = run_fold(make_recipe(corpus.labels), items, split, config,
+                       out_dir / f"fold{index + 1:02d}", data=data, protocol=protocol,
+                       fold=index + 1)
+        result = run.result.to_dict()
+        confusion = np.asarray(result["test"]["confusion"])
         total = confusion if total is None else total + confusion
-        fold = {"fold": index + 1, "split": split.name,
-                "test_speakers": sorted({u.speaker for u in split.test}),
-                "train_seconds": fit.seconds, **result}
-        folds.append(fold)
+        folds.append(result)
+        test = result["test"]
         log(f"fold {index + 1}/{len(splits)} ({split.name}): "
-            f"UA {result['ua']:.3f}  WA {result['wa']:.3f}  macro-F1 {result['macro_f1']:.3f}")
+            f"UA {test['ua']:.3f}  WA {test['wa']:.3f}  macro-F1 {test['macro_f1']:.3f}")
     summary = {}
     for name in SUMMARY_METRICS:
-        if all(name in f for f in folds):
-            mean, half = confidence_interval([f[name] for f in folds])
+        if all(name in f["test"] for f in folds):
+            mean, half = confidence_interval([f["test"][name] for f in folds])
             summary[name] = {"mean": mean, "ci95": half}
     metrics.plot_confusion_matrix(total, corpus.labels, out_dir / "confusion.png",
                                   title=f"{protocol} cross-validation, all folds")
@@ -89,7 +90,7 @@ def format_summary(protocol: str, folds: list[dict[str, Any]],
              "|---|---|" + "---|" * len(names)]
     for f in folds:
         lines.append(f"| {f['fold']} | {', '.join(f['test_speakers'])} | "
-                     + " | ".join(f"{f[n]:.3f}" for n in names) + " |")
+                     + " | ".join(f"{f['test'][n]:.3f}" for n in names) + " |")
     lines.append("| mean ± 95% CI | | " + " | ".join(
         f"{summary[n]['mean']:.3f} ± {summary[n]['ci95']:.3f}" for n in names) + " |")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """``fastser demo``: the synthetic corpus, every method trained on it with held-out voices,
-evaluated, exported to TorchScript, timed fused vs naive; one table."""
+evaluated through the train-then-test pipeline, exported to TorchScript, its training step
+timed fused vs reference; one table."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import torch
 from fastser.bench.training_step import step_speedup
 from fastser.data.protocols import speaker_split
 from fastser.data.synthetic import load_synthetic
-from fastser.export import export_torchscript
+from fastser.inference.checkpoint import TrainedModel
+from fastser.inference.export import export_torchscript
+from fastser.methods import recipe_class
 from fastser.ops import library_path
-from fastser.train.evaluation import evaluate
-from fastser.train.recipes import recipe_class
-from fastser.train.run import TrainedModel
-from fastser.train.trainer import TrainConfig, Trainer
+from fastser.train.trainer import TrainConfig
+from fastser.workflows.pipeline import featurize_split, run_fold
 
 DEMO_MODELS = ("glrf", "sap", "mmtl", "mstr", "can")
 UA_BAR = 0.6
@@ -29,28 +30,31 @@ UA_BAR = 0.6
 
 def _train_one(name: str, corpus, split, out_dir: Path, seed: int, quick: bool,
                log: Callable[[str], None]) -> dict[str, Any]:
+    """One method through the train-then-test pipeline with its demo preset, exported to
+    TorchScript and timed fused vs reference: its results.json plus the demo's columns."""
     cls = recipe_class(name)
-    recipe = cls(corpus.labels, **cls.demo_config)
-    settings = {**cls.demo_train, "seed": seed, "device": "cpu", "progress": False}
+    preset = cls.presets["demo"]
+    recipe = cls(corpus.labels, **preset.settings)
+    training = {**preset.training, "seed": seed, "device": "cpu", "progress": False}
     if quick:
-        settings["epochs"] = 1
-    config = TrainConfig(**settings)
+        training["epochs"] = 1
+    config = TrainConfig(**training)
     started = time.perf_counter()
-    train = recipe.featurize(list(split.train))
-    val = recipe.featurize(list(split.validation)) or None
-    test = recipe.featurize(list(split.test))
-    fit = Trainer(recipe, config, out_dir / name).fit(train, val)
+    items = featurize_split(recipe, split)
+    run = run_fold(recipe, items, split, config, out_dir / name, data="synthetic",
+                   protocol="random", fold=1)
     train_seconds = time.perf_counter() - started
-    result = evaluate(recipe, fit.model, test, batch_size=config.eval_batch_size)
-    export_torchscript(TrainedModel(recipe, fit.model, {}), out_dir / name / "model.ts")
-    speed = step_speedup(recipe, train, config.batch_size, min_time=0.2 if quick else 0.5)
-    log(f"{name}: UA {result['ua']:.3f}  WA {result['wa']:.3f}  macro-F1 "
-        f"{result['macro_f1']:.3f}  ({train_seconds:.0f} s)  step speed-up "
+    test = run.result.test
+    export_torchscript(TrainedModel(recipe, run.fit.model, {}), out_dir / name / "model.ts")
+    speed = step_speedup(recipe, [items[u.id] for u in split.train], config.batch_size,
+                         min_time=0.2 if quick else 0.5)
+    log(f"{name}: UA {test['ua']:.3f}  WA {test['wa']:.3f}  macro-F1 "
+        f"{test['macro_f1']:.3f}  ({train_seconds:.0f} s)  step speed-up "
         f"{speed['speedup']:.2f}x")
-    return {"model": name, "ua": result["ua"], "wa": result["wa"], "f1": result["macro_f1"],
-            "train_seconds": train_seconds, "epochs": len(fit.history),
+    return {**run.result.to_dict(), "featurize_and_train_seconds": train_seconds,
             "step_speedup": speed["speedup"], "fused_step_s": speed["fused_s"],
-            "naive_step_s": speed["naive_s"], "export": str(out_dir / name / "model.ts")}
+            "reference_step_s": speed["reference_s"],
+            "export": str(out_dir / name / "model.ts")}
 
 
 def check_exports_in_fresh_process(rows: Sequence[dict[str, Any]]) -> None:
@@ -72,9 +76,10 @@ def check_exports_in_fresh_process(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = ("model", "UA", "WA", "F1", "train s", "fused-vs-naive step")
-    body = [(r["model"], f"{r['ua']:.3f}", f"{r['wa']:.3f}", f"{r['f1']:.3f}",
-             f"{r['train_seconds']:.0f}", f"{r['step_speedup']:.2f}x") for r in rows]
+    header = ("model", "UA", "WA", "F1", "train s", "fused-vs-reference step")
+    body = [(r["model"], f"{r['test']['ua']:.3f}", f"{r['test']['wa']:.3f}",
+             f"{r['test']['macro_f1']:.3f}", f"{r['featurize_and_train_seconds']:.0f}",
+             f"{r['step_speedup']:.2f}x") for r in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
              "  ".join("-" * w for w in widths)]
@@ -102,7 +107,7 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, seed: 
     (out_dir / "demo.json").write_text(json.dumps({"rows": rows, "seconds": total}, indent=2))
     (out_dir / "demo.md").write_text(table + "\n")
     if not quick:
-        below = [r["model"] for r in rows if r["ua"] < UA_BAR]
+        below = [r["model"] for r in rows if r["test"]["ua"] < UA_BAR]
         if below:
             log(f"WARNING: UA below {UA_BAR} for {', '.join(below)}")
     return rows

@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from fastser.streaming import StreamingRecognizer
-from fastser.train.checkpoint import save_checkpoint
-from fastser.train.recipes.glrf import GLRFRecipe
+from fastser.checkpoint import save_checkpoint
+from fastser.errors import UserError
+from fastser.inference.streaming import StreamingRecognizer
+from fastser.methods.glrf import GLRFRecipe
+from toy_recipe import ToyRecipe
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 SMALL = dict(channels=16, blocks=2, heads=2, dropout=0.0)
@@ -148,7 +150,7 @@ def test_from_checkpoint_runs_the_scripted_model(trained, tmp_path):
     _assert_matches_offline(final, emitted, _offline(recipe, model, wave), recipe, 60000)
     other = tmp_path / "other.pt"
     save_checkpoint({"recipe": "toy", "recipe_state": {}, "model": {}}, other)
-    with pytest.raises(ValueError, match="needs a GLRF checkpoint|unknown model"):
+    with pytest.raises(UserError, match="unknown model 'toy'"):
         StreamingRecognizer.from_checkpoint(other)
 
 
@@ -173,5 +175,5 @@ def test_bad_input_gives_clear_errors(trained, scripted):
     recognizer.finish()
     with pytest.raises(RuntimeError, match="finished; call reset"):
         recognizer.push(torch.zeros(100))
-    with pytest.raises(ValueError, match="needs a GLRF recipe"):
-        StreamingRecognizer(object(), nn.Identity())
+    with pytest.raises(UserError, match="needs a segment-level method; toy scores whole"):
+        StreamingRecognizer(ToyRecipe(["a", "b"]), nn.Identity())

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from fastser.train.checkpoint import load_checkpoint
+from fastser.checkpoint import load_checkpoint
 from fastser.train.trainer import TrainConfig, Trainer
 from sigkill import killed_run_code
 from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items

@@ -41,10 +41,11 @@ from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Utterance
 from fastser.errors import SettingsError
 from fastser.methods.glrf.model import GLRF, GLRFInference, utterance_scores
+from fastser.methods.glrf.streaming import GLRFStreamingFeatures
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
 from fastser.train.kit import FeatureStats, Preset, Settings, setting
-from fastser.train.recipe import Batch, Predictions, Recipe
+from fastser.train.recipe import Batch, Predictions, Recipe, StreamingFeatures
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +192,9 @@ class GLRFRecipe(Recipe):
     def export_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
         features, counts = self.segments(batch, self.test_hop_samples)
         return features.contiguous(), counts
+
+    def streaming_features(self) -> StreamingFeatures:
+        return GLRFStreamingFeatures(self)
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]]:
         starts = window_starts(num_samples, self.window_samples, self.test_hop_samples)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastser.train.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
-                                      set_rng_state)
+from fastser.checkpoint import load_checkpoint, save_checkpoint
+from fastser.errors import CheckpointError
+from fastser.train.rng import rng_state, set_rng_state
 
 
 def _payload():
