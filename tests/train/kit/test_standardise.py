@@ -4,7 +4,7 @@ feature, the order is kept, and a speaker's statistics never leak into another's
 import pytest
 import torch
 
-from fastser.train.kit.standardise import frame_statistics, standardise_by_speaker
+from fastser.train.kit.standardise import FeatureStats, frame_statistics, standardise_by_speaker
 
 
 def test_each_speaker_is_standardised_with_its_own_statistics():
@@ -35,3 +35,15 @@ def test_statistics_of_one_frame_and_constant_features():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="3 utterances but 2 speakers"):
         standardise_by_speaker([torch.zeros(1, 2)] * 3, ["a", "b"])
+
+
+def test_feature_stats_fit_apply_and_state_round_trip():
+    gen = torch.Generator().manual_seed(1)
+    frames = [torch.randn(n, 5, generator=gen) * 3 + 2 for n in (4, 9)]
+    stats = FeatureStats.fit(frames)
+    standardised = torch.cat([stats.apply(f) for f in frames])
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(standardised.std(0), torch.ones(5), atol=1e-5, rtol=0)
+    restored = FeatureStats.from_state(stats.state())
+    assert torch.equal(restored.mean, stats.mean) and torch.equal(restored.std, stats.std)
+    assert FeatureStats.from_state({}) is None
