@@ -141,11 +141,11 @@ class Recipe(abc.ABC):
         return len(self.label_names)
 
     def label_index(self, label: str) -> int:
+        """The class index of ``label`` (UserError for a label outside the class set)."""
         try:
             return self.label_names.index(label)
         except ValueError:
-            raise UserError(f"{self.name}: label {label!r} is not one of "
-                            f"{self.label_names}") from None
+            raise UserError(f"label {label!r} is not one of {self.label_names}") from None
 
     def label_of(self, utterance: Utterance | None) -> int:
         """The class index of ``utterance``'s label; -1 without an utterance (a new

@@ -18,7 +18,7 @@ def test_labels_are_looked_up_and_unknown_labels_named(tmp_path):
     recipe = ToyRecipe(LABELS)
     assert recipe.label_of(None) == -1
     assert recipe.label_of(_utterance(tmp_path, "u", "s", "sad")) == 2
-    with pytest.raises(UserError, match="toy: label 'calm' is not one of"):
+    with pytest.raises(UserError, match="label 'calm' is not one of"):
         recipe.label_of(_utterance(tmp_path, "u", "s", "calm"))
     with pytest.raises(UserError, match="needs at least 2 classes"):
         ToyRecipe(["only"])
