@@ -5,12 +5,14 @@ An utterance of L words is given as its token ids and, for every word, the MFCC 
 audio segment (fastser.audio.alignment cuts the audio at the word boundaries), so text and
 audio have the same L steps:
 
-- text encoder (can_text.TextEncoder): embeddings -> BLSTM (2 x 128) -> h_text (B, L, 256);
+- text encoder (:class:`~fastser.methods.can.text.TextEncoder`): embeddings -> BLSTM
+  (2 x 128) -> h_text (B, L, 256);
 - audio encoder (:class:`AudioEncoder`): one weight-shared BLSTM over each word's frames with
   average pooling over the word's frames -> a vector per word, then an utterance BLSTM over
   the word vectors -> h_audio (B, L, 256). The words of all utterances of a batch go through
   the word BLSTM in one batched call (pack_padded_sequence, or on the CPU the padded batch
-  with the backward direction reversed within each word: can_layers.PackedBLSTM);
+  with the backward direction reversed within each word:
+  :class:`~fastser.methods.can.layers.PackedBLSTM`);
 - cross attention (fastser.nn.CrossAttention, 4 heads, the fused op): per head, a learned
   global query attends over each modality; each modality's weights also pool the other
   modality through a stop-gradient: c_tt, c_ta (text weights), c_aa, c_at (audio weights);
@@ -39,10 +41,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fastser.methods.can.layers import PackedBLSTM
+from fastser.methods.can.text import TextEncoder
+from fastser.nn.cross_attention import IMPLEMENTATIONS, CrossAttention
 from fastser.nn.guards import assert_range, assert_sum, tracing
-from fastser.models.can_layers import PackedBLSTM
-from fastser.models.can_text import TextEncoder
-from fastser.nn.cross_attention import CrossAttention
 
 N_MFCC = 40
 
@@ -175,16 +177,17 @@ class CAN(nn.Module):
     """The Cross Attention Network (module docstring).
 
     forward(token_ids, frames, frame_lengths, lengths) -> (logits ŷ, logits_text ŷ_T,
-    logits_audio ŷ_A), each (B, num_classes). ``naive=True`` runs the cross attention on the
-    reference PyTorch op instead of the fused one. ``blstm_method`` picks how the BLSTMs run a
-    ragged batch in one call (:class:`~fastser.models.can_layers.PackedBLSTM`: "auto",
-    "packed", "reversed"; same results). Scriptable with TorchScript.
+    logits_audio ŷ_A), each (B, num_classes). ``implementation="reference"`` runs the cross
+    attention on the reference PyTorch op instead of the fused one ("fused", the default).
+    ``blstm_method`` picks how the BLSTMs run a ragged batch in one call
+    (:class:`~fastser.methods.can.layers.PackedBLSTM`: "auto", "packed", "reversed"; same
+    results). Scriptable with TorchScript.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, *, embed_dim: int = 300,
                  hidden: int = 128, word_hidden: int = 128, heads: int = 4,
                  dropout: float = 0.3, alpha: float = 0.1, n_mfcc: int = N_MFCC,
-                 naive: bool = False, blstm_method: str = "auto") -> None:
+                 implementation: str = "fused", blstm_method: str = "auto") -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"CAN: num_classes must be >= 2, got {num_classes}")
@@ -193,11 +196,14 @@ class CAN(nn.Module):
                              f"2 * hidden = {2 * hidden}")
         if not alpha >= 0:
             raise ValueError(f"CAN: alpha must be >= 0, got {alpha}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"CAN: implementation must be one of {IMPLEMENTATIONS}, got "
+                             f"{implementation!r}")
         self.vocab_size, self.n_mfcc, self.alpha = vocab_size, n_mfcc, float(alpha)
         self.text = TextEncoder(vocab_size, embed_dim, hidden, dropout, blstm_method)
         self.audio = AudioEncoder(n_mfcc, word_hidden, hidden, dropout, blstm_method)
         size = 2 * hidden
-        self.cross = CrossAttention(heads, size // heads, use_reference=naive)
+        self.cross = CrossAttention(heads, size // heads, implementation=implementation)
         self.classifier = nn.Linear(4 * size, num_classes)
         self.text_classifier = nn.Linear(2 * size, num_classes)
         self.audio_classifier = nn.Linear(2 * size, num_classes)

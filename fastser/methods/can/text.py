@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from fastser.errors import MissingPathError
-from fastser.models.can_layers import PackedBLSTM
+from fastser.methods.can.layers import PackedBLSTM
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -153,7 +153,7 @@ class TextEncoder(nn.Module):
     """Word embeddings (trainable; ``<pad>`` row fixed at 0) and a BLSTM.
 
     forward(token_ids int64 (B, L), lengths int64 (B,)) -> (B, L, 2 * hidden), 0 past each
-    length. ``blstm_method``: see :class:`~fastser.models.can_layers.PackedBLSTM`.
+    length. ``blstm_method``: see :class:`~fastser.methods.can.layers.PackedBLSTM`.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden: int = 128,
