@@ -1,22 +1,23 @@
-"""fastser.models.can: shapes, packed == per-word loop, padding invariance, fused == naive,
-the stop-gradient's effect on the auxiliary heads, fusion and loss, bad batches, TorchScript."""
+"""fastser.methods.can.model: shapes, packed == per-word loop, padding invariance, fused ==
+reference, the stop-gradient's effect on the auxiliary heads, fusion and loss, bad batches,
+TorchScript."""
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 import optest
-from fastser.models.can import (CAN, CANInference, fuse_predictions, can_loss, scatter_words,
-                                word_vectors_loop)
+from fastser.methods.can.model import (CAN, CANInference, fuse_predictions, can_loss,
+                                       scatter_words, word_vectors_loop)
 
 VOCAB, CLASSES = 30, 4
 
 
-def make_model(naive=False, dtype=torch.float32, seed=0, **kwargs):
+def make_model(implementation="fused", dtype=torch.float32, seed=0, **kwargs):
     torch.manual_seed(seed)
     options = dict(embed_dim=12, hidden=8, word_hidden=6, heads=4, dropout=0.0)
     options.update(kwargs)
-    return CAN(VOCAB, CLASSES, naive=naive, **options).to(dtype).eval()
+    return CAN(VOCAB, CLASSES, implementation=implementation, **options).to(dtype).eval()
 
 
 def make_batch(lengths=(5, 2, 7), max_frames=9, steps=None, seed=0, dtype=torch.float32):
@@ -99,11 +100,11 @@ def _outputs_and_grads(model, batch):
     return outputs, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def test_fused_and_naive_paths_agree_in_outputs_and_gradients():
+def test_fused_and_reference_implementations_agree_in_outputs_and_gradients():
     fused = make_model(dtype=torch.float64)
-    naive = make_model(naive=True, dtype=torch.float64)
+    naive = make_model(implementation="reference", dtype=torch.float64)
     naive.load_state_dict(fused.state_dict())
-    assert naive.cross.use_reference and not fused.cross.use_reference
+    assert naive.cross.implementation == "reference" and fused.cross.implementation == "fused"
     batch = make_batch(lengths=(6, 1, 3, 9), dtype=torch.float64)
     out_fused, grads_fused = _outputs_and_grads(fused, batch)
     out_naive, grads_naive = _outputs_and_grads(naive, batch)
@@ -190,6 +191,8 @@ def test_configuration_errors():
         CAN(2, CLASSES)
     with pytest.raises(ValueError, match="method must be one of"):
         CAN(VOCAB, CLASSES, blstm_method="cudnn")
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        CAN(VOCAB, CLASSES, implementation="naive")
 
 
 def test_export_module_is_scriptable_and_saves(tmp_path):

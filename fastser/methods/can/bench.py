@@ -5,14 +5,14 @@ Batches look like real ones: B utterances of 4..30 words (IEMOCAP and the synthe
 average about 13), each word 5..120 MFCC frames (about 36 on average), paper sizes (300-d
 embeddings, BLSTMs of 2 x 128, 4 heads) and a 3,000-word vocabulary.  A third
 implementation runs the fused op with the other BLSTM method (packed on the CPU, reversed
-on CUDA; fastser.models.can_layers.PackedBLSTM)."""
+on CUDA; fastser.methods.can.layers.PackedBLSTM)."""
 
 from __future__ import annotations
 
 import torch
 
 from fastser.bench.cases import BenchCase
-from fastser.models.can import CAN, can_loss
+from fastser.methods.can.model import CAN, can_loss
 
 SUITE = "can"
 VOCAB, CLASSES = 3000, 4
@@ -56,11 +56,12 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
     result = []
     for batch, max_words, max_frames, embed, hidden in (QUICK_SIZES if quick else SIZES):
         models = {}
-        for name, naive, method in (("fused", False, "auto"), ("naive", True, "auto"),
-                                    (f"fused+{other_method}_blstm", False, other_method)):
+        for name, implementation, method in (
+                ("fused", "fused", "auto"), ("naive", "reference", "auto"),
+                (f"fused+{other_method}_blstm", "fused", other_method)):
             torch.manual_seed(0)  # the same weights in every implementation
             models[name] = CAN(VOCAB, CLASSES, embed_dim=embed, hidden=hidden,
-                               word_hidden=hidden, naive=naive,
+                               word_hidden=hidden, implementation=implementation,
                                blstm_method=method).to(device=device, dtype=dtype).train()
         result.append(BenchCase(
             suite=SUITE,

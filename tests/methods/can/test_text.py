@@ -1,11 +1,11 @@
-"""fastser.models.can_text: vocabulary (padding and unknown tokens), GloVe-format files and
+"""fastser.methods.can.text: vocabulary (padding and unknown tokens), GloVe-format files and
 their errors, embedding initialisation."""
 
 import pytest
 import torch
 
-from fastser.models.can_text import (PAD_ID, UNK_ID, TextEncoder, Vocabulary, load_glove,
-                                     normalize_word)
+from fastser.methods.can.text import (PAD_ID, UNK_ID, TextEncoder, Vocabulary, load_glove,
+                                      normalize_word)
 
 
 def test_vocabulary_is_built_by_frequency_with_pad_and_unknown_first():
