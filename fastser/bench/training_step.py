@@ -1,6 +1,6 @@
 """Time of one training step (forward, backward, optimiser step) of a recipe's model on a
-fixed batch: the fused path against the naive path (recipe config ``naive=True``: the
-reference ops, or MMTL's sequential loop over speakers)."""
+fixed batch: the fused path against the naive path (recipe setting
+``implementation="reference"``: the reference ops, or MMTL's sequential loop over speakers)."""
 
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ def step_runner(recipe: Recipe, items: Sequence[Any], batch_size: int, *,
 
 
 def naive_variant(recipe: Recipe) -> Recipe:
-    """The same recipe (label set, config, fitted statistics) on the naive path."""
+    """The same recipe (label set, settings, fitted statistics) on the naive path
+    (``implementation="reference"``)."""
     state = recipe.state()
-    return type(recipe).from_state({**state, "config": {**state["config"], "naive": True}})
+    return type(recipe).from_state(
+        {**state, "settings": {**state["settings"], "implementation": "reference"}})
 
 
 def step_speedup(recipe: Recipe, items: Sequence[Any], batch_size: int, *,

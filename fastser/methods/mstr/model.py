@@ -10,7 +10,7 @@ to the frames it stands for and summed): all three are one fused op,
 residual + LayerNorm.  The model (4 blocks, 16 heads, p=3, L=4, 1024-d by default) projects
 SSL-sized frame features (1024-d) to the model dimension, runs the blocks, averages each
 utterance's valid frames and classifies with 3 fully connected layers
-(fastser.models.transformer holds that skeleton and the vanilla-Transformer baseline).
+(fastser.methods.mstr.transformer holds that skeleton and the vanilla-Transformer baseline).
 
 Attention cost: a window of p frames at every level means about p * T * (1 + 1/p + 1/p^2 +
 ...) query-key pairs per head instead of T^2: at T = 326 SSL frames (6.5 s), p=3, L=4, the
@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fastser.models.transformer import EncoderBlock, FrameTransformer, VanillaTransformer
+from fastser.methods.mstr.transformer import (EncoderBlock, FrameTransformer, VanillaTransformer,
+                                              check_implementation)
 from fastser.nn import FractalAttention
 
 __all__ = ["MSTR", "MSTRBlock", "VanillaTransformer", "attention_flops"]
@@ -37,9 +38,9 @@ class MSTRBlock(EncoderBlock):
     lengths: int64 (B,)."""
 
     def __init__(self, embed_dim: int, num_heads: int, ffn_dim: int, *, p: int = 3,
-                 levels: int = 4, dropout: float = 0.0, use_reference: bool = False) -> None:
+                 levels: int = 4, dropout: float = 0.0, implementation: str = "fused") -> None:
         super().__init__(FractalAttention(embed_dim, num_heads, p=p, levels=levels,
-                                          use_reference=use_reference),
+                                          implementation=implementation),
                          embed_dim, ffn_dim, dropout)
 
 
@@ -47,18 +48,19 @@ class MSTR(FrameTransformer):
     """Multi-Scale Temporal Transformer for utterance classification.
 
     features (B, T, input_dim) float, lengths int64 (B,) in [1, T] or None -> class logits
-    (B, num_classes).  ``use_reference=True`` runs every block on the naive reference op
-    (fastser.ops.reference.fractal_attention_reference) instead of the fused kernels, with
+    (B, num_classes).  ``implementation="reference"`` runs every block on the naive reference
+    op (fastser.ops.reference.fractal_attention_reference) instead of the fused kernels, with
     the same parameters (state dicts are interchangeable)."""
 
     def __init__(self, input_dim: int = 1024, num_classes: int = 4, *, embed_dim: int = 1024,
                  num_heads: int = 16, num_blocks: int = 4, p: int = 3, levels: int = 4,
                  ffn_dim: int = 2048, dropout: float = 0.1,
                  classifier_hidden: Optional[Sequence[int]] = None,
-                 use_reference: bool = False) -> None:
+                 implementation: str = "fused") -> None:
+        check_implementation(implementation, "MSTR")
         blocks: List[nn.Module] = [
             MSTRBlock(embed_dim, num_heads, ffn_dim, p=p, levels=levels, dropout=dropout,
-                      use_reference=use_reference)
+                      implementation=implementation)
             for _ in range(num_blocks)]
         super().__init__("MSTR", blocks, input_dim, embed_dim, num_classes, classifier_hidden,
                          dropout)

@@ -1,56 +1,104 @@
 """The MSTR recipe ("mstr") and its vanilla-Transformer baseline ("transformer").
 
 Both train an utterance classifier over frame features with cross-entropy; they differ only
-in the blocks' attention: MSTR's fused fractal attention (fastser.models.mstr.MSTR) or full
-softmax self-attention (fastser.models.transformer.VanillaTransformer).  The baseline is a
-recipe of its own so that ``fastser train/cv --model transformer`` runs it with the same
-features, sizes and settings, and the two compare one to one.
+in the blocks' attention: MSTR's fused fractal attention (fastser.methods.mstr.model.MSTR) or
+full softmax self-attention (fastser.methods.mstr.transformer.VanillaTransformer).  The
+baseline is a recipe of its own so that ``fastser train/cv --model transformer`` runs it with
+the same features, sizes and settings, and the two compare one to one.
 
 Features: MFCCs (fastser.audio.features.MFCC, ``n_mfcc`` coefficients, 25 ms window) at a
 20 ms hop, the frame rate of SSL models (WavLM, HuBERT, wav2vec 2.0: 50 frames/s, so an
 utterance has the frame count MSTR sees on SSL features).  No SSL weights are available
 offline; the model's input projection maps any feature size to ``embed_dim``.  Features are
 standardised per coefficient with the mean and standard deviation of the training frames
-(``fit_extra``; stored in ``extra_state``, applied in ``collate``; identity before fitting).
-With ``speaker_norm`` (the demo's setting) every speaker's frames are first standardised
-with that speaker's own statistics (fastser.audio.normalization; no labels needed, so test
-speakers too; a lone recording given to ``item_from_audio`` is its own speaker).
-A batch is padded frames (B, T, n_mfcc) + lengths (B,) + labels (B,).
+(``fit_extra``, :class:`fastser.train.kit.FeatureStats`; stored in ``extra_state``, applied in
+``collate``; identity before fitting).  With ``speaker_norm`` (the demo preset's setting)
+every speaker's frames are first standardised with that speaker's own statistics by the
+recipe base class (no labels needed, so test speakers too; a lone recording is its own
+speaker).  A batch is padded frames (B, T, n_mfcc) + lengths (B,) + labels (B,).
 
-Config keys: n_mfcc (40), hop_ms (20.0), embed_dim (1024), num_heads (16), num_blocks (4),
-ffn_dim (2048), dropout (0.1), classifier_hidden (None: embed_dim/2, embed_dim/4), p (3) and
-levels (4) for MSTR only, speaker_norm (False), naive (False; MSTR: the reference fractal attention op instead of
-the fused one; transformer: attention as matmul, masked softmax, matmul instead of
-``F.scaled_dot_product_attention``).
+Settings: :class:`MSTRSettings` and :class:`TransformerSettings` (``fastser settings mstr`` /
+``fastser settings transformer`` list them with their defaults).  ``implementation=
+"reference"`` runs MSTR on the reference fractal attention op instead of the fused one, and
+the baseline's attention as matmul, masked softmax, matmul instead of
+``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.features import MFCC
-from fastser.audio.io import load_audio
-from fastser.audio.normalization import frame_statistics, standardise_by_speaker
+from fastser.audio.io import SAMPLE_RATE
+from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Utterance
-from fastser.models.mstr import MSTR
-from fastser.models.transformer import ClassProbabilities, VanillaTransformer
-from fastser.train.recipe import SAMPLE_RATE, Batch, Predictions, Recipe
+from fastser.errors import SettingsError
+from fastser.methods.mstr.model import MSTR
+from fastser.methods.mstr.transformer import ClassProbabilities, VanillaTransformer
+from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.train.recipe import Batch, Predictions, Recipe
 
-COMMON_DEFAULTS: dict[str, Any] = {
-    "n_mfcc": 40, "hop_ms": 20.0, "embed_dim": 1024, "num_heads": 16, "num_blocks": 4,
-    "ffn_dim": 2048, "dropout": 0.1, "classifier_hidden": None, "naive": False,
-    "speaker_norm": False,
-}
-# Small, regularised, per-speaker standardised: held-out UA 0.67 / 0.74 / 0.65 over seeds 0-2.
-DEMO_MODEL = {"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
-              "dropout": 0.3, "speaker_norm": True}
-DEMO_TRAIN = {"epochs": 30, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05}
+#: The MFCC analysis window; an utterance needs at least one.
+WINDOW_MS = 25.0
+#: The mel bands the MFCCs are taken from (n_mfcc can be at most this).
+N_MELS = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerSettings(Settings):
+    """The settings of the vanilla-Transformer baseline (and, with p and levels, of MSTR)."""
+
+    n_mfcc: int = setting(40, f"MFCC coefficients per {WINDOW_MS:g} ms frame (at most the "
+                          f"{N_MELS} mel bands)", low=1, high=N_MELS)
+    hop_ms: float = setting(20.0, "milliseconds between MFCC frames (20: the 50 frames/s of SSL "
+                            "models)", low=0.0, low_open=True)
+    embed_dim: int = setting(1024, "model dimension (the input projection maps the MFCCs to it)",
+                             low=1)
+    num_heads: int = setting(16, "attention heads (divides embed_dim)", low=1)
+    num_blocks: int = setting(4, "encoder blocks", low=1)
+    ffn_dim: int = setting(2048, "hidden size of each block's feed-forward network", low=1)
+    dropout: float = setting(0.1, "dropout probability", low=0.0, high=1.0, high_open=True)
+    classifier_hidden: tuple[int, ...] | None = setting(
+        None, "the two hidden sizes of the 3-layer classifier (null: embed_dim/2, embed_dim/4)",
+        low=1)
+
+    def check(self, method: str) -> None:
+        if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
+            raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
+                                f"sample at {SAMPLE_RATE} Hz")
+        if self.embed_dim % self.num_heads:
+            raise SettingsError(f"{method}: setting num_heads ({self.num_heads}) must divide "
+                                f"embed_dim ({self.embed_dim})")
+        if self.classifier_hidden is not None and len(self.classifier_hidden) != 2:
+            raise SettingsError(f"{method}: setting classifier_hidden must be two sizes (the "
+                                f"classifier's hidden layers) or null, got "
+                                f"{list(self.classifier_hidden)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MSTRSettings(TransformerSettings):
+    """The settings of MSTR: the baseline's and the fractal attention's scales."""
+
+    p: int = setting(3, "fractal attention: frames per window and pooling factor between "
+                     "scales", low=2)
+    levels: int = setting(4, "fractal attention: number of temporal scales", low=1)
+
+
+#: The settings every model of this folder takes as keyword arguments.
+MODEL_KEYS = ("embed_dim", "num_heads", "num_blocks", "ffn_dim", "dropout", "classifier_hidden",
+              "implementation")
+
+DEMO = Preset("small, regularised, per-speaker standardised model for the synthetic corpus "
+              "(held-out UA 0.67 / 0.74 / 0.65 over seeds 0-2)",
+              settings={"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
+                        "dropout": 0.3, "speaker_norm": True},
+              training={"epochs": 30, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05})
 
 
 class FrameItem(NamedTuple):
@@ -60,92 +108,62 @@ class FrameItem(NamedTuple):
     label: int
 
 
-class MSTRRecipe(Recipe):
-    name = "mstr"
-    defaults: dict[str, Any] = {**COMMON_DEFAULTS, "p": 3, "levels": 4}
-    demo_config: dict[str, Any] = dict(DEMO_MODEL)
-    demo_train: dict[str, Any] = dict(DEMO_TRAIN)
+class TransformerRecipe(Recipe):
+    """MSTR's vanilla-Transformer baseline: MFCC frames, full softmax self-attention,
+    cross-entropy.  :class:`MSTRRecipe` is this recipe with MSTR's fractal attention."""
 
-    def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        super().__init__(label_names, **config)
-        self.mfcc = MFCC(SAMPLE_RATE, int(self.settings["n_mfcc"]), win_ms=25.0,
-                         hop_ms=float(self.settings["hop_ms"]))
-        self.feature_mean: Tensor | None = None
-        self.feature_std: Tensor | None = None
+    name = "transformer"
+    Settings = TransformerSettings
+    presets = {"demo": DEMO}
+    min_samples = round(WINDOW_MS * SAMPLE_RATE / 1000)  # one MFCC frame
+    settings: TransformerSettings
+
+    def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
+        super().__init__(label_names, **settings)
+        self.mfcc = MFCC(SAMPLE_RATE, self.settings.n_mfcc, win_ms=WINDOW_MS,
+                         hop_ms=self.settings.hop_ms, n_mels=N_MELS)
+        self.feature_stats: FeatureStats | None = None
 
     # -- features ------------------------------------------------------------------------------
-    def featurize(self, utterances: Sequence[Utterance]) -> list[FrameItem]:
-        """Items of ``utterances``; with ``speaker_norm`` each speaker's frames standardised
-        with that speaker's own statistics (no labels needed, so test speakers too)."""
-        items = [self._raw_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
-        if not self.settings["speaker_norm"]:
-            return items
-        frames = standardise_by_speaker([item.frames for item in items],
-                                        [u.speaker for u in utterances])
-        items = [FrameItem(f, item.label) for f, item in zip(frames, items)]
-        return items
+    def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
+                  words: Sequence[WordTiming] | None = None) -> FrameItem:
+        """MFCC frames of the waveform; ``words`` are not used."""
+        return FrameItem(self.mfcc(waveform), self.label_of(utterance))
 
-    def item_from_audio(self, waveform: Tensor, utterance: Utterance | None = None, *,
-                        words: Sequence[WordTiming] | None = None) -> FrameItem:
-        """MFCC frames of a 16 kHz mono waveform (N,); ``words`` are not used.  With
-        ``speaker_norm`` a lone recording is its own speaker (its own statistics)."""
-        item = self._raw_item(waveform, utterance)
-        if not self.settings["speaker_norm"]:
-            return item
-        mean, std = frame_statistics([item.frames])
-        return FrameItem((item.frames - mean) / std, item.label)
+    def item_features(self, item: FrameItem) -> Tensor:
+        return item.frames
 
-    def _raw_item(self, waveform: Tensor, utterance: Utterance | None) -> FrameItem:
-        if not isinstance(waveform, Tensor) or waveform.dim() != 1:
-            raise ValueError(f"{self.name}: waveform must be a 1-D tensor (N,) of 16 kHz "
-                             "samples")
-        label = -1 if utterance is None else self.label_index(utterance.label)
-        try:
-            frames = self.mfcc(waveform)
-        except ValueError as error:
-            where = "" if utterance is None else f" utterance {utterance.id!r}:"
-            raise ValueError(f"{self.name}:{where} {error}") from None
-        return FrameItem(frames, label)
+    def with_features(self, item: FrameItem, features: Tensor) -> FrameItem:
+        return item._replace(frames=features)
 
     def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
         """Per-coefficient mean and standard deviation of every training frame."""
-        self.feature_mean, self.feature_std = frame_statistics(
-            [item.frames for item in train_items])
+        self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
 
     def extra_state(self) -> dict[str, Any]:
-        if self.feature_mean is None:
-            return {}
-        return {"feature_mean": self.feature_mean, "feature_std": self.feature_std}
+        return {} if self.feature_stats is None else self.feature_stats.state()
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state:
-            self.feature_mean, self.feature_std = state["feature_mean"], state["feature_std"]
+        self.feature_stats = FeatureStats.from_state(state)
 
     # -- model ---------------------------------------------------------------------------------
-    def _sizes(self) -> dict[str, Any]:
-        s = self.settings
-        return {"embed_dim": s["embed_dim"], "num_heads": s["num_heads"],
-                "num_blocks": s["num_blocks"], "ffn_dim": s["ffn_dim"], "dropout": s["dropout"],
-                "classifier_hidden": s["classifier_hidden"]}
+    def model_settings(self) -> dict[str, Any]:
+        """The model's keyword arguments taken from the settings."""
+        return {key: getattr(self.settings, key) for key in MODEL_KEYS}
 
     def build_model(self) -> nn.Module:
-        s = self.settings
-        return MSTR(s["n_mfcc"], self.num_classes, p=s["p"], levels=s["levels"],
-                    use_reference=s["naive"], **self._sizes())
+        return VanillaTransformer(self.settings.n_mfcc, self.num_classes,
+                                  **self.model_settings())
 
     # -- batches -------------------------------------------------------------------------------
-    def collate(self, items: Sequence[FrameItem]) -> Batch:
+    def make_batch(self, items: list[FrameItem]) -> Batch:
         """Standardised frames padded with zeros (B, T, n_mfcc), lengths (B,), labels (B,)."""
-        if len(items) == 0:
-            raise ValueError(f"{self.name}: empty batch")
         frames = [item.frames for item in items]
-        if self.feature_mean is not None:
-            frames = [(f - self.feature_mean) / self.feature_std for f in frames]
-        return {
-            "features": pad_sequence(frames, batch_first=True),
-            "lengths": torch.tensor([f.shape[0] for f in frames], dtype=torch.long),
-            "labels": torch.tensor([item.label for item in items], dtype=torch.long),
-        }
+        if self.feature_stats is not None:
+            frames = [self.feature_stats.apply(f) for f in frames]
+        features, lengths = pad_sequences(frames)
+        return {"features": features, "lengths": lengths,
+                "labels": torch.tensor([item.label for item in items], dtype=torch.long)}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return F.cross_entropy(model(batch["features"], batch["lengths"]), batch["labels"])
@@ -160,15 +178,14 @@ class MSTRRecipe(Recipe):
         return batch["features"], batch["lengths"]
 
 
-class TransformerRecipe(MSTRRecipe):
-    """MSTR's vanilla-Transformer baseline: the same features, sizes and skeleton with full
-    softmax self-attention."""
+class MSTRRecipe(TransformerRecipe):
+    """MSTR: the baseline's features, sizes and skeleton with fractal attention over ``levels``
+    temporal scales of windows of ``p`` frames."""
 
-    name = "transformer"
-    defaults = dict(COMMON_DEFAULTS)
-    demo_config = dict(DEMO_MODEL)
-    demo_train = dict(DEMO_TRAIN)
+    name = "mstr"
+    Settings = MSTRSettings
+    settings: MSTRSettings
 
     def build_model(self) -> nn.Module:
-        return VanillaTransformer(self.settings["n_mfcc"], self.num_classes,
-                                  naive=self.settings["naive"], **self._sizes())
+        return MSTR(self.settings.n_mfcc, self.num_classes, p=self.settings.p,
+                    levels=self.settings.levels, **self.model_settings())

@@ -1,13 +1,13 @@
 """Transformer encoders that classify utterances from frame features, and the vanilla
 Transformer baseline of MSTR (Li et al.).
 
-:class:`FrameTransformer` is the skeleton both MSTR (fastser.models.mstr) and the baseline
-share: an input projection of the frame features (B, T, input_dim) to the model dimension,
-a stack of blocks (attention + residual + LayerNorm, then a feed-forward network + residual +
-LayerNorm; post-norm, as in the original Transformer), a mean over each utterance's valid
-frames and a 3-layer fully connected classifier.  No positional encoding is added: SSL
-features already carry their context, and both attentions here are permutation-aware only
-through their inputs.
+:class:`FrameTransformer` is the skeleton both MSTR (fastser.methods.mstr.model) and the
+baseline share: an input projection of the frame features (B, T, input_dim) to the model
+dimension, a stack of blocks (attention + residual + LayerNorm, then a feed-forward
+network + residual + LayerNorm; post-norm, as in the original Transformer), a mean over each
+utterance's valid frames and a 3-layer fully connected classifier.  No positional encoding
+is added: SSL features already carry their context, and both attentions here are
+permutation-aware only through their inputs.
 
 Ragged batches are padded features plus ``lengths`` (int64 (B,), in [1, T]; None: all T).
 Frames at or past a length change nothing: they are zeroed on entry, are never attended to
@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastser.nn.fractal_attention import IMPLEMENTATIONS
 from fastser.nn.guards import assert_range, tracing
+
+
+def check_implementation(implementation: str, name: str) -> None:
+    """ValueError naming ``name`` unless ``implementation`` is "fused" or "reference"."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{name}: implementation must be one of {', '.join(IMPLEMENTATIONS)}, "
+                         f"got {implementation!r}")
 
 
 def check_features(features: Tensor, lengths: Optional[Tensor], input_dim: int,
@@ -96,19 +104,21 @@ class FullSelfAttention(nn.Module):
 
     x: (B, T, embed_dim), lengths: int64 (B,) -> (B, T, embed_dim).  A fused QKV projection
     (named like :class:`fastser.nn.FractalAttention`'s, so their state dicts match),
-    ``F.scaled_dot_product_attention`` with a key-padding mask, W_O.  ``naive=True`` writes
-    the attention out as matmul, masked softmax, matmul (the eager baseline)."""
+    ``F.scaled_dot_product_attention`` with a key-padding mask, W_O.
+    ``implementation="reference"`` writes the attention out as matmul, masked softmax, matmul
+    (the eager baseline)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True,
-                 naive: bool = False) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, *,
+                 implementation: str = "fused") -> None:
         super().__init__()
+        check_implementation(implementation, "FullSelfAttention")
         if num_heads < 1 or embed_dim % num_heads != 0:
             raise ValueError(f"FullSelfAttention: embed_dim ({embed_dim}) must be a positive "
                              f"multiple of num_heads ({num_heads})")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
-        self.naive = naive
+        self.implementation = implementation
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
@@ -117,7 +127,7 @@ class FullSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, D)
         keep = valid_frames(lengths, T)[:, None, None, :]  # (B, 1, 1, T): keys to attend to
-        if self.naive:
+        if self.implementation == "reference":
             scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim ** -0.5)
             weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
             y = torch.matmul(weights, v)
@@ -126,7 +136,8 @@ class FullSelfAttention(nn.Module):
         return self.out_proj(y.transpose(1, 2).reshape(B, T, self.embed_dim))
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, naive={self.naive}"
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+                f"implementation={self.implementation}")
 
 
 class EncoderBlock(nn.Module):
@@ -199,15 +210,17 @@ class VanillaTransformer(FrameTransformer):
     self-attention (``F.scaled_dot_product_attention`` with a key-padding mask).
 
     features (B, T, input_dim), lengths (B,) or None -> logits (B, num_classes).
-    ``naive=True``: attention written as matmul, masked softmax, matmul."""
+    ``implementation="reference"``: attention written as matmul, masked softmax, matmul."""
 
     def __init__(self, input_dim: int = 1024, num_classes: int = 4, *, embed_dim: int = 1024,
                  num_heads: int = 16, num_blocks: int = 4, ffn_dim: int = 2048,
                  dropout: float = 0.1, classifier_hidden: Optional[Sequence[int]] = None,
-                 naive: bool = False) -> None:
+                 implementation: str = "fused") -> None:
+        check_implementation(implementation, "VanillaTransformer")
         blocks: List[nn.Module] = [
-            EncoderBlock(FullSelfAttention(embed_dim, num_heads, naive=naive), embed_dim,
-                         ffn_dim, dropout)
+            EncoderBlock(FullSelfAttention(embed_dim, num_heads,
+                                           implementation=implementation),
+                         embed_dim, ffn_dim, dropout)
             for _ in range(num_blocks)]
         super().__init__("VanillaTransformer", blocks, input_dim, embed_dim, num_classes,
                          classifier_hidden, dropout)
