@@ -1,11 +1,11 @@
-"""MSTR and its vanilla-Transformer baseline: shapes, padding invariance, fused == naive
+"""MSTR and its vanilla-Transformer baseline: shapes, padding invariance, fused == reference
 (outputs and gradients), FLOP accounting against the paper's claim, TorchScript, bad input."""
 
 import pytest
 import torch
 
-from fastser.models.mstr import MSTR, attention_flops
-from fastser.models.transformer import VanillaTransformer
+from fastser.methods.mstr.model import MSTR, attention_flops
+from fastser.methods.mstr.transformer import VanillaTransformer
 from fastser.ops.fractal_attention import fractal_attention_flops
 from optest import check_scripted_in_fresh_process, script_roundtrip
 
@@ -14,19 +14,19 @@ INPUT_DIM, CLASSES = 12, 4
 
 
 def make(kind: str, **kwargs):
-    """A small model with fixed weights: "mstr", "mstr-naive", "transformer",
-    "transformer-naive" (every pair shares its weights)."""
+    """A small model with fixed weights: "mstr", "mstr-reference", "transformer",
+    "transformer-reference" (every pair shares its weights)."""
     torch.manual_seed(0)
+    implementation = "reference" if kind.endswith("reference") else "fused"
     if kind.startswith("mstr"):
-        model = MSTR(INPUT_DIM, CLASSES, use_reference=kind.endswith("naive"), **SMALL,
-                     **kwargs)
+        model = MSTR(INPUT_DIM, CLASSES, implementation=implementation, **SMALL, **kwargs)
     else:
-        model = VanillaTransformer(INPUT_DIM, CLASSES, naive=kind.endswith("naive"), **SMALL,
+        model = VanillaTransformer(INPUT_DIM, CLASSES, implementation=implementation, **SMALL,
                                    **kwargs)
     return model.eval()
 
 
-KINDS = ["mstr", "mstr-naive", "transformer", "transformer-naive"]
+KINDS = ["mstr", "mstr-reference", "transformer", "transformer-reference"]
 
 
 def ragged_batch(lengths, frames=None, seed=0):
@@ -73,10 +73,10 @@ def test_padding_changes_nothing(kind):
 
 
 @pytest.mark.parametrize("model_name", ["mstr", "transformer"])
-def test_fused_matches_naive_outputs_and_gradients(model_name):
+def test_fused_matches_reference_outputs_and_gradients(model_name):
     features, lengths = ragged_batch([120, 81, 82, 5, 1], seed=1)
     results = []
-    for kind in (model_name, f"{model_name}-naive"):
+    for kind in (model_name, f"{model_name}-reference"):
         model = make(kind)
         x = features.clone().requires_grad_()
         out = model(x, lengths)
@@ -118,7 +118,7 @@ def test_mstr_attention_flops_are_below_five_percent_of_vanilla():
 @pytest.mark.parametrize("kind", KINDS)
 def test_flop_counts_do_not_depend_on_the_device_or_the_attention_path(kind):
     """A model on the CPU is counted on a meta copy (PyTorch's CPU SDPA kernel has no FLOP
-    formula, so full attention would count 0 there).  The naive paths count the same linear
+    formula, so full attention would count 0 there).  The reference paths count the same linear
     layers; full attention counts the same either way, while the reference fractal op counts
     as its batched matmuls (windows padded to p frames, pooling uncounted)."""
     features, lengths = ragged_batch([50, 20])
@@ -139,7 +139,7 @@ def test_torchscript_mstr_in_a_fresh_process(tmp_path):
     check_scripted_in_fresh_process(path, inputs, expected, tmp_path, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["mstr-naive", "transformer", "transformer-naive"])
+@pytest.mark.parametrize("kind", ["mstr-reference", "transformer", "transformer-reference"])
 def test_torchscript_reference_and_baseline(tmp_path, kind):
     script_roundtrip(make(kind), list(ragged_batch([50, 9, 31])), tmp_path / "model.pt",
                      atol=1e-5, rtol=1e-5)
@@ -186,6 +186,16 @@ def test_bad_configuration():
         MSTR(INPUT_DIM, 1, **SMALL)
     with pytest.raises(ValueError, match="classifier_hidden must be two positive sizes"):
         MSTR(INPUT_DIM, CLASSES, classifier_hidden=(8,), **SMALL)
+    for model_class in (MSTR, VanillaTransformer):
+        with pytest.raises(ValueError, match="implementation must be one of fused, reference"):
+            model_class(INPUT_DIM, CLASSES, implementation="naive", **SMALL)
+
+
+@pytest.mark.parametrize("model_class", [MSTR, VanillaTransformer])
+def test_implementation_reaches_every_block(model_class):
+    for implementation in ("fused", "reference"):
+        model = model_class(INPUT_DIM, CLASSES, implementation=implementation, **SMALL)
+        assert [b.attention.implementation for b in model.blocks] == [implementation] * 2
 
 
 def test_benchmark_cases_run_and_share_weights():

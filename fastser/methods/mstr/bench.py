@@ -1,10 +1,12 @@
 """Benchmark cases of the MSTR training step (forward, forward+backward of the cross-entropy
 loss, gradients zeroed each step as an optimiser loop does): the fused fractal attention op
-against the naive reference op, in the same model with the same weights.
+against the naive reference op (``implementation="reference"``), in the same model with the
+same weights.
 
 Implementations, per size:
 - ``fused``: MSTR on ``fastser.ops.fractal_attention``;
-- ``naive``: the same model on ``fastser.ops.reference.fractal_attention_reference``;
+- ``naive``: the same model with ``implementation="reference"``, on
+  ``fastser.ops.reference.fractal_attention_reference``;
 - ``no-attention``: the same model with the op replaced by the identity on v (the QKV and
   W_O projections, LayerNorms, feed-forward networks and classifier all still run).  The
   share of a step spent in the attention op is ``1 - no-attention / fused`` (``1 -
@@ -26,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastser.bench.cases import BenchCase
-from fastser.models.mstr import MSTR
-from fastser.models.transformer import FrameTransformer, VanillaTransformer
+from fastser.methods.mstr.model import MSTR
+from fastser.methods.mstr.transformer import FrameTransformer, VanillaTransformer
 from fastser.nn import FractalAttention
 
 SUITE = "mstr"
@@ -98,7 +100,8 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
 
         models = {
             "fused": build(lambda: MSTR(input_dim, CLASSES, **sizes_kw)),
-            "naive": build(lambda: MSTR(input_dim, CLASSES, use_reference=True, **sizes_kw)),
+            "naive": build(lambda: MSTR(input_dim, CLASSES, implementation="reference",
+                                        **sizes_kw)),
             "no-attention": build(lambda: without_attention(MSTR(input_dim, CLASSES,
                                                                  **sizes_kw))),
             "transformer": build(lambda: VanillaTransformer(input_dim, CLASSES, **sizes_kw)),
