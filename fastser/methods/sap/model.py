@@ -12,8 +12,9 @@ An utterance in which VAD finds no speech pools all its valid frames instead (``
 The batched pooling packs each utterance's speech frames to the front (a stable sort of the
 mask), so the attention runs over S_max <= F frames with a key padding mask: no loop over
 utterances, no attention to non-speech or padded frames, which are zeroed before it (their
-values, even NaN, change nothing). ``naive=True`` pools utterance by utterance in a Python
-loop, the way the method is usually written: the equivalence oracle and benchmark baseline.
+values, even NaN, change nothing). ``implementation="reference"`` pools utterance by
+utterance in a Python loop, the way the method is usually written: the equivalence oracle and
+benchmark baseline.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastser.nn.guards import assert_range, tracing
+from fastser.train.kit.settings import IMPLEMENTATIONS
 
 
 class SAPOutput(NamedTuple):
@@ -77,15 +79,20 @@ class SAPHead(nn.Module):
     regression is then (B, 0)). sr_norm standardises SR over the batch (batch norm without
     affine parameters; running statistics in eval mode and for a training batch of one), an
     addition to the paper for features whose dimensions spread on very different scales,
-    such as those of a randomly initialised SSL model."""
+    such as those of a randomly initialised SSL model. implementation: "fused" pools the
+    batch at once (:meth:`pool`), "reference" one utterance at a time (:meth:`pool_loop`)."""
 
     def __init__(self, input_dim: int, num_classes: int, *, heads: int = 8,
                  proj_dim: int = 32, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 regression: bool = True, sr_norm: bool = False, naive: bool = False) -> None:
+                 regression: bool = True, sr_norm: bool = False,
+                 implementation: str = "fused") -> None:
         super().__init__()
         if input_dim % heads:
             raise ValueError(f"SAPHead: heads ({heads}) must divide input_dim ({input_dim})")
-        self.naive = naive
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"SAPHead: implementation must be one of {IMPLEMENTATIONS}, got "
+                             f"{implementation!r}")
+        self.implementation = implementation
         self.attention = nn.MultiheadAttention(input_dim, heads, dropout=attention_dropout,
                                                batch_first=True)
         self.sr_norm = nn.BatchNorm1d(2 * input_dim, affine=False) if sr_norm else None
@@ -96,7 +103,7 @@ class SAPHead(nn.Module):
 
     def forward(self, features: Tensor, lengths: Tensor, speech: Tensor) -> SAPOutput:
         check_inputs(features, lengths, speech)
-        if self.naive:
+        if self.implementation == "reference":
             gap, sap, fallback = self.pool_loop(features, lengths, speech)
         else:
             gap, sap, fallback = self.pool(features, lengths, speech)
@@ -151,7 +158,7 @@ class SAPHead(nn.Module):
 
     def pool_loop(self, features: Tensor, lengths: Tensor,
                   speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """:meth:`pool` one utterance at a time (the naive version)."""
+        """:meth:`pool` one utterance at a time (the reference implementation)."""
         gaps: List[Tensor] = []
         saps: List[Tensor] = []
         fallbacks: List[bool] = []
