@@ -1,5 +1,5 @@
-"""SAP head: GAP/SAP against a float64 per-utterance computation and the naive loop, speech
-and padding masking, the no-speech fallback, gradients, TorchScript, bad input."""
+"""SAP head: GAP/SAP against a float64 per-utterance computation and the reference loop,
+speech and padding masking, the no-speech fallback, gradients, TorchScript, bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 import optest
 from fastser.audio.ssl import WeightedLayerSum
-from fastser.models.sap import SAPClassifier, SAPHead, SAPModel, speech_frames
+from fastser.methods.sap.model import SAPClassifier, SAPHead, SAPModel, speech_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -67,8 +67,9 @@ def test_gap_and_sap_values():
 
 
 @pytest.mark.parametrize("sr_norm", [False, True])
-def test_fused_equals_naive_forward_and_backward(sr_norm):
-    fused, naive = head(sr_norm=sr_norm).train(), head(naive=True, sr_norm=sr_norm).train()
+def test_fused_equals_reference_forward_and_backward(sr_norm):
+    fused = head(sr_norm=sr_norm).train()
+    naive = head(implementation="reference", sr_norm=sr_norm).train()
     fused.projection[2].p = naive.projection[2].p = 0.0  # no dropout: comparable in training
     naive.load_state_dict(fused.state_dict())
     features, lengths, speech = make_batch(frames=33, seed=1)
@@ -164,10 +165,11 @@ def test_sr_norm_standardises_over_the_batch():
     torch.testing.assert_close(model.representation(gap, sap)[:1], want)
 
 
-@pytest.mark.parametrize("naive,sr_norm", [(False, True), (True, False)])
-def test_scripted_classifier_in_fresh_process(tmp_path, naive, sr_norm):
+@pytest.mark.parametrize("implementation,sr_norm", [("fused", True), ("reference", False)])
+def test_scripted_classifier_in_fresh_process(tmp_path, implementation, sr_norm):
     torch.manual_seed(0)
-    module = SAPClassifier(WeightedLayerSum(3), head(naive=naive, sr_norm=sr_norm)).eval()
+    module = SAPClassifier(WeightedLayerSum(3),
+                           head(implementation=implementation, sr_norm=sr_norm)).eval()
     inputs = make_batch(layers=3)
     loaded = optest.script_roundtrip(module, inputs, tmp_path / "sap.pt", atol=1e-5, rtol=1e-5)
     other = make_batch(batch=3, frames=25, seed=4, layers=3)
@@ -198,3 +200,23 @@ def test_bad_input(mutate, pattern):
 def test_heads_must_divide_dim():
     with pytest.raises(ValueError, match=r"heads \(3\) must divide input_dim \(16\)"):
         SAPHead(16, 4, heads=3)
+
+
+def test_implementation_must_be_fused_or_reference():
+    assert head().implementation == "fused"
+    assert head(implementation="reference").implementation == "reference"
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        SAPHead(16, 4, heads=4, implementation="naive")
+
+
+@pytest.mark.filterwarnings("ignore:fastser.train.recipes has moved:DeprecationWarning")
+def test_old_import_paths_still_work_with_a_warning():
+    import importlib
+    import sys
+
+    from fastser.methods.sap import model, recipe
+
+    for old, new in (("fastser.models.sap", model), ("fastser.train.recipes.sap", recipe)):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new.__name__}"):
+            assert importlib.import_module(old) is new

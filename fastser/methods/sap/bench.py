@@ -40,7 +40,7 @@ def _pool_inputs(batch: int, frames: int, dim: int, device: torch.device, dtype:
 
 
 def _pool_cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCase]:
-    from fastser.models.sap import SAPHead
+    from fastser.methods.sap.model import SAPHead
 
     result = []
     for batch, frames, dim, heads in POOL_QUICK if quick else POOL_SIZES:
@@ -67,10 +67,10 @@ def _pool_cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[B
 
 
 def _pipeline_cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCase]:
-    from fastser.audio.ssl import SSLFrontEnd, WeightedLayerSum
+    from fastser.audio.ssl import SSLFrontEnd
     from fastser.audio.vad import ssl_num_frames
-    from fastser.models.sap import SAPHead, SAPModel
-    from fastser.train.recipes.sap import SSL_PRESETS
+    from fastser.methods.sap.model import SAPHead, SAPModel
+    from fastser.methods.sap.recipe import SSL_PRESETS
 
     result = []
     for preset, batch, seconds in PIPELINE_QUICK if quick else PIPELINE_SIZES:

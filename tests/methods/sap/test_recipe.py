@@ -1,6 +1,7 @@
 """The SAP recipe end to end on a tiny synthetic corpus with a tiny random WavLM: training,
-the feature cache, class weights through checkpoints, V/A labels, the VAD fallback counter,
-export, fine-tuning, bad input."""
+the feature cache, per-speaker standardisation, class weights through checkpoints, V/A
+labels, the VAD fallback counter, the fused and reference implementations, export,
+fine-tuning, bad input and settings."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import torch
 
 import optest
 from fastser.audio.io import load_audio
+from fastser.checkpoint import load_checkpoint
 from fastser.data.protocols import speaker_split
 from fastser.data.synthetic import SyntheticConfig, load_synthetic
-from fastser.train.checkpoint import load_checkpoint
-from fastser.train.recipes import make_recipe, recipe_class
+from fastser.errors import AudioError, CheckpointError, CorpusError, SettingsError, UserError
+from fastser.methods import make_recipe, recipe_class
+from fastser.methods.sap import SAPRecipe, SAPSettings
 from fastser.train.trainer import TrainConfig, Trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning",
-                                        "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 pytest.importorskip("transformers")
 
 
@@ -35,8 +37,8 @@ def cache_dir(tmp_path_factory):
 
 
 def recipe(corpus, cache_dir, **config):
-    return make_recipe("sap", corpus.labels, ssl_config="tiny", heads=2, cache_dir=cache_dir,
-                       **config)
+    return make_recipe("sap", corpus.labels,
+                       **{"ssl_config": "tiny", "heads": 2, "cache_dir": cache_dir, **config})
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +54,8 @@ def fitted(corpus, cache_dir, items, **config):
 
 
 def test_registered():
-    from fastser.train.recipes.sap import SAPRecipe
-
     assert recipe_class("sap") is SAPRecipe
+    assert SAPRecipe.Settings is SAPSettings
 
 
 def test_smoke_training(corpus, cache_dir, tmp_path):
@@ -113,7 +114,7 @@ def test_speaker_norm_standardises_each_speakers_cached_features(corpus, cache_d
             torch.testing.assert_close(torch.from_numpy(normed[i].inputs).double(), expected,
                                        atol=1e-4, rtol=1e-4)
         assert all(torch.equal(normed[i].speech, items[i].speech) for i in mine)
-    with pytest.raises(ValueError, match="speaker_norm .* frozen front end"):
+    with pytest.raises(SettingsError, match="speaker_norm .* frozen front end"):
         recipe(corpus, cache_dir, speaker_norm=True, frozen=False)
 
 
@@ -168,12 +169,12 @@ def test_missing_valence_arousal(corpus, cache_dir, tmp_path):
     utterances[5] = dataclasses.replace(utterances[5], arousal=None)
     r = recipe(corpus, cache_dir)
     items = r.featurize(utterances)
-    with pytest.raises(ValueError, match=f"utterance '{utterances[5].id}' has no "
-                                         "valence/arousal label"):
+    with pytest.raises(CorpusError, match=f"utterance '{utterances[5].id}' has no "
+                                          "valence/arousal label"):
         r.fit_extra(items)
     r.fit_extra(items[:5])
     model = r.build_model()
-    with pytest.raises(ValueError, match=f"utterance '{utterances[5].id}' has no valence"):
+    with pytest.raises(CorpusError, match=f"utterance '{utterances[5].id}' has no valence"):
         r.loss(model, r.collate(items[4:]))
     for config in ({"regression": False}, {"loss_weights": (1.0, 0.0, 0.0)}):
         r = recipe(corpus, cache_dir, **config)
@@ -196,13 +197,13 @@ def test_vad_fallback_is_counted(corpus, cache_dir, items):
     assert r.epoch_logs() == {"vad_fallback_utterances": 0}
 
 
-def test_naive_path_matches(corpus, cache_dir, items):
+def test_reference_implementation_matches(corpus, cache_dir, items):
     r, model = fitted(corpus, cache_dir, items)
-    naive_recipe, naive = fitted(corpus, cache_dir, items, naive=True)
-    naive.load_state_dict(model.state_dict())
+    reference_recipe, reference = fitted(corpus, cache_dir, items, implementation="reference")
+    reference.load_state_dict(model.state_dict())
     batch = r.collate(items[:10])
     with torch.no_grad():
-        torch.testing.assert_close(naive_recipe.predict(naive.eval(), batch).probs,
+        torch.testing.assert_close(reference_recipe.predict(reference.eval(), batch).probs,
                                    r.predict(model.eval(), batch).probs, atol=1e-5, rtol=1e-5)
 
 
@@ -235,8 +236,10 @@ def test_fine_tuning_front_end(corpus, cache_dir):
         probs = r.predict(model.eval(), batch).probs
     assert probs.shape == (6, 4)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(6))
-    with pytest.raises(ValueError, match="cannot be exported to TorchScript"):
+    with pytest.raises(UserError, match="cannot be exported to TorchScript"):
         r.export_module(model)
+    with pytest.raises(UserError, match="frozen front ends only"):
+        r.export_inputs(batch)
 
 
 def test_front_end_must_match_the_trained_one(corpus, cache_dir, items):
@@ -244,16 +247,17 @@ def test_front_end_must_match_the_trained_one(corpus, cache_dir, items):
     state = r.state()
     state["extra"]["front_end_hash"] = "0" * 20
     restored = recipe_class("sap").from_state(state)
-    with pytest.raises(ValueError, match="differs from the one the model was trained with"):
+    with pytest.raises(CheckpointError, match="differs from the one the model was trained with"):
         restored.item_from_audio(load_audio(corpus[0].path))
 
 
 @pytest.mark.parametrize("waveform,pattern", [
-    (torch.zeros(399), "the recording has 399 samples, shorter than one SSL frame"),
-    (torch.zeros(2, 1600), "expected a 1-D 16 kHz waveform"),
+    (torch.zeros(399), r"sap: the recording has 399 samples, fewer than the 400 \(25 ms\)"),
+    (torch.zeros(2, 1600), r"sap: the recording: expected a 1-D float tensor \(N,\) of 16 kHz"),
+    (torch.full((800,), float("nan")), "sap: the recording: every sample is NaN"),
 ])
 def test_bad_audio(corpus, cache_dir, waveform, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(AudioError, match=pattern):
         recipe(corpus, cache_dir).item_from_audio(waveform)
 
 
@@ -264,22 +268,22 @@ def test_short_file_in_corpus(corpus, cache_dir, tmp_path):
     short = dataclasses.replace(corpus[0], id="tiny", path=tmp_path / "tiny.wav")
     with pytest.raises(ValueError, match="tiny.wav: 320 samples at 16 kHz is shorter"):
         recipe(corpus, cache_dir).featurize([short])
-    with pytest.raises(ValueError, match="utterance 'tiny' has 320 samples"):
+    with pytest.raises(AudioError, match="utterance 'tiny' has 320 samples"):
         recipe(corpus, cache_dir, cache=False).featurize([short])
 
 
 @pytest.mark.parametrize("config,pattern", [
-    ({"ssl_confg": "tiny"}, "unknown config key"),
-    ({"ssl_config": "huge"}, "ssl_config must be a dict or one of"),
-    ({"ssl_kind": "bert"}, "ssl_kind must be one of"),
-    ({"layer": "first"}, "layer must be one of"),
-    ({"loss_weights": (0.0, 0.5, 0.5)}, "loss_weights must be"),
-    ({"loss_weights": (0.5, -0.25, 0.25)}, "loss_weights must be"),
-    ({"cache_dtype": "int8"}, "cache_dtype must be one of"),
-    ({"vad_aggressiveness": 5}, "aggressiveness must be 0, 1, 2 or 3"),
+    ({"ssl_confg": "tiny"}, "unknown setting"),
+    ({"ssl_config": "huge"}, "ssl_config must be a JSON object or one of"),
+    ({"ssl_kind": "bert"}, r"setting ssl_kind: expected string \(one of"),
+    ({"layer": "first"}, r"setting layer: expected string \(one of"),
+    ({"loss_weights": (0.0, 0.5, 0.5)}, "loss_weights must be .* with CE > 0"),
+    ({"loss_weights": (0.5, -0.25, 0.25)}, r"setting loss_weights: expected .* in \[0, inf\)"),
+    ({"cache_dtype": "int8"}, r"setting cache_dtype: expected string \(one of"),
+    ({"vad_aggressiveness": 5}, r"setting vad_aggressiveness: expected integer in \[0, 3\]"),
 ])
 def test_bad_config(corpus, config, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(SettingsError, match=pattern):
         make_recipe("sap", corpus.labels, **config)
 
 
@@ -287,3 +291,147 @@ def test_loss_needs_fit_extra(corpus, cache_dir, items):
     r = recipe(corpus, cache_dir)
     with pytest.raises(RuntimeError, match="call fit_extra"):
         r.loss(r.build_model(), r.collate(items[:2]))
+
+
+def test_reference_implementation_gives_the_same_loss_and_gradients(corpus, cache_dir, items):
+    r, model = fitted(corpus, cache_dir, items, dropout=0.0)
+    reference_recipe, reference = fitted(corpus, cache_dir, items, dropout=0.0,
+                                         implementation="reference")
+    assert reference.head.implementation == "reference" and model.head.implementation == "fused"
+    reference.load_state_dict(model.state_dict())
+    batch = r.collate(items[:10])
+    results = []
+    for rec, m in ((r, model.train()), (reference_recipe, reference.train())):
+        loss = rec.loss(m, batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in m.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _frames(item):
+    return torch.from_numpy(np.asarray(item.inputs)).double()
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_speaker_norm_gives_each_speaker_mean_0_std_1(corpus, cache_dir, cache):
+    utterances = list(corpus) if cache else list(corpus)[:10]
+    r = recipe(corpus, cache_dir, speaker_norm=True, cache=cache)
+    normed = r.featurize(utterances)
+    assert all(item.inputs.dtype == np.float32 for item in normed)
+    speakers = [u.speaker for u in utterances]
+    assert len(set(speakers)) > 1
+    for speaker in set(speakers):
+        frames = torch.cat([_frames(i) for i, s in zip(normed, speakers) if s == speaker])
+        torch.testing.assert_close(frames.mean(0), torch.zeros_like(frames[0]), atol=1e-5,
+                                   rtol=0)
+        torch.testing.assert_close(frames.std(0), torch.ones_like(frames[0]), atol=1e-4,
+                                   rtol=0)
+
+
+def test_speaker_norm_of_a_lone_recording_uses_its_own_statistics(corpus, cache_dir, items):
+    r = recipe(corpus, cache_dir, speaker_norm=True)
+    item = r.item_from_audio(load_audio(corpus[2].path), corpus[2])
+    frames = _frames(item)
+    torch.testing.assert_close(frames.mean(0), torch.zeros_like(frames[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(frames.std(0), torch.ones_like(frames[0]), atol=1e-4, rtol=0)
+    # the hooks the base class standardises through: float32 layer outputs in and out
+    raw = recipe(corpus, cache_dir).item_from_audio(load_audio(corpus[2].path), corpus[2])
+    features = r.item_features(raw)
+    assert features.dtype == torch.float32 and features.shape == raw.inputs.shape
+    assert torch.equal(features, torch.from_numpy(raw.inputs.astype(np.float32)))
+    mean, std = features.double().mean(0), features.double().std(0).clamp_min(1e-5)
+    torch.testing.assert_close(frames, (features.double() - mean) / std, atol=1e-4, rtol=1e-4)
+    replaced = r.with_features(raw, features + 1)
+    assert isinstance(replaced.inputs, np.ndarray) and replaced.inputs.dtype == np.float32
+    assert torch.equal(replaced.speech, raw.speech) and replaced.label == raw.label
+
+
+BAD_SETTINGS = [
+    ("implementation", "naive"),
+    ("speaker_norm", "yes"),
+    ("ssl_kind", "bert"),
+    ("ssl_path", ""),
+    ("ssl_config", "huge"),
+    ("ssl_config", 5),
+    ("ssl_seed", -1),
+    ("ssl_seed", 0.5),
+    ("layer", "first"),
+    ("frozen", 1),
+    ("cache", "no"),
+    ("cache_dir", 7),
+    ("cache_dtype", "int8"),
+    ("vad_frame_ms", 25),
+    ("vad_aggressiveness", -1),
+    ("vad_aggressiveness", 4),
+    ("heads", 0),
+    ("heads", 3),  # does not divide the tiny preset's hidden size 32
+    ("proj_dim", 0),
+    ("dropout", -0.1),
+    ("dropout", 1.0),
+    ("attention_dropout", 1.0),
+    ("sr_norm", None),
+    ("regression", "true"),
+    ("loss_weights", (1.0, 0.5)),
+    ("loss_weights", (0.0, 0.5, 0.5)),
+    ("loss_weights", (0.5, -0.1, 0.5)),
+    ("loss_weights", (0.5, 0.2, float("inf"))),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD_SETTINGS)
+def test_every_setting_is_checked(corpus, key, value):
+    with pytest.raises(SettingsError, match=f"^sap: setting {key}"):
+        make_recipe("sap", corpus.labels, **{"ssl_config": "tiny", "heads": 2, key: value})
+
+
+def test_cross_setting_checks(corpus):
+    with pytest.raises(SettingsError, match=r"^sap: setting speaker_norm .* \(frozen=True\)"):
+        make_recipe("sap", corpus.labels, speaker_norm=True, frozen=False)
+    with pytest.raises(SettingsError, match=r"heads \(5\) must divide the SSL hidden size "
+                                            r"\(64\)"):
+        make_recipe("sap", corpus.labels, ssl_config={"hidden_size": 64}, heads=5)
+    # a preset name is only checked without ssl_path (which then describes the front end);
+    # the hidden size of a folder's weights is known when the model is built
+    r = make_recipe("sap", corpus.labels, ssl_path="/nowhere", ssl_config="huge", heads=3)
+    assert r.settings.ssl_config == "huge"
+    # every setting in range is accepted, as attributes
+    r = make_recipe("sap", corpus.labels, ssl_kind="hubert", ssl_seed=7, layer="last",
+                    frozen=False, cache=False, cache_dtype="float32", vad_frame_ms=10,
+                    vad_aggressiveness=0, heads=8, proj_dim=1, dropout=0.0,
+                    attention_dropout=0.5, sr_norm=True, regression=False,
+                    loss_weights=[1, 0, 0], implementation="reference")
+    assert r.settings.loss_weights == (1.0, 0.0, 0.0) and r.settings.vad_frame_ms == 10
+    assert r.vad.frame_ms == 10 and r.vad.aggressiveness == 0 and not r.regression
+
+
+def test_ssl_config_as_json_object(corpus, cache_dir):
+    from fastser.methods.sap import SSL_PRESETS
+
+    value = SAPSettings.parse("sap", "ssl_config", json.dumps(SSL_PRESETS["tiny"]))
+    assert isinstance(value, dict) and value["hidden_size"] == 32
+    from_dict = recipe(corpus, cache_dir, ssl_config=value)
+    assert from_dict.front_end.weights_hash() == recipe(corpus, cache_dir).front_end.weights_hash()
+    assert SAPSettings.parse("sap", "loss_weights", "[1, 0.5, 0]") == (1.0, 0.5, 0.0)
+
+
+def test_settings_round_trip_and_old_states(corpus, cache_dir, items):
+    r, _ = fitted(corpus, cache_dir, items, implementation="reference", proj_dim=8)
+    restored = SAPRecipe.from_state(r.state())
+    assert restored.settings == r.settings
+    assert restored.settings.changed() == {"implementation": "reference", "ssl_config": "tiny",
+                                           "heads": 2, "cache_dir": cache_dir, "proj_dim": 8}
+    # fastser 0.1 stored the changed keys under "config", with naive for the implementation
+    old = SAPRecipe.from_state({"label_names": corpus.labels, "extra": {},
+                                "config": {"ssl_config": "tiny", "heads": 2, "naive": True}})
+    assert old.settings.implementation == "reference" and old.settings.heads == 2
+
+
+def test_demo_preset(corpus):
+    preset = SAPRecipe.presets["demo"]
+    r = make_recipe("sap", corpus.labels, **preset.settings)
+    assert r.settings.speaker_norm and r.settings.dropout == 0.3
+    assert r.settings.ssl_config == "small" and r.settings.layer == "weighted"
+    assert dict(preset.training) == {"epochs": 20, "batch_size": 16, "lr": 2e-3,
+                                     "weight_decay": 0.05}
