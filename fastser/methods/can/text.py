@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastser.errors import MissingPathError
+from fastser.errors import CorpusError, MissingPathError
 from fastser.methods.can.layers import PackedBLSTM
 
 PAD, UNK = "<pad>", "<unk>"
@@ -91,7 +91,7 @@ class GloveCoverage:
 def _file_dimension(path: str, first_line: str) -> int:
     fields = first_line.rstrip().split(" ")
     if len(fields) < 2:
-        raise ValueError(f"{path}, line 1: expected 'word v1 v2 ... vD', got "
+        raise CorpusError(f"{path}, line 1: expected 'word v1 v2 ... vD', got "
                          f"{first_line.rstrip()[:80]!r}")
     return len(fields) - 1
 
@@ -120,14 +120,14 @@ def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
             if line_no == 1:
                 file_dim = _file_dimension(path, line)
                 if file_dim != dim:
-                    raise ValueError(f"{path}: the vectors have {file_dim} values (line 1) but "
+                    raise CorpusError(f"{path}: the vectors have {file_dim} values (line 1) but "
                                      f"the word embeddings have {dim} dimensions; set "
                                      f"embed_dim={file_dim} or use a {dim}-d file")
             if not line:
                 continue
             spaces = line.count(" ")
             if spaces < dim:
-                raise ValueError(f"{path}, line {line_no}: expected a word and {dim} values, "
+                raise CorpusError(f"{path}, line {line_no}: expected a word and {dim} values, "
                                  f"found {spaces} value(s)")
             word = line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
             index = vocabulary.index.get(normalize_word(word))
@@ -136,14 +136,14 @@ def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
             try:
                 values = np.array(line.rsplit(" ", dim)[1:], dtype=np.float32)
             except ValueError as error:
-                raise ValueError(f"{path}, line {line_no}: {error}") from None
+                raise CorpusError(f"{path}, line {line_no}: {error}") from None
             if not np.isfinite(values).all():
-                raise ValueError(f"{path}, line {line_no}: the vector of {word!r} has "
+                raise CorpusError(f"{path}, line {line_no}: the vector of {word!r} has "
                                  f"non-finite values")
             vectors[index] = torch.from_numpy(values)
             found[index] = True
     if line_no == 0:
-        raise ValueError(f"{path}: the GloVe file is empty")
+        raise CorpusError(f"{path}: the GloVe file is empty")
     missing = tuple(w for w in vocabulary.words if not found[vocabulary.index[w]])
     coverage = GloveCoverage(int(found.sum()), len(vocabulary.words), missing[:20])
     return vectors, found, coverage
