@@ -1,11 +1,15 @@
-"""MMTL's meta-learning maths: V/A/D discretisation, per-speaker class weights, the
-first-order outer gradient of paper Algorithm 1 (batched over speakers with torch.func, and the
-sequential reference loop) and test-time adaptation of the meta learner.
+"""MMTL's meta-learning maths: affect discretisation, class weights, the weighted losses and the
+first-order outer gradient of paper Algorithm 1, batched over speakers with torch.func
+(:func:`outer_gradients`, ``implementation="fused"``) and as the sequential reference loop
+(:func:`outer_gradients_sequential`, ``implementation="reference"``). Test-time adaptation of
+the meta learner is in :mod:`fastser.methods.mmtl.adaptation`.
+
+The affect tasks are valence, arousal and dominance, each discretised into 4 classes.
 
 One outer step over m speakers (tasks) with parameters theta (meta learner, ``net.meta``) and
-phi (transfer learner, ``net.transfer``) of an :class:`~fastser.models.mmtl.MMTLNet`:
+phi (transfer learner, ``net.transfer``) of an :class:`~fastser.methods.mmtl.model.MMTLNet`:
 
-    theta'_i = theta - (alpha / k) sum_j grad L^{S,j}_i(theta)       k = 3 auxiliary tasks V, A, D
+    theta'_i = theta - (alpha / k) sum_j grad L^{S,j}_i(theta)       k = 3 affect tasks
     phi'_i   = phi - beta grad_phi L^Q_i(theta'_i, phi)               emotion, query batch
     g        = sum_i grad L^Q_i(theta'_i, phi'_i)                     w.r.t. (theta'_i, phi'_i)
 
@@ -16,7 +20,7 @@ on the support batch, L^Q_i the class-weighted emotion cross entropy on the quer
 
 An episode (one step's batch) stacks equal-size per-speaker batches:
 
-    support (m, n_s, frames, bins), support_vad (m, n_s, 3) int64, vad_weights (m, 3, 4),
+    support (m, n_s, frames, bins), support_affect (m, n_s, 3) int64, affect_weights (m, 3, 4),
     query (m, n_q, frames, bins), query_labels (m, n_q) int64, emotion_weights (m, C)
 """
 
@@ -26,36 +30,37 @@ import copy
 from typing import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
-from fastser.models.mmtl import VAD_CLASSES, MMTLNet
+from fastser.errors import CorpusError
+from fastser.methods.mmtl.model import MMTLNet
 
-VAD_NAMES = ("valence", "arousal", "dominance")
-#: Class c of a V/A/D value v: [0, 2) -> 0, [2, 3) -> 1, [3, 4) -> 2, [4, 6] -> 3.
-VAD_EDGES = (2.0, 3.0, 4.0)
-VAD_RANGE = (0.0, 6.0)
-EPISODE_KEYS = ("support", "support_vad", "vad_weights", "query", "query_labels",
+#: The affect dimensions, each an auxiliary task of the meta learner.
+AFFECT_NAMES = ("valence", "arousal", "dominance")
+#: Class c of an affect value v: [0, 2) -> 0, [2, 3) -> 1, [3, 4) -> 2, [4, 6] -> 3.
+AFFECT_EDGES = (2.0, 3.0, 4.0)
+AFFECT_RANGE = (0.0, 6.0)
+EPISODE_KEYS = ("support", "support_affect", "affect_weights", "query", "query_labels",
                 "emotion_weights")
 
 Params = dict[str, Tensor]
 
 
-def discretise_vad(values: Sequence[float], utterance: str) -> list[int]:
+def discretise_affect(values: Sequence[float]) -> list[int]:
     """(valence, arousal, dominance) -> their 4-way classes: [0, 2) -> 0, [2, 3) -> 1,
-    [3, 4) -> 2, [4, 6] -> 3. A value outside [0, 6] or NaN is a ValueError naming the
-    utterance."""
-    if len(values) != len(VAD_NAMES):
-        raise ValueError(f"utterance {utterance!r}: expected {len(VAD_NAMES)} V/A/D values, "
-                         f"got {len(values)}")
+    [3, 4) -> 2, [4, 6] -> 3. A value outside [0, 6] or NaN is a CorpusError naming the
+    dimension (the recipe adds the utterance)."""
+    if len(values) != len(AFFECT_NAMES):
+        raise CorpusError(f"expected {len(AFFECT_NAMES)} affect values "
+                          f"({', '.join(AFFECT_NAMES)}), got {len(values)}")
     classes = []
-    for name, value in zip(VAD_NAMES, values):
+    for name, value in zip(AFFECT_NAMES, values):
         value = float(value)
-        if not VAD_RANGE[0] <= value <= VAD_RANGE[1]:  # also rejects NaN
-            raise ValueError(f"utterance {utterance!r}: {name} {value} is outside "
-                             f"[{VAD_RANGE[0]:g}, {VAD_RANGE[1]:g}] (or NaN)")
-        classes.append(sum(value >= edge for edge in VAD_EDGES))
+        if not AFFECT_RANGE[0] <= value <= AFFECT_RANGE[1]:  # also rejects NaN
+            raise CorpusError(f"{name} {value} is outside [{AFFECT_RANGE[0]:g}, "
+                              f"{AFFECT_RANGE[1]:g}] (or NaN)")
+        classes.append(sum(value >= edge for edge in AFFECT_EDGES))
     return classes
 
 
@@ -82,11 +87,11 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor) -> T
     return (w * nll).sum() / w.sum()
 
 
-def auxiliary_loss(logits: Tensor, vad: Tensor, weights: Tensor) -> Tensor:
-    """(1/k) sum_j L^j: the shared classifier's logits (n, 4) against each task's labels
-    vad[:, j] (n, 3) with that task's weights[j] (3, 4)."""
-    return sum(weighted_cross_entropy(logits, vad[:, j], weights[j])
-               for j in range(vad.shape[-1])) / vad.shape[-1]
+def auxiliary_loss(logits: Tensor, affect: Tensor, weights: Tensor) -> Tensor:
+    """(1/k) sum_j L^j: the shared classifier's logits (n, 4) against each affect task's labels
+    affect[:, j] (n, 3) with that task's weights[j] (3, 4)."""
+    return sum(weighted_cross_entropy(logits, affect[:, j], weights[j])
+               for j in range(affect.shape[-1])) / affect.shape[-1]
 
 
 def split_params(net: MMTLNet) -> tuple[Params, Params]:
@@ -106,9 +111,9 @@ def _check_episode(net: MMTLNet, episode: Mapping[str, Tensor]) -> None:
         if episode[key].shape[0] != m:
             raise ValueError(f"MMTL episode: {key} has {episode[key].shape[0]} speakers, "
                              f"support has {m}")
-    if episode["support_vad"].shape[-1] != len(VAD_NAMES):
-        raise ValueError(f"MMTL episode: support_vad must be (m, n_s, 3), got "
-                         f"{list(episode['support_vad'].shape)}")
+    if episode["support_affect"].shape[-1] != len(AFFECT_NAMES):
+        raise ValueError(f"MMTL episode: support_affect must be (m, n_s, 3), got "
+                         f"{list(episode['support_affect'].shape)}")
     if episode["emotion_weights"].shape[-1] != net.transfer.out_features:
         raise ValueError(f"MMTL episode: emotion_weights has {episode['emotion_weights'].shape[-1]}"
                          f" classes, the transfer learner {net.transfer.out_features}")
@@ -151,10 +156,10 @@ def outer_gradients(net: MMTLNet, episode: Mapping[str, Tensor], *, alpha: float
         return weighted_cross_entropy(functional_call(net.transfer, params, (z,)), labels,
                                       weights)
 
-    def speaker_step(theta: Params, phi: Params, support: Tensor, support_vad: Tensor,
-                     vad_weights: Tensor, query: Tensor, labels: Tensor, weights: Tensor):
-        g = grad(lambda p: auxiliary_loss(meta_logits(p, support), support_vad, vad_weights))(
-            theta)
+    def speaker_step(theta: Params, phi: Params, support: Tensor, support_affect: Tensor,
+                     affect_weights: Tensor, query: Tensor, labels: Tensor, weights: Tensor):
+        g = grad(lambda p: auxiliary_loss(meta_logits(p, support), support_affect,
+                                          affect_weights))(theta)
         theta_i = {k: theta[k] - alpha * g[k] for k in theta}
         # the representation at theta'_i serves both the phi step and the outer gradient
         z, pull_back = vjp(lambda p: embed(p, query), theta_i)
@@ -189,8 +194,8 @@ def outer_gradients_sequential(net: MMTLNet, episode: Mapping[str, Tensor], *,
     losses = []
     for i in range(episode["support"].shape[0]):
         model = copy.deepcopy(net)
-        aux = auxiliary_loss(model.meta(episode["support"][i]), episode["support_vad"][i],
-                             episode["vad_weights"][i])
+        aux = auxiliary_loss(model.meta(episode["support"][i]), episode["support_affect"][i],
+                             episode["affect_weights"][i])
         _sgd(list(model.meta.parameters()), aux, alpha)
         emotion = weighted_cross_entropy(model(episode["query"][i]), episode["query_labels"][i],
                                          episode["emotion_weights"][i])
@@ -211,46 +216,3 @@ def _sgd(params: list[nn.Parameter], loss: Tensor, lr: float) -> None:
     with torch.no_grad():
         for p, g in zip(params, grads):
             p.sub_(lr * g)
-
-
-def adapt_meta(net: MMTLNet, segments: Tensor, vad: Tensor, *, lr: float = 0.001,
-               steps: int = 1, chunk: int = 64) -> Params:
-    """Test-time adaptation: ``steps`` gradient steps of the meta learner (learning rate
-    ``lr``, gamma in the paper) on one target speaker's auxiliary tasks, segments
-    (n, frames, bins) with V/A/D classes (n, 3), class-weighted by that speaker's counts.
-    Returns the adapted meta parameters (names as in ``net.meta``); the transfer learner and
-    ``net`` itself are unchanged. Gradients are accumulated over chunks of ``chunk`` segments
-    (the same full-batch gradient, bounded memory)."""
-    if segments.shape[0] != vad.shape[0] or segments.shape[0] == 0:
-        raise ValueError(f"adapt_meta: need n >= 1 segments with n V/A/D label rows, got "
-                         f"{segments.shape[0]} and {vad.shape[0]}")
-    if steps < 0 or chunk < 1:
-        raise ValueError(f"adapt_meta: steps must be >= 0 and chunk >= 1, got {steps}, {chunk}")
-    weights = torch.stack([class_weights(vad[:, j], VAD_CLASSES) for j in range(vad.shape[1])])
-    weights = weights.to(segments.dtype)
-    totals = weights.gather(1, vad.t()).sum(dim=1)  # (3,) sum of the segments' weights per task
-    theta, _ = split_params(net)
-
-    def partial_loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
-        logits = functional_call(net.meta, params, (x,))
-        nll = -logits.log_softmax(-1).gather(1, y)  # (n, 3): each task's label
-        return (weights.gather(1, y.t()).t() * nll / totals).sum() / y.shape[1]
-
-    partial_grad = grad(partial_loss)
-    with torch.no_grad():
-        for _ in range(steps):
-            update = {k: torch.zeros_like(v) for k, v in theta.items()}
-            for start in range(0, segments.shape[0], chunk):
-                g = partial_grad(theta, segments[start:start + chunk], vad[start:start + chunk])
-                for k in update:
-                    update[k] += g[k]
-            theta = {k: theta[k] - lr * update[k] for k in theta}
-    return theta
-
-
-def adapted_logits(net: MMTLNet, theta: Params, segments: Tensor) -> Tensor:
-    """Emotion logits (n, C) of ``net`` with meta parameters ``theta`` (from
-    :func:`adapt_meta`) and its own transfer learner."""
-    params = {**{f"meta.{k}": v for k, v in theta.items()},
-              **{f"transfer.{k}": v for k, v in net.transfer.named_parameters()}}
-    return functional_call(net, params, (segments,))

@@ -1,4 +1,4 @@
-"""MMTL networks (Cai et al., "Meta Multi-task Learning for Speech Emotion Recognition").
+"""The MMTL networks (Cai et al., "Meta Multi-task Learning for Speech Emotion Recognition").
 
 The meta learner is the CNN-LSTM of the paper's Table 1 over log-power spectrogram segments
 of at most 3 s, (S, frames, bins) = (S, 300, 200) by default (time x frequency):
@@ -10,19 +10,19 @@ of at most 3 s, (S, frames, bins) = (S, 300, 200) by default (time x frequency):
     both directions                              -> (S, 256)
     FC 64, ReLU                                  -> (S, 64)   the representation
     FC 4                                         -> (S, 4)    one classifier shared by the
-                                                              discretised V, A and D tasks
+                                                              discretised affect tasks
+                                                              (valence, arousal, dominance)
 
 Kernels are (time x frequency) with 'same' zero padding (PyTorch's convention for even sizes:
 the extra row/column of padding goes after). The transfer learner is one FC layer from the
-64-d representation to the emotion classes. Baselines: :class:`MultiTaskNet` (shared encoder,
-an emotion head and separate 4-way V, A, D heads, trained jointly) and :class:`SingleTaskNet`
-(the CNN-LSTM with an emotion head only).
+64-d representation to the emotion classes. The baselines' networks, built from the same
+:class:`CNNLSTMEncoder`, are in :mod:`fastser.methods.mmtl.baselines`.
 
 The LSTM is :class:`BiLSTM`, an explicit cell unrolled over time with batched matmuls, so
 ``torch.func.vmap`` can run it over stacked per-speaker parameters; it holds the parameters of
 ``nn.LSTM(bidirectional=True, batch_first=True)`` under the same names and computes the same
 function. Every network is TorchScript-scriptable; segment logits become utterance posteriors
-in :class:`SegmentPosteriorMean` (the export module).
+in :class:`SegmentPosteriorMean` (the export module of MMTL and its baselines).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 #: (time kernel, frequency kernel, output channels) of the paper's three conv layers.
 TABLE1_CONV: tuple[tuple[int, int, int], ...] = ((12, 16, 16), (8, 12, 24), (5, 7, 32))
-#: Classes of each discretised V/A/D task (see :func:`fastser.models.mmtl_meta.discretise_vad`).
-VAD_CLASSES = 4
+#: Classes of each discretised affect task (see :func:`fastser.methods.mmtl.meta.discretise_affect`).
+AFFECT_CLASSES = 4
 
 
 class BiLSTM(nn.Module):
@@ -152,13 +152,13 @@ class CNNLSTMEncoder(nn.Module):
 
 
 class MetaLearner(nn.Module):
-    """The meta learner: encoder + one 4-way classifier shared by the V, A and D tasks.
+    """The meta learner: encoder + one 4-way classifier shared by the three affect tasks.
     ``forward``: (S, frames, bins) -> auxiliary logits (S, 4); ``embed``: -> (S, 64)."""
 
     def __init__(self, encoder: CNNLSTMEncoder) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.embed_dim, VAD_CLASSES)
+        self.head = nn.Linear(encoder.embed_dim, AFFECT_CLASSES)
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:
@@ -182,39 +182,6 @@ class MMTLNet(nn.Module):
         return self.transfer(self.meta.embed(x))
 
 
-class MultiTaskNet(nn.Module):
-    """Multi-task baseline: shared encoder, an emotion head and separate 4-way V, A and D
-    heads (one Linear(64, 3 * 4), i.e. three independent 64 -> 4 heads), trained jointly.
-    ``forward``: (S, frames, bins) -> emotion logits (S, C); ``heads``: also V/A/D logits
-    (S, 3, 4)."""
-
-    def __init__(self, num_classes: int, **encoder_config) -> None:
-        super().__init__()
-        self.encoder = CNNLSTMEncoder(**encoder_config)
-        self.emotion = nn.Linear(self.encoder.embed_dim, num_classes)
-        self.vad = nn.Linear(self.encoder.embed_dim, 3 * VAD_CLASSES)
-
-    @torch.jit.export
-    def heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.encoder(x)
-        return self.emotion(z), self.vad(z).unflatten(1, (3, -1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.emotion(self.encoder(x))
-
-
-class SingleTaskNet(nn.Module):
-    """Single-task baseline: the CNN-LSTM with an emotion head, (S, frames, bins) -> (S, C)."""
-
-    def __init__(self, num_classes: int, **encoder_config) -> None:
-        super().__init__()
-        self.encoder = CNNLSTMEncoder(**encoder_config)
-        self.emotion = nn.Linear(self.encoder.embed_dim, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.emotion(self.encoder(x))
-
-
 def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment posteriors: (S, C), counts (B,) summing to S ->
     (B, C)."""
@@ -228,7 +195,7 @@ def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
 class SegmentPosteriorMean(nn.Module):
     """Export module: packed segments (S, frames, bins) and counts (B,) int64 (each >= 1,
     summing to S) -> utterance class probabilities (B, C), the mean of the segments' softmax
-    posteriors under ``net`` (any of the networks above)."""
+    posteriors under ``net`` (:class:`MMTLNet` or a baseline network)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
