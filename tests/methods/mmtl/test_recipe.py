@@ -1,6 +1,7 @@
-"""The mmtl / mtl / stl recipes on a tiny synthetic corpus: smoke training, batched == naive
+"""The mmtl / mtl / stl recipes on a tiny synthetic corpus: smoke training, batched == reference
 training, exact resumption through the trainer hooks, per-speaker episodes, test-time
-adaptation in prediction, export, DDP, and the bad inputs."""
+adaptation in prediction, export, DDP, settings and their ranges, speaker_norm, the 0.1
+checkpoint keys, and the bad inputs."""
 
 import os
 import subprocess
@@ -11,18 +12,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fastser.data.corpus import Utterance
 from fastser.data.synthetic import SyntheticConfig, load_synthetic
+from fastser.errors import AudioError, CorpusError, SettingsError
+from fastser.methods import make_recipe, recipe_class
+from fastser.methods.mmtl import MMTLRecipe, SegmentItem, SpeakerEpisodes
 from fastser.train.evaluation import evaluate
-from fastser.train.recipes import make_recipe, recipe_class
-from fastser.train.recipes.mmtl import MMTLRecipe, SegmentItem, SpeakerEpisodes
 from fastser.train.trainer import TrainConfig, Trainer
 
 import optest
 
 # a small input (300 x 200 pooled to 50 x 25) and a small network keep these tests fast
 TINY = {"pool": (6, 8), "conv": ((3, 3, 4), (3, 3, 6)), "lstm_hidden": 8, "embed_dim": 8}
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def _config(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def _without_vad(item):
-    return replace(item, vad=None)
+def _without_affect(item):
+    return replace(item, affect=None)
 
 
 # -- training --------------------------------------------------------------------------------
@@ -66,27 +67,32 @@ def test_smoke_training_runs_end_to_end_and_the_loss_decreases(name, corpus, ite
 
 
 @pytest.mark.parametrize("speaker_chunk", [None, 2])
-def test_naive_and_batched_training_give_the_same_model(corpus, items, tmp_path, speaker_chunk):
+def test_reference_and_batched_training_give_the_same_model(corpus, items, tmp_path,
+                                                            speaker_chunk):
     train, _ = _split(items)
-    settings = [{"naive": False, "speaker_chunk": speaker_chunk}, {"naive": True}]
+    settings = [{"implementation": "fused", "speaker_chunk": speaker_chunk},
+                {"implementation": "reference"}]
     models = [Trainer(make_recipe("mmtl", corpus.labels, **extra, **TINY), _config(epochs=1),
                       tmp_path / str(i)).fit(train).model for i, extra in enumerate(settings)]
-    for (name, batched), naive in zip(models[0].state_dict().items(),
-                                      models[1].state_dict().values()):
-        torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, batched), reference in zip(models[0].state_dict().items(),
+                                          models[1].state_dict().values()):
+        torch.testing.assert_close(batched, reference, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("naive", [False, True])
 def test_timed_training_step_is_the_outer_step_on_an_episode(corpus, items, monkeypatch, naive):
     """The demo's fused-vs-naive step timing runs MMTL's own step: the batched (or
     sequential) outer step on the first episode, whose gradients the optimiser applies."""
-    import fastser.models.mmtl_meta as meta
-    import fastser.train.recipes.mmtl as recipe_module
-    from fastser.bench.training_step import naive_variant, step_runner
+    import fastser.methods.mmtl.meta as meta
+    import fastser.methods.mmtl.recipe as recipe_module
+    from fastser.bench.training_step import step_runner
 
     train, _ = _split(items)
     recipe = make_recipe("mmtl", corpus.labels, **TINY)
-    recipe = naive_variant(recipe) if naive else recipe
+    if naive:  # the same recipe (settings, fitted statistics) on the reference path
+        state = recipe.state()
+        recipe = type(recipe).from_state(
+            {**state, "settings": {**state["settings"], "implementation": "reference"}})
     episodes = []
     name = "outer_gradients_sequential" if naive else "outer_gradients"
     real = getattr(meta, name)
@@ -135,7 +141,7 @@ DDP_RUN = """
     sys.path.insert(0, {tests!r})
     from fastser.train.trainer import TrainConfig, Trainer
     from fastser.train.distributed import shutdown_distributed
-    from fastser.train.recipes.mmtl import MMTLRecipe
+    from fastser.methods.mmtl import MMTLRecipe
     items = torch.load({items!r}, weights_only=False)
     result = Trainer(MMTLRecipe({labels!r}, **{tiny!r}), TrainConfig(**{config!r}),
                      {out!r}).fit(items)
@@ -178,8 +184,8 @@ def test_speaker_episodes_stack_equal_per_speaker_batches(items):
     assert first.share == 1.0 and first.count == 3 * 2 * 3
     batch = first.batch
     assert batch["support"].shape == (3, 3, 50, 25) and batch["query"].shape == (3, 3, 50, 25)
-    assert batch["support_vad"].shape == (3, 3, 3) and batch["query_labels"].shape == (3, 3)
-    assert batch["vad_weights"].shape == (3, 3, 4) and batch["emotion_weights"].shape == (3, 4)
+    assert batch["support_affect"].shape == (3, 3, 3) and batch["query_labels"].shape == (3, 3)
+    assert batch["affect_weights"].shape == (3, 3, 4) and batch["emotion_weights"].shape == (3, 4)
     # speaker k's rows are speaker k's segments, with their utterance's labels
     for k, speaker in enumerate(sorted({it.speaker for it in train})):
         for row in range(3):
@@ -188,7 +194,7 @@ def test_speaker_episodes_stack_equal_per_speaker_batches(items):
             support = [it for it in train if it.speaker == speaker
                        and any(torch.equal(batch["support"][k, row], s) for s in it.segments)]
             assert query and query[0].label == int(batch["query_labels"][k, row])
-            assert support and torch.equal(support[0].vad, batch["support_vad"][k, row])
+            assert support and torch.equal(support[0].affect, batch["support_affect"][k, row])
     # weights: N / N_c over the speaker's own segments, normalised by the maximum
     assert float(batch["emotion_weights"].max(dim=1).values.min()) == 1.0
     # deterministic per epoch, different across epochs
@@ -232,9 +238,9 @@ def test_prediction_adapts_only_the_meta_learner_per_speaker(corpus, items):
     with torch.no_grad():  # evaluation's context: adaptation still takes its gradients
         unadapted = plain.predict(model, batch).probs
         adapted = adapting.predict(model, batch).probs
-        no_labels = adapting.predict(model, adapting.collate([_without_vad(it) for it in test]))
+        no_labels = adapting.predict(model, adapting.collate([_without_affect(it) for it in test]))
     assert not torch.allclose(adapted, unadapted, atol=1e-4)
-    torch.testing.assert_close(no_labels.probs, unadapted)  # no V/A/D: predicted unadapted
+    torch.testing.assert_close(no_labels.probs, unadapted)  # no affect: predicted unadapted
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     # the adaptation of one speaker does not depend on the other speakers in the batch
@@ -270,8 +276,8 @@ def test_registry_and_demo_settings():
     for name in ("mmtl", "mtl", "stl"):
         cls = recipe_class(name)
         assert cls.name == name
-        TrainConfig(**cls.demo_train)
-        cls(["a", "b"], **cls.demo_config)
+        TrainConfig(**cls.presets["demo"].training)
+        cls(["a", "b"], **cls.presets["demo"].settings)
     assert MMTLRecipe(["a", "b"]).encoder_config()["frames"] == 300  # the paper's input
     assert MMTLRecipe(["a", "b"]).encoder_config()["bins"] == 200
 
@@ -281,20 +287,21 @@ def _utterance(corpus, **changes):
     return replace(corpus[0], **changes)
 
 
-def test_vad_values_outside_the_scale_name_the_utterance(corpus):
+def test_affect_values_outside_the_scale_name_the_utterance(corpus):
     recipe = MMTLRecipe(corpus.labels, **TINY)
     wave = torch.randn(16000)
-    with pytest.raises(ValueError, match=r"utterance 'odd_one': valence 7.0 is outside"):
+    with pytest.raises(CorpusError, match=r"mmtl: utterance 'odd_one': valence 7.0 is outside"):
         recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", valence=7.0))
-    with pytest.raises(ValueError, match=r"utterance 'odd_one': dominance nan"):
+    with pytest.raises(CorpusError, match=r"utterance 'odd_one': dominance nan"):
         recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", dominance=float("nan")))
-    with pytest.raises(ValueError, match=r"'half': has some V/A/D values but not \['arousal'\]"):
+    with pytest.raises(CorpusError, match=r"'half': has some affect values \(valence, arousal, "
+                                          r"dominance\) but not \['arousal'\]"):
         recipe.item_from_audio(wave, _utterance(corpus, id="half", arousal=None))
     none = recipe.item_from_audio(wave, _utterance(corpus, valence=None, arousal=None,
                                                    dominance=None))
-    assert none.vad is None
+    assert none.affect is None
     unknown = recipe.item_from_audio(wave)
-    assert unknown.label == -1 and unknown.vad is None
+    assert unknown.label == -1 and unknown.affect is None
     assert isinstance(none, SegmentItem) and none.segments.shape == (1, 50, 25)
 
 
@@ -304,29 +311,30 @@ def test_training_set_errors(corpus, items, tmp_path):
     one_speaker = [it for it in train if it.speaker == speaker]
     with pytest.raises(ValueError, match="at least 2 training speakers.*'stl' or 'mtl'"):
         Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path).fit(one_speaker)
-    no_vad = [_without_vad(it) if it.speaker == speaker else it for it in train]
-    with pytest.raises(ValueError, match=f"speaker '{speaker}' has no utterance with V/A/D"):
-        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path).fit(no_vad)
+    no_affect = [_without_affect(it) if it.speaker == speaker else it for it in train]
+    with pytest.raises(CorpusError, match=f"speaker '{speaker}' has no utterance with affect"):
+        Trainer(MMTLRecipe(corpus.labels, **TINY), _config(), tmp_path).fit(no_affect)
     no_emotion = [replace(it, label=-1) if it.speaker == speaker else it for it in train]
-    with pytest.raises(ValueError, match=f"speaker '{speaker}' has no utterance with an emotion"):
+    with pytest.raises(CorpusError, match=f"speaker '{speaker}' has no utterance with an emotion"):
         SpeakerEpisodes(no_emotion, 2, 4)
-    with pytest.raises(ValueError, match=r"speakers_per_step must be in \[1, 3\]"):
+    with pytest.raises(SettingsError, match=r"speakers_per_step must be in \[1, 3\]"):
         SpeakerEpisodes(train, 2, 4, speakers_per_step=4)
-    with pytest.raises(ValueError, match="no training utterance has V/A/D labels"):
-        make_recipe("mtl", corpus.labels, **TINY).fit_extra([_without_vad(it) for it in train])
+    with pytest.raises(CorpusError, match="no training utterance has affect labels"):
+        make_recipe("mtl", corpus.labels, **TINY).fit_extra([_without_affect(it) for it in train])
 
 
-def test_config_and_batch_errors(corpus, items):
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['alpah'\]"):
+def test_settings_and_batch_errors(corpus, items):
+    with pytest.raises(SettingsError, match=r"mmtl: unknown setting\(s\) alpah"):
         MMTLRecipe(corpus.labels, alpah=0.1)
-    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+    with pytest.raises(SettingsError, match=r"setting alpha: expected number in \[0, inf\)"):
         MMTLRecipe(corpus.labels, alpha=float("nan"))
     for bad in (0, 1.5, "2"):
-        with pytest.raises(ValueError, match="speaker_chunk must be an integer >= 1 or None"):
+        with pytest.raises(SettingsError, match=r"setting speaker_chunk: expected integer or "
+                                                r"null in \[1, inf\)"):
             MMTLRecipe(corpus.labels, speaker_chunk=bad)
-    with pytest.raises(ValueError, match="pool must be"):
+    with pytest.raises(SettingsError, match="setting pool: expected"):
         MMTLRecipe(corpus.labels, pool=(0, 2))
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(SettingsError, match="alpha"):
         make_recipe("stl", corpus.labels, alpha=0.1)
     recipe = MMTLRecipe(corpus.labels)  # the paper's 300 x 200 input
     with pytest.raises(ValueError, match=r"segments of shape \[\d+, 50, 25\], expected \(n, 300, "
@@ -343,10 +351,129 @@ def test_recipe_state_round_trip_keeps_class_weights_and_segment_spans(corpus, i
     back = recipe_class("mtl").from_state(recipe.state())
     assert back.settings == recipe.settings
     assert torch.equal(back.emotion_weights, recipe.emotion_weights)
-    assert torch.equal(back.vad_weights, recipe.vad_weights)
+    assert torch.equal(back.affect_weights, recipe.affect_weights)
     # 7 s at 16 kHz: three equal pieces of at most 3 s
     spans = recipe.segment_spans(7 * 16000)
     assert len(spans) == 3 and spans[0][0] == 0.0 and spans[-1][1] == 7.0
     example = recipe.example_batch()
     assert example["counts"].tolist() == [len(recipe.segment_spans(3 * 16000)),
                                           len(recipe.segment_spans(40000))]
+
+
+# -- settings --------------------------------------------------------------------------------
+@pytest.mark.parametrize("key, bad", [
+    ("pool", (0, 2)), ("pool", (2, 0)), ("pool", (2,)), ("pool", (2.5, 2)),
+    ("conv", ((3, 3, 0),)), ("conv", ((0, 3, 4),)), ("conv", ((3, 3),)), ("conv", (3, 3, 4)),
+    ("lstm_hidden", 0), ("embed_dim", 0), ("max_duration", 0.0), ("max_duration", -1.0),
+    ("max_duration", float("inf")), ("implementation", "naive"), ("speaker_norm", 1)])
+@pytest.mark.parametrize("name", ["mmtl", "mtl", "stl"])
+def test_every_setting_range_is_checked(name, key, bad):
+    with pytest.raises(SettingsError, match=f"{name}: setting {key}: expected"):
+        make_recipe(name, ["a", "b"], **{key: bad})
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("alpha", -0.1), ("alpha", float("nan")), ("beta", -1e-9), ("beta", float("inf")),
+    ("adapt_lr", -0.001), ("adapt_lr", float("nan")), ("speakers_per_step", 0),
+    ("speakers_per_step", 1.5), ("adapt_steps", -1), ("adapt_chunk", 0),
+    ("speaker_chunk", 0), ("speaker_chunk", True)])
+def test_every_mmtl_setting_range_is_checked(key, bad):
+    with pytest.raises(SettingsError, match=f"mmtl: setting {key}: expected"):
+        MMTLRecipe(["a", "b"], **{key: bad})
+
+
+def test_settings_edges_and_the_old_names():
+    ok = MMTLRecipe(["a", "b"], alpha=0, beta=0.0, adapt_lr=0, adapt_steps=0, adapt_chunk=1,
+                    speaker_chunk=1, speakers_per_step=1, pool=[2, 3],
+                    conv=[[3, 3, 1]], max_duration=0.5)
+    assert ok.settings.alpha == 0.0 and ok.settings.pool == (2, 3)
+    assert ok.settings.conv == ((3, 3, 1),) and (ok.frames, ok.bins) == (150, 66)
+    with pytest.raises(SettingsError, match="mmtl: setting conv needs at least one layer"):
+        MMTLRecipe(["a", "b"], conv=())
+    # fastser 0.1's naive switch is the implementation setting
+    assert MMTLRecipe(["a", "b"], naive=True).settings.implementation == "reference"
+    assert MMTLRecipe(["a", "b"], naive=False).settings.implementation == "fused"
+    for name in ("mtl", "stl"):
+        with pytest.raises(SettingsError, match="unknown setting"):
+            make_recipe(name, ["a", "b"], speaker_chunk=2)
+    assert MMTLRecipe(["a", "b"], alpha=0.5).settings.changed() == {"alpha": 0.5}
+
+
+def test_too_short_audio_is_an_audio_error():
+    recipe = MMTLRecipe(["a", "b"], **TINY)
+    assert recipe.min_samples == 640  # one 40 ms spectrogram frame
+    with pytest.raises(AudioError, match="mmtl: the recording has 639 samples"):
+        recipe.item_from_audio(torch.randn(639))
+    assert recipe.item_from_audio(torch.randn(640)).segments.shape == (1, 50, 25)
+
+
+# -- speaker_norm ----------------------------------------------------------------------------
+def _valid_frames(item):
+    return torch.cat([s[:n] for s, n in zip(item.segments, item.valid_frames.tolist())])
+
+
+@pytest.mark.parametrize("pool", [(1, 1), (6, 8)])
+def test_speaker_norm_standardises_each_speakers_frames(corpus, pool):
+    settings = {**TINY, "pool": pool}
+    utterances = list(corpus)[:12]
+    plain = MMTLRecipe(corpus.labels, **settings).featurize(utterances)
+    normed = MMTLRecipe(corpus.labels, speaker_norm=True, **settings).featurize(utterances)
+    speakers = sorted({u.speaker for u in utterances})
+    assert len(speakers) > 1
+    for speaker in speakers:
+        mine = [i for i, u in enumerate(utterances) if u.speaker == speaker]
+        frames = torch.cat([_valid_frames(normed[i]) for i in mine]).double()
+        torch.testing.assert_close(frames.mean(0), torch.zeros(frames.shape[1],
+                                                               dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(frames.std(0), torch.ones(frames.shape[1],
+                                                             dtype=torch.float64),
+                                   atol=1e-4, rtol=0)
+        for i in mine:
+            a, b = plain[i], normed[i]
+            assert torch.equal(a.valid_frames, b.valid_frames)
+            assert (a.label, a.speaker, a.utterance) == (b.label, b.speaker, b.utterance)
+            assert torch.equal(a.affect, b.affect)
+            # the zero padding after each segment's audio stays zero
+            for segment, n in zip(b.segments, b.valid_frames.tolist()):
+                assert not bool(segment[n:].any())
+    # the frames that hold audio: every frame of a pooled 3 s piece, fewer of a shorter one
+    assert all(int(it.valid_frames.max()) <= it.segments.shape[1] for it in normed)
+
+
+def test_speaker_norm_a_lone_recording_is_its_own_speaker():
+    recipe = MMTLRecipe(["a", "b"], speaker_norm=True, **TINY)
+    wave = 0.1 * torch.randn(70000, generator=torch.Generator().manual_seed(4))
+    item = recipe.item_from_audio(wave)
+    assert item.segments.shape[0] == 2  # two pieces of 2.19 s
+    frames = _valid_frames(item).double()
+    torch.testing.assert_close(frames.mean(0), torch.zeros(frames.shape[1], dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(frames.std(0), torch.ones(frames.shape[1], dtype=torch.float64),
+                               atol=1e-4, rtol=0)
+    plain = MMTLRecipe(["a", "b"], **TINY).item_from_audio(wave)
+    assert not torch.allclose(plain.segments, item.segments)
+    assert torch.equal(plain.valid_frames, item.valid_frames)
+
+
+# -- fastser 0.1 names -------------------------------------------------------------------------
+def test_mtl_reads_the_0_1_names_of_the_affect_weights_and_heads(corpus, items):
+    train, _ = _split(items)
+    recipe = make_recipe("mtl", corpus.labels, **TINY)
+    recipe.fit_extra(train)
+    state = recipe.state()
+    assert set(state["extra"]) == {"emotion_weights", "affect_weights"}
+    old = {**state, "extra": {"emotion_weights": state["extra"]["emotion_weights"],
+                              "vad_weights": state["extra"]["affect_weights"]}}
+    back = recipe_class("mtl").from_state(old)
+    assert torch.equal(back.affect_weights, recipe.affect_weights)
+    torch.manual_seed(0)
+    model = recipe.build_model()
+    weights = {k.replace("affect.", "vad.", 1) if k.startswith("affect.") else k: v
+               for k, v in model.state_dict().items()}
+    assert "vad.weight" in weights and "affect.weight" not in weights
+    fresh = back.build_model()
+    fresh.load_state_dict(weights)  # strict: the old head names land on the affect heads
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+

@@ -1,6 +1,6 @@
 """Benchmark of one MMTL outer step (paper Algorithm 1, first-order) over m = 8 speakers: the
 per-speaker inner updates batched with torch.func against the sequential loop with a model
-copy per speaker (the recipe's ``naive`` path).
+copy per speaker (the recipe's ``implementation="reference"``, named "naive" in the tables).
 
 The step has no differentiable output (it returns the gradients it computed), so each case is
 timed as a whole in the "fwd" column: inner updates, adapted forward passes and the outer
@@ -21,16 +21,17 @@ from __future__ import annotations
 import torch
 
 from fastser.bench.cases import BenchCase
-from fastser.models.mmtl import TABLE1_CONV, MMTLNet, conv_block
-from fastser.models.mmtl_meta import outer_gradients, outer_gradients_sequential
-from fastser.train.recipes.mmtl import STLRecipe
+from fastser.methods.mmtl.meta import outer_gradients, outer_gradients_sequential
+from fastser.methods.mmtl.model import TABLE1_CONV, MMTLNet, conv_block
+from fastser.methods.mmtl.recipe import SpectrogramRecipe
 
 SUITE = "mmtl"
 SPEAKERS = 8
 CHUNK = 2  # speakers per vmap chunk in the memory-bounded batched variant
 CLASSES = 4
-_DEMO = {"frames": 300 // STLRecipe.demo_config["pool"][0],
-         "bins": 200 // STLRecipe.demo_config["pool"][1], "conv": STLRecipe.demo_config["conv"]}
+_DEMO_SETTINGS = SpectrogramRecipe.presets["demo"].settings
+_DEMO = {"frames": 300 // _DEMO_SETTINGS["pool"][0], "bins": 200 // _DEMO_SETTINGS["pool"][1],
+         "conv": _DEMO_SETTINGS["conv"]}
 # (name, network config, segments per speaker in the support and in the query batch)
 SIZES = [
     ("paper 300x200", {}, 2),
@@ -51,8 +52,8 @@ def _make_inputs(config: dict, per_speaker: int, device: torch.device, dtype: to
         shape = (SPEAKERS, per_speaker)
         episode = {
             "support": torch.randn(*shape, frames, bins, generator=gen),
-            "support_vad": torch.randint(0, 4, (*shape, 3), generator=gen),
-            "vad_weights": torch.rand(SPEAKERS, 3, 4, generator=gen) + 0.1,
+            "support_affect": torch.randint(0, 4, (*shape, 3), generator=gen),
+            "affect_weights": torch.rand(SPEAKERS, 3, 4, generator=gen) + 0.1,
             "query": torch.randn(*shape, frames, bins, generator=gen),
             "query_labels": torch.randint(0, CLASSES, shape, generator=gen),
             "emotion_weights": torch.rand(SPEAKERS, CLASSES, generator=gen) + 0.1,

@@ -1,0 +1,16 @@
+"""MMTL (Cai et al., "Meta Multi-task Learning for Speech Emotion Recognition") and its two
+baselines: the Table 1 CNN-LSTM meta learner and transfer learner (:mod:`.model`), the
+meta-learning maths (:mod:`.meta`), the per-speaker episodes (:mod:`.episodes`), test-time
+adaptation (:mod:`.adaptation`), the "mmtl" recipe and the spectrogram recipe it shares with
+the baselines (:mod:`.recipe`), the "stl" and "mtl" baselines (:mod:`.baselines`) and the bench
+suite (:mod:`.bench`)."""
+
+from fastser.methods.mmtl.baselines import MTLRecipe, MultiTaskNet, SingleTaskNet, STLRecipe
+from fastser.methods.mmtl.episodes import SpeakerEpisodes
+from fastser.methods.mmtl.model import MMTLNet, SegmentPosteriorMean
+from fastser.methods.mmtl.recipe import (MMTLRecipe, MMTLSettings, SegmentItem,
+                                         SpectrogramRecipe, SpectrogramSettings)
+
+__all__ = ["MMTLNet", "MMTLRecipe", "MMTLSettings", "MTLRecipe", "MultiTaskNet", "STLRecipe",
+           "SegmentItem", "SegmentPosteriorMean", "SingleTaskNet", "SpeakerEpisodes",
+           "SpectrogramRecipe", "SpectrogramSettings"]
