@@ -5,12 +5,20 @@ adaptation (:mod:`.adaptation`), the "mmtl" recipe and the spectrogram recipe it
 the baselines (:mod:`.recipe`), the "stl" and "mtl" baselines (:mod:`.baselines`) and the bench
 suite (:mod:`.bench`)."""
 
+from fastser.methods.mmtl.adaptation import adapt_meta, adapted_logits, speaker_adapted_logits
 from fastser.methods.mmtl.baselines import MTLRecipe, MultiTaskNet, SingleTaskNet, STLRecipe
 from fastser.methods.mmtl.episodes import SpeakerEpisodes
-from fastser.methods.mmtl.model import MMTLNet, SegmentPosteriorMean
+from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_affect,
+                                       outer_gradients, outer_gradients_sequential,
+                                       weighted_cross_entropy)
+from fastser.methods.mmtl.model import (AFFECT_CLASSES, TABLE1_CONV, MMTLNet,
+                                        SegmentPosteriorMean, utterance_posteriors)
 from fastser.methods.mmtl.recipe import (MMTLRecipe, MMTLSettings, SegmentItem,
                                          SpectrogramRecipe, SpectrogramSettings)
 
-__all__ = ["MMTLNet", "MMTLRecipe", "MMTLSettings", "MTLRecipe", "MultiTaskNet", "STLRecipe",
-           "SegmentItem", "SegmentPosteriorMean", "SingleTaskNet", "SpeakerEpisodes",
-           "SpectrogramRecipe", "SpectrogramSettings"]
+__all__ = ["AFFECT_CLASSES", "AFFECT_NAMES", "MMTLNet", "MMTLRecipe", "MMTLSettings",
+           "MTLRecipe", "MultiTaskNet", "STLRecipe", "SegmentItem", "SegmentPosteriorMean",
+           "SingleTaskNet", "SpeakerEpisodes", "SpectrogramRecipe", "SpectrogramSettings",
+           "TABLE1_CONV", "adapt_meta", "adapted_logits", "class_weights", "discretise_affect",
+           "outer_gradients", "outer_gradients_sequential", "speaker_adapted_logits",
+           "utterance_posteriors", "weighted_cross_entropy"]
