@@ -186,7 +186,8 @@ def test_settings_lists_every_setting_with_its_default_and_the_presets(capsys):
 
 
 def test_preset_and_demo_settings_are_the_same_starting_point(corpus_dir, tmp_path):
-    from fastser.cli import _train_config, build_parser
+    from fastser.cli import build_parser
+    from fastser.cli.training import _train_config
 
     def parsed(*extra):
         return _train_config(build_parser().parse_args(

@@ -57,7 +57,7 @@ def test_checkpoint_loads_with_weights_only(run):
     method, out = run
     payload = torch.load(out / "best.pt", weights_only=True)
     assert payload["recipe"] == method
-    assert load_trained(out / "best.pt", model_name=method).recipe.name == method
+    assert load_trained(out / "best.pt", method=method).recipe.name == method
 
 
 def test_exports_round_trip_on_other_lengths(run, corpus, tmp_path, capsys):
@@ -161,8 +161,10 @@ def test_demo_command_trains_exports_and_tables(tmp_path, capsys):
     printed = capsys.readouterr().out
     rows = json.loads((out / "demo.json").read_text())["rows"]
     assert [r["model"] for r in rows] == [PROCESS_METHOD, "glrf"]
-    for row in rows:
-        assert 0.0 <= row["ua"] <= 1.0 and row["step_speedup"] > 0
+    for row in rows:  # each row is the method's results.json plus the demo's columns
+        assert 0.0 <= row["test"]["ua"] <= 1.0 and row["step_speedup"] > 0
+        results = json.loads((out / row["model"] / "results.json").read_text())
+        assert {key: row[key] for key in results} == results
         assert os.path.exists(row["export"])
         assert row["model"] in printed
     assert "fused-vs-reference step" in (out / "demo.md").read_text()

@@ -34,7 +34,7 @@ class BenchCase:
     """One benchmarked size of one suite.
 
     ``impls`` maps an implementation name to a callable taking the inputs made by
-    ``make_inputs``; the first entry is the fused one, the others are baselines ("naive",
+    ``make_inputs``; the first entry is the fused one, the others are baselines ("reference",
     "loop", "sdpa", "compiled", ...).  A callable returns a tensor, a tuple of tensors or a
     scalar loss; forward+backward back-propagates fixed random gradients through all of them.
     Implementations named in ``forward_only`` are timed in the forward pass alone.

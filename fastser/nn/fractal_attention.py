@@ -24,7 +24,7 @@ class FractalAttention(nn.Module):
     frames; W_O projects the result.  Frames past a length take no part in the attention; their
     output rows are W_O's bias.
 
-    ``implementation="reference"`` runs the naive reference op
+    ``implementation="reference"`` runs the reference op
     (:func:`fastser.ops.reference.fractal_attention_reference`) instead of the fused kernels
     (for tests and benchmarks), with the same parameters.  ``use_reference=True`` is the old
     spelling of ``implementation="reference"`` (deprecated).  Both paths are

@@ -1,5 +1,5 @@
 """Benchmark cases of the CAN training step (forward, forward+backward of L_total): the fused
-cross attention op against the naive reference op, in the same model with the same weights.
+cross attention op against the reference op, in the same model with the same weights.
 
 Batches look like real ones: B utterances of 4..30 words (IEMOCAP and the synthetic corpus
 average about 13), each word 5..120 MFCC frames (about 36 on average), paper sizes (300-d
@@ -57,7 +57,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
     for batch, max_words, max_frames, embed, hidden in (QUICK_SIZES if quick else SIZES):
         models = {}
         for name, implementation, method in (
-                ("fused", "fused", "auto"), ("naive", "reference", "auto"),
+                ("fused", "fused", "auto"), ("reference", "reference", "auto"),
                 (f"fused+{other_method}_blstm", "fused", other_method)):
             torch.manual_seed(0)  # the same weights in every implementation
             models[name] = CAN(VOCAB, CLASSES, embed_dim=embed, hidden=hidden,
@@ -69,7 +69,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
             make_inputs=_make_inputs(batch, max_words, max_frames, device, dtype),
             impls={name: _training_step(model) for name, model in models.items()},
             device=device,
-            note="CAN loss CE + 0.1 (CE_T + CE_A); naive = reference cross attention op; "
+            note="CAN loss CE + 0.1 (CE_T + CE_A); reference = reference cross attention op; "
                  "fwd+bwd includes the BLSTMs' backward (the bulk of the step)",
             meta={"batch": batch, "max_words": max_words, "max_frames": max_frames,
                   "embed_dim": embed, "hidden": hidden},

@@ -3,7 +3,7 @@
 Suite "glrf": one training step of the GLRF segment scorer on a realistic batch (32
 utterances of 2-5.5 s cut into 2 s windows every 0.2 s, about 300 segments of 198 MFCC frames;
 the default, paper-sized model) with the fused head-k-pooling loss, against the same model
-with the vectorised reference loss ("naive") and the per-utterance Python loop ("loop").
+with the vectorised reference loss ("reference") and the per-utterance Python loop ("loop").
 The loss is a scalar mean, so forward+backward back-propagates from it as training does.
 
 :func:`streaming_real_time_factor`: seconds of audio a :class:`fastser.inference.
@@ -50,7 +50,7 @@ def _fused(model, features, counts, labels, neutral):
     return head_k_pooling_loss(model(features), counts, labels, k=0.7, neutral_class=neutral)
 
 
-def _naive(model, features, counts, labels, neutral):
+def _reference(model, features, counts, labels, neutral):
     return head_k_pooling_loss_reference(model(features), counts, labels, 0.7, neutral)
 
 
@@ -67,7 +67,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
         suite=SUITE,
         size=f"B={utterances} S={segments} T=198 {name}",
         make_inputs=_make_inputs(utterances, config, device, dtype, seed=utterances),
-        impls={"fused": _fused, "naive": _naive, "loop": _loop},
+        impls={"fused": _fused, "reference": _reference, "loop": _loop},
         device=device,
         note="GLRF training step: model + head-k-pooling loss (k=0.7, neutral class 0)",
         meta={"utterances": utterances, "segments": segments, "config": dict(config)},

@@ -1,6 +1,6 @@
 """Benchmark of one MMTL outer step (paper Algorithm 1, first-order) over m = 8 speakers: the
 per-speaker inner updates batched with torch.func against the sequential loop with a model
-copy per speaker (the recipe's ``implementation="reference"``, named "naive" in the tables).
+copy per speaker (the recipe's ``implementation="reference"``, named "reference" in the tables).
 
 The step has no differentiable output (it returns the gradients it computed), so each case is
 timed as a whole in the "fwd" column: inner updates, adapted forward passes and the outer
@@ -148,11 +148,11 @@ def _step_cases(sizes, device: torch.device, dtype: torch.dtype) -> list[BenchCa
         suite=SUITE,
         size=f"{name} m={SPEAKERS} n={per_speaker}",
         make_inputs=_make_inputs(config, per_speaker, device, dtype),
-        impls={"batched": _batched, f"chunk={CHUNK}": _batched_chunked, "naive": _sequential},
+        impls={"batched": _batched, f"chunk={CHUNK}": _batched_chunked, "reference": _sequential},
         device=device,
         backward=False,
         note="one whole outer step in the fwd column; batched = torch.func vmap over speakers, "
              f"chunk={CHUNK} = the same vmap {CHUNK} speakers at a time (speaker_chunk), "
-             "naive = Python loop with a deep copy per speaker",
+             "reference = Python loop with a deep copy per speaker",
         meta={"speakers": SPEAKERS, "per_speaker": per_speaker, **config},
     ) for name, config, per_speaker in sizes]

@@ -1,16 +1,16 @@
 """Benchmark cases of the MSTR training step (forward, forward+backward of the cross-entropy
 loss, gradients zeroed each step as an optimiser loop does): the fused fractal attention op
-against the naive reference op (``implementation="reference"``), in the same model with the
+against the reference op (``implementation="reference"``), in the same model with the
 same weights.
 
 Implementations, per size:
 - ``fused``: MSTR on ``fastser.ops.fractal_attention``;
-- ``naive``: the same model with ``implementation="reference"``, on
+- ``reference``: the same model with ``implementation="reference"``, on
   ``fastser.ops.reference.fractal_attention_reference``;
 - ``no-attention``: the same model with the op replaced by the identity on v (the QKV and
   W_O projections, LayerNorms, feed-forward networks and classifier all still run).  The
   share of a step spent in the attention op is ``1 - no-attention / fused`` (``1 -
-  no-attention / naive`` for the naive op): what removing the op saves, its backward
+  no-attention / reference`` for the reference op): what removing the op saves, its backward
   included;
 - ``transformer``: the vanilla-Transformer baseline at the same sizes
   (``F.scaled_dot_product_attention`` with a key-padding mask).
@@ -100,7 +100,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
 
         models = {
             "fused": build(lambda: MSTR(input_dim, CLASSES, **sizes_kw)),
-            "naive": build(lambda: MSTR(input_dim, CLASSES, implementation="reference",
+            "reference": build(lambda: MSTR(input_dim, CLASSES, implementation="reference",
                                         **sizes_kw)),
             "no-attention": build(lambda: without_attention(MSTR(input_dim, CLASSES,
                                                                  **sizes_kw))),
@@ -112,7 +112,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
             make_inputs=_make_inputs(batch, frames, input_dim, device, dtype),
             impls={name: _training_step(model) for name, model in models.items()},
             device=device,
-            note="MSTR training step (CE loss), p=3, L=4, ragged lengths T..T/2; naive = "
+            note="MSTR training step (CE loss), p=3, L=4, ragged lengths T..T/2; reference = "
                  "reference fractal op; no-attention = op replaced by identity (attention "
                  "share = 1 - no-attention/fused); transformer = vanilla baseline (SDPA)",
             meta={"batch": batch, "frames": frames, "input_dim": input_dim,

@@ -48,7 +48,7 @@ class MSTR(FrameTransformer):
     """Multi-Scale Temporal Transformer for utterance classification.
 
     features (B, T, input_dim) float, lengths int64 (B,) in [1, T] or None -> class logits
-    (B, num_classes).  ``implementation="reference"`` runs every block on the naive reference
+    (B, num_classes).  ``implementation="reference"`` runs every block on the reference
     op (fastser.ops.reference.fractal_attention_reference) instead of the fused kernels, with
     the same parameters (state dicts are interchangeable)."""
 
