@@ -15,11 +15,12 @@ import torch
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import load_audio
 from fastser.cli import main
-from fastser.data.synthetic import read_synthetic, write_synthetic
 from fastser.checkpoint import load_checkpoint
+from fastser.data.synthetic import read_synthetic, write_synthetic
 from fastser.inference import Recognizer, load_trained
 from fastser.workflows.demo import DEMO_MODELS, check_exports_in_fresh_process
 from sigkill import killed_run_code
+from torchrun import run_two_processes
 
 # The method the process-level tests (SIGKILL + --resume, torchrun) train through the command.
 PROCESS_METHOD = "mstr"
@@ -146,11 +147,7 @@ def test_command_resumes_a_killed_run_exactly(corpus_dir, tmp_path):
 
 def test_torchrun_two_processes_match_one(corpus_dir, tmp_path):
     assert main(_train_argv(corpus_dir, tmp_path / "one", 2)) == 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-         "-m", "fastser", *_train_argv(corpus_dir, tmp_path / "two", 2)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes("-m", "fastser", *_train_argv(corpus_dir, tmp_path / "two", 2))
     _same_weights(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt",
                   rtol=1e-4, atol=1e-5)
 

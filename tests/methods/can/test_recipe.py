@@ -14,7 +14,6 @@ from fastser.audio.features import MFCC
 from fastser.audio.io import load_audio
 from fastser.data.corpus import Utterance
 from fastser.data.iemocap import read_iemocap
-from fastser.data.synthetic import SyntheticConfig, load_synthetic
 from fastser.errors import AudioError, SettingsError
 from fastser.methods import make_recipe, recipe_class
 from fastser.methods.can import CanItem, CanRecipe, CanSettings, WordTimingsError
@@ -27,8 +26,8 @@ SMALL = {"embed_dim": 16, "hidden": 8, "word_hidden": 8, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from fastser.errors import AudioError, SettingsError
 from fastser.audio.features import MFCC
 from fastser.audio.segmentation import fixed_windows, num_windows
 from fastser.data.protocols import speaker_split
-from fastser.data.synthetic import SyntheticConfig, load_synthetic
 from fastser.inference import Recognizer, export_program, load_trained
 from fastser.methods import make_recipe
 from fastser.methods.glrf import GLRFRecipe
@@ -199,8 +198,8 @@ def test_export_module_scripts_and_runs_in_a_fresh_process(tmp_path):
     optest.check_scripted_in_fresh_process(tmp_path / "glrf.pt", inputs, expected, tmp_path)
 
 
-def test_smoke_training_on_a_tiny_synthetic_corpus(tmp_path):
-    corpus = load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+def test_smoke_training_on_a_tiny_synthetic_corpus(tmp_path, tiny_corpus):
+    corpus = tiny_corpus
     split = speaker_split(corpus, seed=0)
     recipe = GLRFRecipe(corpus.labels, **SMALL)
     train, test = recipe.featurize(list(split.train)), recipe.featurize(list(split.test))

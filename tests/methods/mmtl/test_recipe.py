@@ -4,7 +4,6 @@ adaptation in prediction, export, DDP, settings and their ranges, speaker_norm, 
 checkpoint keys, and the bad inputs."""
 
 import os
-import subprocess
 import sys
 import textwrap
 from dataclasses import replace
@@ -12,7 +11,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fastser.data.synthetic import SyntheticConfig, load_synthetic
 from fastser.errors import AudioError, CorpusError, SettingsError
 from fastser.methods import make_recipe, recipe_class
 from fastser.methods.mmtl import MMTLRecipe, SegmentItem, SpeakerEpisodes
@@ -20,6 +18,7 @@ from fastser.train.evaluation import evaluate
 from fastser.train.trainer import TrainConfig, Trainer
 
 import optest
+from torchrun import run_two_processes
 
 # a small input (300 x 200 pooled to 50 x 25) and a small network keep these tests fast
 TINY = {"pool": (6, 8), "conv": ((3, 3, 4), (3, 3, 6)), "lstm_hidden": 8, "embed_dim": 8}
@@ -27,8 +26,8 @@ TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +161,7 @@ def test_two_process_ddp_matches_one_process(corpus, items, tmp_path):
     script.write_text(textwrap.dedent(DDP_RUN).format(
         tests=TESTS_DIR, items=str(tmp_path / "items.pt"), labels=list(corpus.labels), tiny=TINY,
         config=config, out=out))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--standalone", str(script)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(str(script), timeout=300)
     ddp = torch.load(os.path.join(out, "final.pt"))
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import optest
-from fastser.data.synthetic import SyntheticConfig, load_synthetic
 from fastser.errors import AudioError, SettingsError
 from fastser.inference import TrainedModel, export_program, export_torchscript
 from fastser.methods import make_recipe, recipe_class
@@ -25,8 +24,8 @@ RECIPES = [MSTRRecipe, TransformerRecipe]
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")

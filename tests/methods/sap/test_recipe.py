@@ -16,7 +16,6 @@ import optest
 from fastser.audio.io import load_audio
 from fastser.checkpoint import load_checkpoint
 from fastser.data.protocols import speaker_split
-from fastser.data.synthetic import SyntheticConfig, load_synthetic
 from fastser.errors import AudioError, CheckpointError, CorpusError, SettingsError, UserError
 from fastser.methods import make_recipe, recipe_class
 from fastser.methods.sap import SAPRecipe, SAPSettings
@@ -27,8 +26,8 @@ pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")
