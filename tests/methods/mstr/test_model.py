@@ -200,18 +200,18 @@ def test_implementation_reaches_every_block(model_class):
 
 def test_benchmark_cases_run_and_share_weights():
     """The `mstr` bench suite (quick sizes): every implementation runs a training step; fused
-    and naive are the same model, no-attention keeps every parameter but skips the op."""
+    and reference are the same model, no-attention keeps every parameter but skips the op."""
     from fastser.bench.cases import load_suite
     from fastser.bench.measure import make_runner
 
     (case,) = load_suite("mstr", torch.device("cpu"), torch.float32, quick=True)
-    assert list(case.impls) == ["fused", "naive", "no-attention", "transformer"]
+    assert list(case.impls) == ["fused", "reference", "no-attention", "transformer"]
     inputs = case.make_inputs()
     losses = {}
     for name, impl in case.impls.items():
         torch.manual_seed(0)  # the same dropout masks
         losses[name] = impl(*inputs)
-    torch.testing.assert_close(losses["fused"], losses["naive"])
+    torch.testing.assert_close(losses["fused"], losses["reference"])
     assert losses["no-attention"] != losses["fused"]
     for name in case.impls:
         make_runner(case, name, backward=True)()
