@@ -2,7 +2,7 @@
 
 A bench file names its suite (``SUITE = "fractal_attention"``) and has one test taking
 ``benchmark`` and ``bench_run``; every case x implementation x mode becomes one benchmark,
-grouped so that fused and naive sit side by side:
+grouped so that fused and reference sit side by side:
 
     pytest bench/ --benchmark-only [--bench-device cuda] [--bench-dtype bfloat16] [--bench-quick]
 """

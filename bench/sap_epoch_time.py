@@ -6,8 +6,8 @@ import torch
 from fastser.audio.io import load_audio
 from fastser.data.protocols import speaker_split
 from fastser.data.synthetic import load_synthetic
-from fastser.models.sap import SAPModel
-from fastser.train.recipes.sap import SAPRecipe
+from fastser.methods.sap.model import SAPModel
+from fastser.methods.sap.recipe import SAPRecipe
 
 torch.set_num_threads(2)
 preset = sys.argv[1] if len(sys.argv) > 1 else "small"

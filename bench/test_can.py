@@ -1,5 +1,5 @@
 """pytest-benchmark: the CAN training step with the fused cross attention op against the
-naive op (same cases as ``fastser bench --suite can``)."""
+reference op (same cases as ``fastser bench --suite can``)."""
 
 SUITE = "can"
 

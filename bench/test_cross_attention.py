@@ -1,4 +1,4 @@
-"""pytest-benchmark: fused cross attention against its naive versions (same cases as
+"""pytest-benchmark: fused cross attention against its reference versions (same cases as
 ``fastser bench --suite cross_attention``)."""
 
 SUITE = "cross_attention"

@@ -1,4 +1,4 @@
-"""pytest-benchmark of the fused fractal attention op against its naive versions (the cases of
+"""pytest-benchmark of the fused fractal attention op against its reference versions (the cases of
 ``fastser bench --suite fractal_attention``)."""
 
 SUITE = "fractal_attention"

@@ -4,13 +4,13 @@
 
 import pytest
 
-from fastser.bench.glrf import streaming_real_time_factor
-from fastser.train.recipes.glrf import GLRFRecipe
+from fastser.methods.glrf.bench import streaming_real_time_factor
+from fastser.methods.glrf.recipe import GLRFRecipe
 
 
 @pytest.mark.parametrize("config", ["default", "demo"])
 def test_glrf_streaming_real_time_factor(benchmark, config):
-    settings = {} if config == "default" else GLRFRecipe.demo_config
+    settings = {} if config == "default" else dict(GLRFRecipe.presets["demo"].settings)
     benchmark.group = "glrf streaming, 30 s of audio in 100 ms chunks, 1 thread"
     result = benchmark.pedantic(streaming_real_time_factor, args=(settings,), rounds=3)
     benchmark.extra_info.update(result)

@@ -1,4 +1,4 @@
-"""pytest-benchmark of the MSTR training step: fused fractal attention op against the naive
+"""pytest-benchmark of the MSTR training step: fused fractal attention op against the reference
 op, the model without its attention op, and the vanilla Transformer (the cases of
 ``fastser bench --suite mstr``)."""
 

@@ -1,21 +1,21 @@
 """fastser: speech emotion recognition on fused C++/CUDA PyTorch custom operators.
 
 Importing fastser loads the compiled extension, which registers the ops under
-``torch.ops.fastser``; the public functions live in :mod:`fastser.ops`.
+``torch.ops.fastser`` (without it, the same ops run their reference versions: see
+:mod:`fastser.ops._library`); the public functions live in :mod:`fastser.ops`.
 """
 
-__version__ = "0.1.0"
-
-from fastser import ops  # noqa: E402  (registers torch.ops.fastser.*)
-from fastser._config import build_config, show_config  # noqa: E402
+from fastser import ops  # registers torch.ops.fastser.*
+from fastser._config import build_config, show_config
+from fastser.version import __version__
 
 __all__ = ["Recognizer", "__version__", "build_config", "ops", "show_config"]
 
 
 def __getattr__(name: str):
-    # Recognizer pulls in the audio, data and training stack: imported on first use only.
+    # Recognizer pulls in the audio, data and method stack: imported on first use only.
     if name == "Recognizer":
-        from fastser.recognizer import Recognizer
+        from fastser.inference.recognizer import Recognizer
 
         return Recognizer
     raise AttributeError(f"module 'fastser' has no attribute {name!r}")

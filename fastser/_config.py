@@ -10,6 +10,7 @@ import torch
 
 from fastser.ops import _library
 from fastser.ops._library import build_info, has_kernel, op_backend, registered_ops
+from fastser.version import __version__
 
 
 def _forward_ops() -> list[str]:
@@ -19,8 +20,6 @@ def _forward_ops() -> list[str]:
 def build_config() -> dict[str, Any]:
     """The installation as a dict: versions, the ops' backend (the compiled extension, or the
     reference fallback and why), compiled backends, per-op kernels, threads."""
-    import fastser
-
     info = build_info()
     ops = _forward_ops()
     kernels = {op: [b for b in _library.KERNEL_KEYS if has_kernel(op, b)] for op in ops}
@@ -30,7 +29,7 @@ def build_config() -> dict[str, Any]:
         torch.cuda.is_available()
     ) else []
     return {
-        "fastser": fastser.__version__,
+        "fastser": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_built_against": info.get("torch_version"),

@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder: the pyannote sample recording (30 s, 16 kHz, two
-speakers, real speech), found through the installed distribution's files."""
+speakers, real speech), found through the installed distribution's files, and a tiny
+synthetic corpus."""
 
 from __future__ import annotations
 
@@ -34,3 +35,11 @@ def sample_audio(sample_path) -> torch.Tensor:
     from fastser.audio import load_audio
 
     return load_audio(sample_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus():
+    """The synthetic corpus at 40 utterances of 4 voices (cached), for the method tests."""
+    from fastser.data.synthetic import SyntheticConfig, load_synthetic
+
+    return load_synthetic(SyntheticConfig(utterances=40, speakers=4))

@@ -120,7 +120,7 @@ def check_against_reference(fused: Callable[..., Any], reference: Callable[..., 
     ``reference`` run in float64 on the CPU.
 
     float32/float64: the largest absolute error, relative to the largest reference magnitude,
-    is at most ``tolerance``.  float16/bfloat16 (ARCHITECTURE.md 4): the kernel's error is at
+    is at most ``tolerance``.  float16/bfloat16 (docs/ops.md): the kernel's error is at
     most twice that of ``reference`` run in the same dtype on the same device (+ ``floor``).
     ``inputs`` are float64 CPU tensors (and non-float extras such as lengths).
     ``grad_outputs_in_dtype``: draw output gradients that ``dtype`` represents exactly, so that

@@ -12,7 +12,7 @@ import torch
 import optest
 from fastser.cli import main
 from fastser.data.synthetic import write_synthetic
-from fastser.train import recipes
+from fastser import methods
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,14 +26,14 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def toy_registered(monkeypatch):
-    monkeypatch.setitem(recipes.RECIPES, "toy", "toy_recipe:ToyRecipe")
+    monkeypatch.setitem(methods.METHODS, "toy", "toy_recipe:ToyRecipe")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_dir):
     out = tmp_path_factory.mktemp("run") / "toy"
     with pytest.MonkeyPatch.context() as patch:  # registered for this module's tests only
-        patch.setitem(recipes.RECIPES, "toy", "toy_recipe:ToyRecipe")
+        patch.setitem(methods.METHODS, "toy", "toy_recipe:ToyRecipe")
         assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
                      str(out), "--epochs", "2", "--batch-size", "4", "--no-progress"]) == 0
     return out
@@ -61,7 +61,7 @@ def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, corpus_dir, 
 
 
 def test_resume_with_another_model_is_refused(trained, corpus_dir, monkeypatch, capsys):
-    monkeypatch.setitem(recipes.RECIPES, "toy2", "toy_recipe:OtherToyRecipe")
+    monkeypatch.setitem(methods.METHODS, "toy2", "toy_recipe:OtherToyRecipe")
     assert main(["train", "--model", "toy2", "--data", f"synthetic:{corpus_dir}", "--out",
                  str(trained), "--resume", "--no-progress"]) == 2
     assert "holds a 'toy' model, not 'toy2'" in capsys.readouterr().err
@@ -137,6 +137,14 @@ def test_synth_writes_a_readable_corpus(tmp_path, capsys):
     (["train", "--model", "toy", "--out", "x", "--set", "novalue"], "KEY=VALUE"),
     (["eval", "--checkpoint", "/no/such.pt"], "does not exist"),
     (["bench", "--suite", "nope"], "unknown suite"),
+    (["train", "--model", "glrf", "--out", "x", "--set", "k=abc"],
+     "glrf: setting k: expected number in (0, 1], got 'abc'"),
+    (["train", "--model", "glrf", "--out", "x", "--set", "blocks=true"],
+     "glrf: setting blocks: expected integer in [1, inf), got True"),
+    (["train", "--model", "glrf", "--out", "x", "--set", "hop=0.3"], "unknown setting hop"),
+    (["train", "--model", "glrf", "--out", "x", "--preset", "paper-2099"],
+     "--preset paper-2099: glrf has the presets demo"),
+    (["cv", "--model", "toy", "--out", "x", "--epochs", "0"], "epochs must be >= 1"),
 ])
 def test_bad_inputs_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -151,9 +159,57 @@ def test_corrupt_checkpoint_is_reported(trained, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+def test_an_internal_error_keeps_its_traceback(corpus_dir, tmp_path, monkeypatch):
+    """A bug (not a user's mistake) is not turned into a one-line error: it propagates, so the
+    command shows the traceback and exits with status 1."""
+    import toy_recipe
+
+    def broken(self, model, batch):
+        raise RuntimeError("a bug deep inside a model")
+
+    monkeypatch.setattr(toy_recipe.ToyRecipe, "loss", broken)
+    with pytest.raises(RuntimeError, match="a bug deep inside a model"):
+        main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+              str(tmp_path / "run"), "--epochs", "1", "--no-progress"])
+    proc = subprocess.run([sys.executable, "-m", "fastser", "train", "--model", "glrf",
+                           "--out", str(tmp_path / "x"), "--set", "k=2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_settings_lists_every_setting_with_its_default_and_the_presets(capsys):
+    from fastser.methods.glrf import GLRFSettings
+
+    assert main(["settings", "glrf"]) == 0
+    out = capsys.readouterr().out
+    for name, _, default, _ in GLRFSettings.describe():
+        assert f"  {name} " in out and default in out
+    assert "preset demo" in out and "channels=48" in out
+    assert main(["settings", "glrf", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in listed["settings"]} == set(GLRFSettings.fields())
+    assert listed["presets"]["demo"]["training"]["epochs"] == 8
+
+
+def test_preset_and_demo_settings_are_the_same_starting_point(corpus_dir, tmp_path):
+    from fastser.cli import build_parser
+    from fastser.cli.training import _train_config
+
+    def parsed(*extra):
+        return _train_config(build_parser().parse_args(
+            ["train", "--model", "glrf", "--out", str(tmp_path), *extra]))
+
+    assert parsed("--preset", "demo") == parsed("--demo-settings")
+    config, settings = parsed("--preset", "demo", "--epochs", "3", "--set", "channels=32")
+    assert config.epochs == 3 and config.lr == 2e-3  # the option wins over the preset
+    assert settings == {"channels": 32, "blocks": 2, "heads": 4}
+
+
 def test_help_everywhere():
-    for command in ("train", "eval", "cv", "predict", "export", "bench", "info", "demo", "synth"):
-        proc = subprocess.run([sys.executable, "-m", "fastser", command, "--help"],
+    for command in ("train", "eval", "cv", "predict", "export", "bench", "info", "settings",
+                    "demo", "synth"):
+        args = [command, "glrf"] if command == "settings" else [command]
+        proc = subprocess.run([sys.executable, "-m", "fastser", *args, "--help"],
                               capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: fastser" in proc.stdout, command
 

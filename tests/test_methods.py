@@ -15,12 +15,12 @@ import torch
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import load_audio
 from fastser.cli import main
+from fastser.checkpoint import load_checkpoint
 from fastser.data.synthetic import read_synthetic, write_synthetic
-from fastser.demo import DEMO_MODELS, check_exports_in_fresh_process
-from fastser.recognizer import Recognizer
-from fastser.train.checkpoint import load_checkpoint
-from fastser.train.run import load_trained
+from fastser.inference import Recognizer, load_trained
+from fastser.workflows.demo import DEMO_MODELS, check_exports_in_fresh_process
 from sigkill import killed_run_code
+from torchrun import run_two_processes
 
 # The method the process-level tests (SIGKILL + --resume, torchrun) train through the command.
 PROCESS_METHOD = "mstr"
@@ -58,7 +58,7 @@ def test_checkpoint_loads_with_weights_only(run):
     method, out = run
     payload = torch.load(out / "best.pt", weights_only=True)
     assert payload["recipe"] == method
-    assert load_trained(out / "best.pt", model_name=method).recipe.name == method
+    assert load_trained(out / "best.pt", method=method).recipe.name == method
 
 
 def test_exports_round_trip_on_other_lengths(run, corpus, tmp_path, capsys):
@@ -147,11 +147,7 @@ def test_command_resumes_a_killed_run_exactly(corpus_dir, tmp_path):
 
 def test_torchrun_two_processes_match_one(corpus_dir, tmp_path):
     assert main(_train_argv(corpus_dir, tmp_path / "one", 2)) == 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-         "-m", "fastser", *_train_argv(corpus_dir, tmp_path / "two", 2)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes("-m", "fastser", *_train_argv(corpus_dir, tmp_path / "two", 2))
     _same_weights(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt",
                   rtol=1e-4, atol=1e-5)
 
@@ -162,8 +158,10 @@ def test_demo_command_trains_exports_and_tables(tmp_path, capsys):
     printed = capsys.readouterr().out
     rows = json.loads((out / "demo.json").read_text())["rows"]
     assert [r["model"] for r in rows] == [PROCESS_METHOD, "glrf"]
-    for row in rows:
-        assert 0.0 <= row["ua"] <= 1.0 and row["step_speedup"] > 0
+    for row in rows:  # each row is the method's results.json plus the demo's columns
+        assert 0.0 <= row["test"]["ua"] <= 1.0 and row["step_speedup"] > 0
+        results = json.loads((out / row["model"] / "results.json").read_text())
+        assert {key: row[key] for key in results} == results
         assert os.path.exists(row["export"])
         assert row["model"] in printed
-    assert "fused-vs-naive step" in (out / "demo.md").read_text()
+    assert "fused-vs-reference step" in (out / "demo.md").read_text()

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from fastser.train.kit import Settings, setting
 from fastser.train.recipe import Predictions, Recipe, StepGradients, TrainBatches, TrainStep
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToySettings(Settings):
+    hidden: int = setting(16, "hidden units", low=1)
 
 
 class ToyRecipe(Recipe):
     name = "toy"
-    defaults = {"hidden": 16, "naive": False}
+    Settings = ToySettings
+    min_samples = 8
 
     def build_model(self) -> nn.Module:
-        hidden = self.settings["hidden"]
+        hidden = self.settings.hidden
         return nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, self.num_classes))
 
-    def item_from_audio(self, waveform, utterance=None, *, words=None):
+    def make_item(self, waveform, utterance, *, words=None):
         mean = waveform[: len(waveform) // 8 * 8].reshape(8, -1).abs().mean(dim=1) * 100
-        label = -1 if utterance is None else self.label_index(utterance.label)
-        return mean, label
+        return mean, self.label_of(utterance)
+
+    def item_features(self, item):
+        return item[0][None]
+
+    def with_features(self, item, features):
+        return features[0], item[1]
 
     def export_module(self, model):
         return nn.Sequential(model, nn.Softmax(dim=1))
@@ -27,7 +41,7 @@ class ToyRecipe(Recipe):
     def export_inputs(self, batch):
         return (batch["x"],)
 
-    def collate(self, items):
+    def make_batch(self, items):
         return {"x": torch.stack([x for x, _ in items]),
                 "labels": torch.tensor([y for _, y in items], dtype=torch.int64)}
 

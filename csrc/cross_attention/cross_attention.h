@@ -1,4 +1,4 @@
-// fastser::cross_attention (ARCHITECTURE.md 3.2): the host-side preparation (argument checks,
+// fastser::cross_attention (docs/ops.md): the host-side preparation (argument checks,
 // the layouts the kernels read, output allocation) shared by the CPU and CUDA kernels.
 //
 // Forward outputs: c_tt, c_ta, c_aa, c_at, each (B, H, d) in the input dtype, and

@@ -1,4 +1,4 @@
-// CPU kernels of fastser::cross_attention (ARCHITECTURE.md 3.2).
+// CPU kernels of fastser::cross_attention (docs/ops.md, cross_attention).
 //
 // (b, h) pairs are spread over threads with at::parallel_for; a task takes runs of consecutive
 // heads of one sequence and loops over frames outside and heads inside, so each frame's heads

@@ -1,4 +1,4 @@
-// CUDA kernels of fastser::cross_attention (ARCHITECTURE.md 3.2).
+// CUDA kernels of fastser::cross_attention (docs/ops.md, cross_attention).
 //
 // One block per (b, h) (blocks stride over the pairs past the grid limit); its warps take every
 // warps-th frame, each lane holding d/32 (rounded up) values of a row in registers, so loads are

@@ -1,4 +1,4 @@
-// Fractal windowed attention (ARCHITECTURE.md 3.1): what the CPU and CUDA kernels share.
+// Fractal windowed attention (docs/ops.md, fractal_attention): what the CPU and CUDA kernels share.
 //
 // Every window of every level lies inside one time block of p^levels frames, so both kernels
 // process (sequence, block, head) tiles independently.  Inside a tile with n valid frames,

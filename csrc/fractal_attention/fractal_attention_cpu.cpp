@@ -1,4 +1,4 @@
-// CPU kernels of the fractal attention op (ARCHITECTURE.md 3.1).
+// CPU kernels of the fractal attention op (docs/ops.md, fractal_attention).
 //
 // One task per (sequence, block, head) tile.  at::parallel_for starts one worker per thread;
 // each worker owns one workspace and pulls tiles from a shared counter until none are left, so

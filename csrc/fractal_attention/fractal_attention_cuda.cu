@@ -1,4 +1,4 @@
-// CUDA kernels of the fractal attention op (ARCHITECTURE.md 3.1).
+// CUDA kernels of the fractal attention op (docs/ops.md, fractal_attention).
 //
 // One thread block per (sequence, time block, head) tile (grid-stride over tiles).  A tile is
 // staged once into shared memory in the input dtype (16-byte vector loads when the layout

@@ -1,4 +1,4 @@
-// head_k_pooling_loss (ARCHITECTURE.md 3.3): the argument checks shared by the CPU and CUDA
+// head_k_pooling_loss (docs/ops.md): the argument checks shared by the CPU and CUDA
 // entry points, and the per-utterance maths shared by their kernels.
 //
 // For an utterance of N segments with label i, the K = min(N, max(1, ceil(k N - 1e-6))) segments

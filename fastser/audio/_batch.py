@@ -7,10 +7,10 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-Batch = Union[Sequence[Tensor], Tensor]
+WaveformBatch = Union[Sequence[Tensor], Tensor]
 
 
-def as_padded(batch: Batch, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+def as_padded(batch: WaveformBatch, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
     """(B, N) float padded waveforms and int64 lengths (B,) on the same device, from a list of
     1-D waveforms or a padded (B, N) batch with optional lengths (None: all N). ValueError for
     an empty batch, an empty utterance, lengths past the padded size, wrong shapes or dtypes."""

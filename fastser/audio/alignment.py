@@ -31,6 +31,9 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from fastser.audio.io import SAMPLE_RATE
+from fastser.errors import CorpusError
+
 MARKERS = frozenset({"<s>", "</s>", "<sil>", "<sp>", "<eps>", "<pau>", "sil", "sp", "pau"})
 
 
@@ -44,12 +47,12 @@ class WordTiming:
 
     def __post_init__(self) -> None:
         if not self.word:
-            raise ValueError("WordTiming: word must be a non-empty string")
+            raise CorpusError("WordTiming: word must be a non-empty string")
         if not (math.isfinite(self.start) and math.isfinite(self.end)):
-            raise ValueError(f"WordTiming {self.word!r}: start and end must be finite, "
+            raise CorpusError(f"WordTiming {self.word!r}: start and end must be finite, "
                              f"got {self.start}, {self.end}")
         if self.start < 0 or self.end < self.start:
-            raise ValueError(f"WordTiming {self.word!r}: needs 0 <= start <= end, "
+            raise CorpusError(f"WordTiming {self.word!r}: needs 0 <= start <= end, "
                              f"got start={self.start}, end={self.end}")
 
     @property
@@ -94,12 +97,12 @@ def _kept_words(words: Sequence[WordTiming], markers: frozenset[str]) -> list[Wo
         if word.word.casefold() not in folded:
             kept.append(word)
     if not kept:
-        raise ValueError(f"empty transcript: no words left after dropping the markers "
+        raise CorpusError(f"empty transcript: no words left after dropping the markers "
                          f"{sorted(markers)} from {len(words)} token(s)")
     return kept
 
 
-def aligned_segments(words: Sequence[WordTiming], num_samples: int, sample_rate: int = 16000,
+def aligned_segments(words: Sequence[WordTiming], num_samples: int, sample_rate: int = SAMPLE_RATE,
                      *, overlap: float = 0.1, markers: frozenset[str] = MARKERS,
                      tolerance: float = 0.02) -> WordSegments:
     """Per-word sample ranges of an utterance of ``num_samples`` samples from its word
@@ -112,17 +115,17 @@ def aligned_segments(words: Sequence[WordTiming], num_samples: int, sample_rate:
     duration = num_samples / sample_rate
     for word in kept:
         if word.start >= duration:
-            raise ValueError(f"word {word.word!r} starts at {word.start} s, at or after the end "
+            raise CorpusError(f"word {word.word!r} starts at {word.start} s, at or after the end "
                              f"of the audio ({duration:.3f} s)")
         if word.end > duration + tolerance:
-            raise ValueError(f"word {word.word!r} ends at {word.end} s, more than {tolerance} s "
+            raise CorpusError(f"word {word.word!r} ends at {word.end} s, more than {tolerance} s "
                              f"past the end of the audio ({duration:.3f} s)")
     for first, second in zip(kept, kept[1:]):
         if second.start < first.start:
-            raise ValueError(f"words are not sorted: {second.word!r} (start {second.start} s) "
+            raise CorpusError(f"words are not sorted: {second.word!r} (start {second.start} s) "
                              f"comes after {first.word!r} (start {first.start} s)")
         if second.start < first.end - tolerance:
-            raise ValueError(f"words overlap: {first.word!r} ends at {first.end} s but "
+            raise CorpusError(f"words overlap: {first.word!r} ends at {first.end} s but "
                              f"{second.word!r} starts at {second.start} s (tolerance "
                              f"{tolerance} s)")
     inner = [(a.end + b.start) / 2.0 for a, b in zip(kept, kept[1:])]
@@ -137,9 +140,9 @@ def equal_segments(num_words: int, num_samples: int, *, overlap: float = 0.1) ->
     like :func:`aligned_segments`. Returns int64 (starts, ends), each (num_words,)."""
     _check_overlap(overlap)
     if num_words < 1:
-        raise ValueError(f"empty transcript: need at least one word, got {num_words}")
+        raise CorpusError(f"empty transcript: need at least one word, got {num_words}")
     if num_samples < num_words:
-        raise ValueError(f"cannot cut {num_samples} samples into {num_words} non-empty pieces")
+        raise CorpusError(f"cannot cut {num_samples} samples into {num_words} non-empty pieces")
     bounds = torch.arange(num_words + 1, dtype=torch.float64) * (num_samples / num_words)
     return _widened_ranges(bounds, overlap, num_samples)
 

@@ -33,6 +33,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from fastser.audio.io import SAMPLE_RATE
+
 
 def _frame_count(num_samples: Tensor, frame_length: int, hop: int) -> Tensor:
     return torch.div(num_samples - frame_length, hop, rounding_mode="floor") + 1
@@ -80,12 +82,30 @@ def _valid_frames(frame_lengths: Tensor, num_frames: int) -> Tensor:
     return torch.arange(num_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
 
 
-class MFCC(nn.Module):
+class _FrameFeatures(nn.Module):
+    """What MFCC and LogSpectrogram share: the frame count and the (N,) / (B, N) entry point.
+    Subclasses set ``frame_length`` (samples per analysis frame), ``hop_length`` and ``name``
+    and define ``ragged``."""
+
+    def num_frames(self, num_samples: int) -> int:
+        """(num_samples - frame_length) // hop_length + 1; ValueError below one frame."""
+        if num_samples < self.frame_length:
+            raise ValueError(f"{self.name}: {num_samples} samples is shorter than one frame "
+                             f"({self.frame_length} samples)")
+        return (num_samples - self.frame_length) // self.hop_length + 1
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        if waveform.dim() == 1:
+            return self.ragged(waveform.unsqueeze(0), None)[0].squeeze(0)
+        return self.ragged(waveform, None)[0]
+
+
+class MFCC(_FrameFeatures):
     """MFCCs of a batch: (B, N) -> (B, num_frames(N), n_mfcc); (N,) -> (num_frames(N), n_mfcc).
 
     :meth:`ragged` takes padded audio and sample lengths (B,) and also returns frame lengths."""
 
-    def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, *, win_ms: float = 25.0,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, n_mfcc: int = 40, *, win_ms: float = 25.0,
                  hop_ms: float = 10.0, n_fft: Optional[int] = None, n_mels: int = 64,
                  f_min: float = 0.0, f_max: Optional[float] = None,
                  top_db: Optional[float] = 80.0) -> None:
@@ -94,6 +114,7 @@ class MFCC(nn.Module):
         self.win_length = _ms_to_samples(win_ms, sample_rate, "win_ms")
         self.hop_length = _ms_to_samples(hop_ms, sample_rate, "hop_ms")
         self.n_fft = self.win_length if n_fft is None else int(n_fft)
+        self.frame_length, self.name = self.n_fft, "MFCC"
         if self.n_fft < self.win_length:
             raise ValueError(f"MFCC: n_fft ({self.n_fft}) must be >= the window "
                              f"({self.win_length} samples)")
@@ -113,18 +134,6 @@ class MFCC(nn.Module):
         dct = torchaudio.functional.create_dct(n_mfcc, n_mels, "ortho")
         self.register_buffer("dct", dct, persistent=False)  # (n_mels, n_mfcc)
 
-    def num_frames(self, num_samples: int) -> int:
-        """(num_samples - n_fft) // hop_length + 1; ValueError below one frame."""
-        if num_samples < self.n_fft:
-            raise ValueError(f"MFCC: {num_samples} samples is shorter than one frame "
-                             f"({self.n_fft} samples)")
-        return (num_samples - self.n_fft) // self.hop_length + 1
-
-    def forward(self, waveform: Tensor) -> Tensor:
-        if waveform.dim() == 1:
-            return self.ragged(waveform.unsqueeze(0), None)[0].squeeze(0)
-        return self.ragged(waveform, None)[0]
-
     @torch.jit.export
     def ragged(self, waveform: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         """(B, N) padded audio, int64 (B,) lengths (None: all N) -> MFCC (B, F, n_mfcc) with
@@ -143,12 +152,12 @@ class MFCC(nn.Module):
         return mfcc.masked_fill(~valid[:, :, None], 0.0), frame_lengths
 
 
-class LogSpectrogram(nn.Module):
+class LogSpectrogram(_FrameFeatures):
     """MMTL log-power spectrogram: (B, N) -> (B, max_frames, n_bins); (N,) -> (max_frames,
     n_bins). Defaults: (B, 300, 200). :meth:`ragged` takes sample lengths (B,) and also
     returns frame lengths (after trimming to max_frames)."""
 
-    def __init__(self, sample_rate: int = 16000, *, win_ms: float = 40.0, hop_ms: float = 10.0,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, *, win_ms: float = 40.0, hop_ms: float = 10.0,
                  n_fft: int = 800, max_freq: float = 4000.0, max_frames: int = 300,
                  eps: float = 1e-5) -> None:
         super().__init__()
@@ -156,6 +165,7 @@ class LogSpectrogram(nn.Module):
         self.win_length = _ms_to_samples(win_ms, sample_rate, "win_ms")
         self.hop_length = _ms_to_samples(hop_ms, sample_rate, "hop_ms")
         self.n_fft = int(n_fft)
+        self.frame_length, self.name = self.win_length, "LogSpectrogram"
         if self.n_fft < self.win_length:
             raise ValueError(f"LogSpectrogram: n_fft ({self.n_fft}) must be >= the window "
                              f"({self.win_length} samples)")
@@ -168,18 +178,6 @@ class LogSpectrogram(nn.Module):
         self.max_frames = int(max_frames)
         self.eps = float(eps)
         self.register_buffer("window", torch.hamming_window(self.win_length), persistent=False)
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames before trimming/padding: (num_samples - win_length) // hop_length + 1."""
-        if num_samples < self.win_length:
-            raise ValueError(f"LogSpectrogram: {num_samples} samples is shorter than one frame "
-                             f"({self.win_length} samples)")
-        return (num_samples - self.win_length) // self.hop_length + 1
-
-    def forward(self, waveform: Tensor) -> Tensor:
-        if waveform.dim() == 1:
-            return self.ragged(waveform.unsqueeze(0), None)[0].squeeze(0)
-        return self.ragged(waveform, None)[0]
 
     @torch.jit.export
     def ragged(self, waveform: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

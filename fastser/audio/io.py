@@ -7,10 +7,11 @@ usable but suspicious (:class:`AudioWarning`).
 
 - Channels are averaged to mono; resampling uses torchaudio's windowed-sinc resampler, whose
   kernel is built once per (original rate, new rate) pair and cached.
-- Errors: a missing file (``FileNotFoundError``), an empty file, a file soundfile cannot decode
-  (``ValueError`` naming the file and soundfile's message), zero-length audio, any NaN or
-  infinite sample (``ValueError`` giving how many and the first position; NaN is never passed
-  on), a sample rate that is not a positive integer, a wrong rank or dtype.
+- Errors (:class:`~fastser.errors.AudioError` and the path errors of :mod:`fastser.errors`,
+  all user errors): a missing file (also a ``FileNotFoundError``), an empty file, a file
+  soundfile cannot decode (naming the file and soundfile's message), zero-length audio, any NaN
+  or infinite sample (giving how many and the first position; NaN is never passed on), a
+  sample rate that is not a positive integer, a wrong rank; a wrong dtype is a TypeError.
 - Warnings (:class:`AudioWarning`): clipping, i.e. any sample outside [-1, 1] or at least
   ``CLIP_FRACTION`` of the samples at ``|x| >= CLIP_LEVEL``; near silence, i.e. a peak
   amplitude below ``SILENCE_PEAK`` (-60 dBFS).
@@ -28,7 +29,10 @@ import soundfile
 import torch
 import torchaudio
 
-DEFAULT_SAMPLE_RATE = 16000
+from fastser.errors import AudioError, MissingPathError, NotAFileError
+
+#: The sample rate every fastser method works at: audio is read and resampled to it.
+SAMPLE_RATE = 16000
 CLIP_LEVEL = 0.999
 CLIP_FRACTION = 1e-3
 SILENCE_PEAK = 1e-3  # -60 dBFS
@@ -50,9 +54,9 @@ def check_sample_rate(sample_rate: int, name: str = "sample_rate") -> int:
     """``sample_rate`` as an int; ValueError unless it is a positive integer."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
         if not (isinstance(sample_rate, float) and sample_rate.is_integer()):
-            raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
+            raise AudioError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
     if sample_rate <= 0:
-        raise ValueError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
+        raise AudioError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
     return int(sample_rate)
 
 
@@ -105,8 +109,8 @@ def _check_finite(samples: torch.Tensor, name: str, sample_rate: int) -> None:
         else int(bad.nonzero()[0])
     kind = "NaN" if bool(torch.isnan(samples).any()) else "infinite values"
     if count == samples.numel():
-        raise ValueError(f"{name}: every sample is NaN or infinite ({count} samples)")
-    raise ValueError(f"{name}: contains {kind} ({count} of {samples.numel()} samples are not "
+        raise AudioError(f"{name}: every sample is NaN or infinite ({count} samples)")
+    raise AudioError(f"{name}: contains {kind} ({count} of {samples.numel()} samples are not "
                      f"finite; the first at sample {first}, {first / sample_rate:.3f} s)")
 
 
@@ -124,7 +128,7 @@ def _warn_if_suspicious(samples: torch.Tensor, name: str) -> None:
 
 
 def validate_waveform(waveform: Waveform, sample_rate: int,
-                      target_rate: int = DEFAULT_SAMPLE_RATE, *, name: str = "waveform",
+                      target_rate: int = SAMPLE_RATE, *, name: str = "waveform",
                       warn: bool = True) -> torch.Tensor:
     """Mono float32 (N',) at ``target_rate`` from an in-memory waveform.
 
@@ -135,13 +139,13 @@ def validate_waveform(waveform: Waveform, sample_rate: int,
     target_rate = check_sample_rate(target_rate, "target_rate")
     samples = _as_float_tensor(waveform, name)
     if samples.dim() not in (1, 2):
-        raise ValueError(f"{name}: expected shape (N,) or (channels, N), got "
+        raise AudioError(f"{name}: expected shape (N,) or (channels, N), got "
                          f"{tuple(samples.shape)}")
     if samples.dim() == 2 and samples.shape[0] > samples.shape[1]:
-        raise ValueError(f"{name}: expected (channels, N), got {tuple(samples.shape)}, which has "
+        raise AudioError(f"{name}: expected (channels, N), got {tuple(samples.shape)}, which has "
                          f"more channels than samples; transpose an (N, channels) array first")
     if samples.numel() == 0:
-        raise ValueError(f"{name}: zero-length audio (shape {tuple(samples.shape)})")
+        raise AudioError(f"{name}: zero-length audio (shape {tuple(samples.shape)})")
     _check_finite(samples, name, sample_rate)
     if warn:
         _warn_if_suspicious(samples, name)
@@ -149,24 +153,24 @@ def validate_waveform(waveform: Waveform, sample_rate: int,
     return resample(mono.contiguous(), sample_rate, target_rate)
 
 
-def load_audio(path: PathLike, target_rate: int = DEFAULT_SAMPLE_RATE, *,
+def load_audio(path: PathLike, target_rate: int = SAMPLE_RATE, *,
                warn: bool = True) -> torch.Tensor:
     """Read a wav/flac/ogg (anything libsndfile decodes) file as mono float32 (N,) at
     ``target_rate`` Hz, with the checks of :func:`validate_waveform`."""
     target_rate = check_sample_rate(target_rate, "target_rate")
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise MissingPathError(f"audio file not found: {path}")
     if os.path.isdir(path):
-        raise IsADirectoryError(f"expected an audio file, got a directory: {path}")
+        raise NotAFileError(f"expected an audio file, got a directory: {path}")
     if os.path.getsize(path) == 0:
-        raise ValueError(f"audio file is empty (0 bytes): {path}")
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
     try:
         data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except RuntimeError as error:  # soundfile.LibsndfileError and its parents
-        raise ValueError(f"cannot decode audio file {path}: {error}") from error
+        raise AudioError(f"cannot decode audio file {path}: {error}") from error
     if data.shape[0] == 0:
-        raise ValueError(f"audio file has zero length (no samples): {path}")
+        raise AudioError(f"audio file has zero length (no samples): {path}")
     return validate_waveform(data.T, sample_rate, target_rate, name=path, warn=warn)
 
 

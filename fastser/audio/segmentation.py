@@ -24,7 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fastser.audio._batch import Batch, as_padded
+from fastser.audio._batch import WaveformBatch, as_padded
+from fastser.audio.io import SAMPLE_RATE
 
 
 class Segments(NamedTuple):
@@ -103,8 +104,8 @@ def _gather(padded: Tensor, owner: Tensor, starts: Tensor, seg_lengths: Tensor,
     return rows.masked_fill(~inside, 0.0)
 
 
-def fixed_windows(batch: Batch, lengths: Tensor | None = None, *, window: float = 2.0,
-                  hop: float = 0.2, sample_rate: int = 16000) -> Segments:
+def fixed_windows(batch: WaveformBatch, lengths: Tensor | None = None, *, window: float = 2.0,
+                  hop: float = 0.2, sample_rate: int = SAMPLE_RATE) -> Segments:
     """GLRF windows of ``window`` s every ``hop`` s (0.2 s in training, 0.4 s in testing).
 
     Returns packed :class:`Segments` with rows of round(window * sample_rate) samples."""
@@ -127,8 +128,8 @@ def fixed_windows(batch: Batch, lengths: Tensor | None = None, *, window: float 
     return Segments(segments, counts, starts, seg_lengths)
 
 
-def equal_pieces(batch: Batch, lengths: Tensor | None = None, *, max_duration: float = 3.0,
-                 sample_rate: int = 16000) -> Segments:
+def equal_pieces(batch: WaveformBatch, lengths: Tensor | None = None, *, max_duration: float = 3.0,
+                 sample_rate: int = SAMPLE_RATE) -> Segments:
     """MMTL pieces: each utterance cut into ceil(duration / max_duration) equal pieces, each
     zero-padded to round(max_duration * sample_rate) samples, packed as :class:`Segments`."""
     max_samples = seconds_to_samples(max_duration, sample_rate, "max_duration")

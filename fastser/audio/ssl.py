@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastser.audio._batch import Batch, as_padded
-from fastser.audio.io import check_sample_rate, resample
-from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE, SSL_STRIDE,
-                               _check_vad_args, frames_to_ssl, vad_frames)
+from fastser.audio._batch import WaveformBatch, as_padded
+from fastser.audio.io import SAMPLE_RATE, check_sample_rate, resample
+from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_STRIDE, _check_vad_args, frames_to_ssl,
+                               vad_frames)
+from fastser.errors import AudioError, MissingPathError, UserError
 
 # kind -> (transformers config class, model class, config.model_type)
 SSL_KINDS = {
@@ -68,7 +69,7 @@ def _transformers():
 
 def _classes(kind: str):
     if kind not in SSL_KINDS:
-        raise ValueError(f"unknown SSL model kind {kind!r}; choose one of {sorted(SSL_KINDS)}")
+        raise UserError(f"unknown SSL model kind {kind!r}; choose one of {sorted(SSL_KINDS)}")
     transformers = _transformers()
     config_name, model_name, _ = SSL_KINDS[kind]
     return getattr(transformers, config_name), getattr(transformers, model_name)
@@ -92,24 +93,24 @@ def load_ssl_model(path: str | os.PathLike, kind: str | None = None,
     directory's model type; ``overrides`` replace configuration values (e.g. layerdrop)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"SSL weights: {folder} is not a directory (expected a local "
+        raise MissingPathError(f"SSL weights: {folder} is not a directory (expected a local "
                                 "folder written by save_pretrained; nothing is downloaded)")
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"SSL weights: {folder} has no config.json")
+        raise MissingPathError(f"SSL weights: {folder} has no config.json")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise FileNotFoundError(f"SSL weights: {folder} has no weights file (one of "
+        raise MissingPathError(f"SSL weights: {folder} has no weights file (one of "
                                 f"{', '.join(WEIGHT_FILES)})")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except json.JSONDecodeError as error:
-        raise ValueError(f"SSL weights: {config_file} is not valid JSON ({error.msg})") from None
+        raise UserError(f"SSL weights: {config_file} is not valid JSON ({error.msg})") from None
     known = {entry[2]: name for name, entry in SSL_KINDS.items()}
     if model_type not in known:
-        raise ValueError(f"SSL weights: {folder} holds a {model_type!r} model; supported: "
+        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model; supported: "
                          f"{sorted(known)}")
     if kind is not None and known[model_type] != kind:
-        raise ValueError(f"SSL weights: {folder} holds a {model_type!r} model, not {kind!r}")
+        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model, not {kind!r}")
     _, model_cls = _classes(known[model_type])
     return model_cls.from_pretrained(str(folder), local_files_only=True,
                                      **(overrides or {})).eval()
@@ -199,7 +200,7 @@ class SSLFrontEnd(nn.Module):
     def num_frames(self, num_samples: int) -> int:
         """Frames of an utterance of ``num_samples`` 16 kHz samples: (N - R) // S + 1."""
         if num_samples < self.receptive_field:
-            raise ValueError(f"audio of {num_samples} samples is shorter than one SSL frame "
+            raise AudioError(f"audio of {num_samples} samples is shorter than one SSL frame "
                              f"({self.receptive_field} samples at 16 kHz)")
         return (num_samples - self.receptive_field) // self.stride + 1
 
@@ -220,7 +221,7 @@ class SSLFrontEnd(nn.Module):
         short = (lengths < self.receptive_field).nonzero()
         if short.numel():
             index = int(short[0])
-            raise ValueError(f"utterance {index}: {int(lengths[index])} samples at 16 kHz is "
+            raise AudioError(f"utterance {index}: {int(lengths[index])} samples at 16 kHz is "
                              f"shorter than one SSL frame ({self.receptive_field} samples)")
         return torch.div(lengths - self.receptive_field, self.stride,
                          rounding_mode="floor") + 1
@@ -276,15 +277,15 @@ class SSLFrontEnd(nn.Module):
         layers, frame_lengths = self.layer_outputs(waveforms, lengths)
         return self.combine(layers), frame_lengths
 
-    def extract(self, batch: Batch, lengths: Tensor | None = None, *,
-                sample_rate: int = SSL_SAMPLE_RATE) -> tuple[Tensor, Tensor]:
+    def extract(self, batch: WaveformBatch, lengths: Tensor | None = None, *,
+                sample_rate: int = SAMPLE_RATE) -> tuple[Tensor, Tensor]:
         """:meth:`forward` of a list of 1-D waveforms or a padded batch at ``sample_rate``;
         audio at another rate is resampled to 16 kHz first (the rate SSL models are trained
         at and VAD masks are defined at)."""
         sample_rate = check_sample_rate(sample_rate)
         padded, lengths = as_padded(batch, lengths)
-        if sample_rate != SSL_SAMPLE_RATE:
-            waveforms = [resample(row[:n].float(), sample_rate, SSL_SAMPLE_RATE)
+        if sample_rate != SAMPLE_RATE:
+            waveforms = [resample(row[:n].float(), sample_rate, SAMPLE_RATE)
                          for row, n in zip(padded, lengths.tolist())]
             padded, lengths = as_padded(waveforms, None)
         return self(padded, lengths)
@@ -382,11 +383,11 @@ def file_identity(path: str | os.PathLike) -> list[Any]:
 def speech_mask(waveform: Tensor, vad: VADSettings) -> Tensor:
     """VAD speech flags (F,) on SSL frames of one 16 kHz waveform (N,)."""
     if waveform.shape[0] < SSL_RECEPTIVE_FIELD:
-        raise ValueError(f"{waveform.shape[0]} samples at 16 kHz is shorter than one SSL "
+        raise AudioError(f"{waveform.shape[0]} samples at 16 kHz is shorter than one SSL "
                          f"frame ({SSL_RECEPTIVE_FIELD} samples)")
-    flags, _ = vad_frames(waveform, SSL_SAMPLE_RATE, frame_ms=vad.frame_ms,
+    flags, _ = vad_frames(waveform, SAMPLE_RATE, frame_ms=vad.frame_ms,
                           aggressiveness=vad.aggressiveness)
-    return frames_to_ssl(flags, SSL_SAMPLE_RATE * vad.frame_ms // 1000, waveform.shape[0])
+    return frames_to_ssl(flags, SAMPLE_RATE * vad.frame_ms // 1000, waveform.shape[0])
 
 
 def cache_key(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike], vad: VADSettings,
@@ -446,7 +447,7 @@ def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
     for index, path in enumerate(paths):
         waveform = load(path)
         if waveform.shape[0] < front_end.receptive_field:
-            raise ValueError(f"{path}: {waveform.shape[0]} samples at 16 kHz is shorter than "
+            raise AudioError(f"{path}: {waveform.shape[0]} samples at 16 kHz is shorter than "
                              f"one SSL frame ({front_end.receptive_field} samples)")
         masks.append(speech_mask(waveform, vad))
         samples.append(waveform.shape[0])
@@ -457,7 +458,7 @@ def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=dtype,
                                          shape=(int(lengths.sum()), *front_end.layer_shape))
-    budget = int(batch_seconds * SSL_SAMPLE_RATE)
+    budget = int(batch_seconds * SAMPLE_RATE)
     order = np.argsort(samples, kind="stable")
     batch: list[int] = []
     for position, index in enumerate(order):

@@ -23,12 +23,11 @@ import torch
 import webrtcvad
 from torch import Tensor
 
-from fastser.audio._batch import Batch, as_padded
-from fastser.audio.io import check_sample_rate, resample
+from fastser.audio._batch import WaveformBatch, as_padded
+from fastser.audio.io import SAMPLE_RATE, check_sample_rate, resample
 
 VAD_SAMPLE_RATES = (8000, 16000, 32000, 48000)
 VAD_FRAME_MS = (10, 20, 30)
-SSL_SAMPLE_RATE = 16000
 SSL_RECEPTIVE_FIELD = 400
 SSL_STRIDE = 320
 
@@ -48,7 +47,7 @@ def _check_vad_args(frame_ms: int, aggressiveness: int) -> None:
         raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, got {aggressiveness!r}")
 
 
-def vad_frames(waveform: Tensor, sample_rate: int = 16000, *, frame_ms: int = 30,
+def vad_frames(waveform: Tensor, sample_rate: int = SAMPLE_RATE, *, frame_ms: int = 30,
                aggressiveness: int = 3) -> Tuple[Tensor, int]:
     """Speech flags of consecutive VAD frames of a 1-D float waveform in [-1, 1].
 
@@ -60,8 +59,8 @@ def vad_frames(waveform: Tensor, sample_rate: int = 16000, *, frame_ms: int = 30
         raise ValueError(f"VAD: expected a non-empty 1-D waveform, got shape "
                          f"{tuple(waveform.shape)}")
     if sample_rate not in VAD_SAMPLE_RATES:
-        waveform = resample(waveform.float(), sample_rate, SSL_SAMPLE_RATE)
-        sample_rate = SSL_SAMPLE_RATE
+        waveform = resample(waveform.float(), sample_rate, SAMPLE_RATE)
+        sample_rate = SAMPLE_RATE
     frame_samples = sample_rate * frame_ms // 1000
     pcm = _pcm16(waveform, frame_samples)
     frame_bytes = 2 * frame_samples
@@ -105,8 +104,8 @@ def frames_to_ssl(flags: Tensor, frame_samples: int, num_samples: int) -> Tensor
     return 2 * covered >= SSL_RECEPTIVE_FIELD
 
 
-def ssl_vad_mask(batch: Batch, lengths: Tensor | None = None, *,
-                 sample_rate: int = 16000, frame_ms: int = 30,
+def ssl_vad_mask(batch: WaveformBatch, lengths: Tensor | None = None, *,
+                 sample_rate: int = SAMPLE_RATE, frame_ms: int = 30,
                  aggressiveness: int = 3) -> Tuple[Tensor, Tensor]:
     """VAD speech mask on SSL frames for a batch of utterances.
 
@@ -121,14 +120,14 @@ def ssl_vad_mask(batch: Batch, lengths: Tensor | None = None, *,
     waveforms = [row[:n] for row, n in zip(padded, lengths.tolist())]
     masks = []
     for index, waveform in enumerate(waveforms):
-        if sample_rate != SSL_SAMPLE_RATE:
-            waveform = resample(waveform.float(), sample_rate, SSL_SAMPLE_RATE)
+        if sample_rate != SAMPLE_RATE:
+            waveform = resample(waveform.float(), sample_rate, SAMPLE_RATE)
         if waveform.shape[0] < SSL_RECEPTIVE_FIELD:
             raise ValueError(f"utterance {index}: {waveform.shape[0]} samples at 16 kHz is "
                              f"shorter than one SSL frame ({SSL_RECEPTIVE_FIELD} samples)")
-        flags, _ = vad_frames(waveform, SSL_SAMPLE_RATE, frame_ms=frame_ms,
+        flags, _ = vad_frames(waveform, SAMPLE_RATE, frame_ms=frame_ms,
                               aggressiveness=aggressiveness)
-        masks.append(frames_to_ssl(flags, SSL_SAMPLE_RATE * frame_ms // 1000,
+        masks.append(frames_to_ssl(flags, SAMPLE_RATE * frame_ms // 1000,
                                    waveform.shape[0]))
     frame_lengths = torch.tensor([m.shape[0] for m in masks], dtype=torch.long)
     mask = torch.nn.utils.rnn.pad_sequence(masks, batch_first=True, padding_value=False)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-# suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
-SUITES: dict[str, str] = {
+from fastser.methods import method_packages
+
+# op suite name -> module defining ``cases(device, dtype, quick) -> list[BenchCase]``.
+OP_SUITES: dict[str, str] = {
     "cross_attention": "fastser.bench.cross_attention",
-    "glrf": "fastser.bench.glrf",
     "head_k_pooling_loss": "fastser.bench.head_k_pooling_loss",
     "fractal_attention": "fastser.bench.fractal_attention",
-    "can": "fastser.bench.can",
-    "mmtl": "fastser.bench.mmtl",
-    "mstr": "fastser.bench.mstr",
-    "sap": "fastser.bench.sap",
 }
+
+
+def suites() -> dict[str, str]:
+    """Every suite: one per op (:data:`OP_SUITES`) and one per method folder of
+    fastser.methods with a ``bench`` module (named for the folder)."""
+    found = dict(OP_SUITES)
+    for package in method_packages():
+        if package.startswith("fastser.methods.") and importlib.util.find_spec(f"{package}.bench"):
+            found[package.rsplit(".", 1)[1]] = f"{package}.bench"
+    return found
 
 
 @dataclass
@@ -26,7 +34,7 @@ class BenchCase:
     """One benchmarked size of one suite.
 
     ``impls`` maps an implementation name to a callable taking the inputs made by
-    ``make_inputs``; the first entry is the fused one, the others are baselines ("naive",
+    ``make_inputs``; the first entry is the fused one, the others are baselines ("reference",
     "loop", "sdpa", "compiled", ...).  A callable returns a tensor, a tuple of tensors or a
     scalar loss; forward+backward back-propagates fixed random gradients through all of them.
     Implementations named in ``forward_only`` are timed in the forward pass alone.
@@ -49,8 +57,9 @@ class BenchCase:
 
 def load_suite(name: str, device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCase]:
     """The cases of suite ``name`` for ``device`` and ``dtype`` (``quick``: tiny sizes)."""
-    if name not in SUITES:
-        known = ", ".join(sorted(SUITES)) or "none"
+    known_suites = suites()
+    if name not in known_suites:
+        known = ", ".join(sorted(known_suites)) or "none"
         raise ValueError(f"unknown benchmark suite {name!r}; known suites: {known}")
-    module = importlib.import_module(SUITES[name])
+    module = importlib.import_module(known_suites[name])
     return module.cases(device=device, dtype=dtype, quick=quick)

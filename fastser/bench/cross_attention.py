@@ -1,4 +1,4 @@
-"""Benchmark cases of ``fastser.ops.cross_attention`` against its naive PyTorch versions."""
+"""Benchmark cases of ``fastser.ops.cross_attention`` against its straightforward PyTorch versions."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
     compiled = torch.compile(cross_attention_reference, dynamic=False)
     result = []
     for index, (batch, frames, heads, dim) in enumerate(QUICK_SIZES if quick else SIZES):
-        impls = {"fused": _fused, "naive": cross_attention_reference, "compiled": compiled}
+        impls = {"fused": _fused, "reference": cross_attention_reference, "compiled": compiled}
         if index == 0:  # the Python loop only at the first size: it is slow at long ones
             impls["loop"] = cross_attention_loop_reference
         result.append(BenchCase(
@@ -50,7 +50,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
             make_inputs=_make_inputs(batch, frames, heads, dim, device, dtype),
             impls=impls,
             device=device,
-            note="ragged lengths uniform in [1, L] (one full); naive = vectorised PyTorch "
+            note="ragged lengths uniform in [1, L] (one full); reference = vectorised PyTorch "
                  "reference, compiled = torch.compile of it, loop = Python loop over sequences",
             meta={"batch": batch, "frames": frames, "heads": heads, "dim": dim},
         ))

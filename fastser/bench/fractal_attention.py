@@ -1,6 +1,6 @@
 """Benchmark cases of the fused fractal attention op.
 
-Implementations: ``fused`` (fastser.ops.fractal_attention), ``naive`` (the vectorised
+Implementations: ``fused`` (fastser.ops.fractal_attention), ``reference`` (the vectorised
 reference in fastser.ops.reference), ``compiled`` (that reference under ``torch.compile``),
 ``sdpa`` (``F.scaled_dot_product_attention`` over the same q, k, v with a key-padding mask: the
 full attention a vanilla Transformer layer would run instead) and ``traffic`` (q + k + v,
@@ -41,7 +41,7 @@ def _fused(q, k, v, lengths):
     return fractal_attention(q, k, v, lengths, p=P, levels=LEVELS)
 
 
-def _naive(q, k, v, lengths):
+def _reference(q, k, v, lengths):
     return fractal_attention_reference(q, k, v, lengths, P, LEVELS)
 
 
@@ -75,9 +75,9 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
                        .requires_grad_() for _ in range(3))
             return q, k, v, ragged_lengths(B, T).to(device)
 
-        impls = {"fused": _fused, "naive": _naive}
+        impls = {"fused": _fused, "reference": _reference}
         if not quick:
-            impls["compiled"] = torch.compile(_naive, fullgraph=True)
+            impls["compiled"] = torch.compile(_reference, fullgraph=True)
         impls["sdpa"] = _sdpa
         impls["traffic"] = _traffic
         result.append(BenchCase(

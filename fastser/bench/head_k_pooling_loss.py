@@ -31,7 +31,7 @@ def _fused(logits, lengths, labels):
     return head_k_pooling_loss(logits, lengths, labels)
 
 
-def _naive(logits, lengths, labels):
+def _reference(logits, lengths, labels):
     return head_k_pooling_loss_reference(logits, lengths, labels)
 
 
@@ -47,7 +47,7 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
             suite=SUITE,
             size=f"B={batch} N~U[{MIN_SEGMENTS},{MAX_SEGMENTS}] C={CLASSES}",
             make_inputs=_make_inputs(batch, CLASSES, device, dtype, seed=batch),
-            impls={"fused": _fused, "naive": _naive, "loop": _loop},
+            impls={"fused": _fused, "reference": _reference, "loop": _loop},
             device=device,
             note="k=0.7, no neutral class, reduction='mean'",
             meta={"batch": batch, "classes": CLASSES, "segments": [MIN_SEGMENTS, MAX_SEGMENTS]},

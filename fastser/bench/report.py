@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import torch
 
-from fastser.bench.cases import SUITES, BenchCase, load_suite
+from fastser.bench.cases import BenchCase, load_suite, suites
 from fastser.bench.measure import Measurement, measure
 
 
@@ -119,7 +119,7 @@ def run(suites: list[str], device: torch.device, dtype: torch.dtype, *, quick: b
 
 
 def available_suites() -> list[str]:
-    return sorted(SUITES)
+    return sorted(suites())
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

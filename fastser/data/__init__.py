@@ -3,7 +3,8 @@ CREMA-D, RAVDESS and EmoDB, the synthetic default corpus, evaluation protocols a
 collation of ragged batches."""
 
 from fastser.data._files import FOUR_CLASSES, CorpusError
-from fastser.data.collate import collate_padded, collate_segments, pad_sequences
+from fastser.data.collate import (collate_padded, collate_segments, pack_sequences,
+                                  pad_sequences)
 from fastser.data.corpus import Corpus, CorpusSummary, Utterance
 from fastser.data.crema_d import read_crema_d
 from fastser.data.emodb import read_emodb
@@ -19,6 +20,6 @@ __all__ = [
     "FOUR_CLASSES", "SOURCES", "Corpus", "CorpusError", "CorpusSummary", "Split",
     "SyntheticConfig", "Utterance", "collate_padded", "collate_segments",
     "leave_one_session_out", "leave_one_speaker_out", "load_synthetic", "open_corpus",
-    "pad_sequences", "read_crema_d", "read_emodb", "read_iemocap", "read_ravdess",
-    "read_synthetic", "speaker_split", "write_synthetic",
+    "pack_sequences", "pad_sequences", "read_crema_d", "read_emodb", "read_iemocap",
+    "read_ravdess", "read_synthetic", "speaker_split", "write_synthetic",
 ]

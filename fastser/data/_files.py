@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from fastser.errors import CorpusError, MissingPathError, NotAFolderError
+
 #: Four-class label set shared by IEMOCAP, the synthetic corpus and the 4-class options.
 FOUR_CLASSES = ("neutral", "happy", "sad", "angry")
-
-
-class CorpusError(ValueError):
-    """A local corpus copy that cannot be read: wrong layout, bad file name or bad line."""
 
 
 def line_error(path: Path, line_no: int, message: str) -> CorpusError:
@@ -22,9 +20,9 @@ def require_root(corpus: str, root: str | Path) -> Path:
     """``root`` as a Path, checked to be an existing, non-empty folder."""
     path = Path(root).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{corpus}: corpus root {path} does not exist")
+        raise MissingPathError(f"{corpus}: corpus root {path} does not exist")
     if not path.is_dir():
-        raise NotADirectoryError(f"{corpus}: corpus root {path} is not a folder")
+        raise NotAFolderError(f"{corpus}: corpus root {path} is not a folder")
     if not any(path.iterdir()):
         raise CorpusError(f"{corpus}: corpus root {path} is empty")
     return path

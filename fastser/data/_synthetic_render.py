@@ -10,10 +10,10 @@ from scipy.fft import next_fast_len
 from scipy.signal import lfilter, resample_poly
 
 from fastser.audio.alignment import WordTiming
+from fastser.audio.io import SAMPLE_RATE
 from fastser.data._espeak import Synthesis
 from fastser.data._synthetic_plan import UtterancePlan
 
-SAMPLE_RATE = 16000
 #: RMS of speech at the voices' default volume, the level the SNR is measured against.
 REFERENCE_RMS = 0.1
 _CROSSFADE_S = 0.02

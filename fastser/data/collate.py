@@ -9,6 +9,9 @@ other elements (labels, V/A/D targets, ids, ...) are collated with
 - :func:`collate_segments`: items (N_i, *S), the N_i segments of utterance i (e.g. windows
   (N_i, T_win, F)) -> ``(packed (sum N_i, *S), counts (B,) int64, *rest)``, segments of the
   utterances back to back, the layout of the head-k-pooling loss.
+
+Recipes build their batches with the plain functions :func:`pad_sequences` and
+:func:`pack_sequences` (the same checks, without the tuple convention).
 """
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ def pad_sequences(sequences: Sequence[torch.Tensor],
     return padded, lengths
 
 
+def pack_sequences(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N_i, *S) tensors -> packed (sum N_i, *S), back to back, and counts (B,) int64."""
+    if not all(isinstance(s, torch.Tensor) for s in sequences):
+        raise TypeError("pack_sequences: every sequence must be a tensor")
+    tensors, _ = _split(list(sequences), "pack_sequences")
+    counts = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
+    return torch.cat(tensors, dim=0), counts
+
+
 def collate_padded(batch: Sequence, padding_value: float = 0.0):
     """``(padded (B, T_max, *F), lengths (B,) int64, *rest)`` (see the module docstring)."""
     tensors, rest = _split(batch, "collate_padded")
@@ -83,5 +95,4 @@ def collate_padded(batch: Sequence, padding_value: float = 0.0):
 def collate_segments(batch: Sequence):
     """``(packed (sum N_i, *S), counts (B,) int64, *rest)`` (see the module docstring)."""
     tensors, rest = _split(batch, "collate_segments")
-    counts = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
-    return _with_rest((torch.cat(tensors, dim=0), counts), rest)
+    return _with_rest(pack_sequences(tensors), rest)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastser.audio.alignment import WordTiming
+from fastser.errors import CorpusError
 
 GENDERS = ("F", "M")
 
@@ -42,22 +43,22 @@ class Utterance:
     def __post_init__(self) -> None:
         for name in ("id", "label", "speaker", "session"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"Utterance {self.id!r}: {name} must be a non-empty string")
+                raise CorpusError(f"Utterance {self.id!r}: {name} must be a non-empty string")
         object.__setattr__(self, "path", Path(self.path))
         if self.gender not in (*GENDERS, None):
-            raise ValueError(f"Utterance {self.id!r}: gender must be 'F', 'M' or None, "
+            raise CorpusError(f"Utterance {self.id!r}: gender must be 'F', 'M' or None, "
                              f"got {self.gender!r}")
         object.__setattr__(self, "words", tuple(self.words))
         if any(not isinstance(w, WordTiming) for w in self.words):
-            raise ValueError(f"Utterance {self.id!r}: words must be WordTiming objects")
+            raise CorpusError(f"Utterance {self.id!r}: words must be WordTiming objects")
         if self.emotion_span is not None:
             start, end = self.emotion_span
             if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
-                raise ValueError(f"Utterance {self.id!r}: emotion_span must satisfy "
+                raise CorpusError(f"Utterance {self.id!r}: emotion_span must satisfy "
                                  f"0 <= start <= end, got {self.emotion_span}")
             object.__setattr__(self, "emotion_span", (float(start), float(end)))
         if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
-            raise ValueError(f"Utterance {self.id!r}: duration must be positive, "
+            raise CorpusError(f"Utterance {self.id!r}: duration must be positive, "
                              f"got {self.duration}")
 
 
@@ -96,17 +97,17 @@ class Corpus:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "utterances", tuple(self.utterances))
         if not self.labels:
-            raise ValueError(f"Corpus {self.name!r}: needs at least one label")
+            raise CorpusError(f"Corpus {self.name!r}: needs at least one label")
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"Corpus {self.name!r}: duplicate labels in {self.labels}")
+            raise CorpusError(f"Corpus {self.name!r}: duplicate labels in {self.labels}")
         known = set(self.labels)
         seen: set[str] = set()
         for utt in self.utterances:
             if utt.label not in known:
-                raise ValueError(f"Corpus {self.name!r}: utterance {utt.id!r} has label "
+                raise CorpusError(f"Corpus {self.name!r}: utterance {utt.id!r} has label "
                                  f"{utt.label!r}, not one of {self.labels}")
             if utt.id in seen:
-                raise ValueError(f"Corpus {self.name!r}: duplicate utterance id {utt.id!r}")
+                raise CorpusError(f"Corpus {self.name!r}: duplicate utterance id {utt.id!r}")
             seen.add(utt.id)
 
     def __len__(self) -> int:
@@ -127,13 +128,13 @@ class Corpus:
         try:
             return self.labels.index(label)
         except ValueError:
-            raise ValueError(f"Corpus {self.name!r}: unknown label {label!r}; "
+            raise CorpusError(f"Corpus {self.name!r}: unknown label {label!r}; "
                              f"labels are {self.labels}") from None
 
     def label_name(self, index: int) -> str:
         """Label name of a class index."""
         if not 0 <= index < len(self.labels):
-            raise ValueError(f"Corpus {self.name!r}: class index {index} outside "
+            raise CorpusError(f"Corpus {self.name!r}: class index {index} outside "
                              f"[0, {len(self.labels)})")
         return self.labels[index]
 
@@ -173,11 +174,11 @@ class Corpus:
         if names is None:
             return None
         if isinstance(names, str):
-            raise ValueError(f"Corpus {self.name!r}: {kind}s must be a sequence of names, "
+            raise CorpusError(f"Corpus {self.name!r}: {kind}s must be a sequence of names, "
                              f"not the string {names!r}")
         unknown = sorted(set(names) - set(known))
         if unknown:
-            raise ValueError(f"Corpus {self.name!r}: unknown {kind}(s) {unknown}; "
+            raise CorpusError(f"Corpus {self.name!r}: unknown {kind}(s) {unknown}; "
                              f"known: {list(known)}")
         return set(names)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastser.data.corpus import Corpus
+from fastser.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ def _draw_validation(candidates: list[str], count: int, rng: np.random.Generator
                      protocol: str) -> tuple[list[str], list[str]]:
     """(train, validation) speakers: ``count`` drawn from ``candidates``, at least one left."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"{protocol}: validation_speakers must be an int >= 0, got {count!r}")
+        raise UserError(f"{protocol}: validation_speakers must be an int >= 0, got {count!r}")
     if count >= len(candidates):
-        raise ValueError(f"{protocol}: validation_speakers={count} leaves no training speaker "
+        raise UserError(f"{protocol}: validation_speakers={count} leaves no training speaker "
                          f"(only {len(candidates)} available per fold)")
     order = [candidates[i] for i in rng.permutation(len(candidates))]
     validation = sorted(order[:count])
@@ -57,14 +58,14 @@ def leave_one_session_out(corpus: Corpus, *, validation_speakers: int = 0,
     protocol = "leave_one_session_out"
     sessions = corpus.sessions
     if len(sessions) < 2:
-        raise ValueError(f"{protocol}: corpus {corpus.name!r} has {len(sessions)} session(s) "
+        raise UserError(f"{protocol}: corpus {corpus.name!r} has {len(sessions)} session(s) "
                          f"{list(sessions)}; needs at least 2")
     speaker_sessions: dict[str, set[str]] = {}
     for u in corpus:
         speaker_sessions.setdefault(u.speaker, set()).add(u.session)
     shared = {s: sorted(v) for s, v in speaker_sessions.items() if len(v) > 1}
     if shared:
-        raise ValueError(f"{protocol}: speakers appear in more than one session {shared}; "
+        raise UserError(f"{protocol}: speakers appear in more than one session {shared}; "
                          "holding out a session would leak them into training")
     splits = []
     for fold, session in enumerate(sessions):
@@ -82,7 +83,7 @@ def leave_one_speaker_out(corpus: Corpus, *, validation_speakers: int = 0,
     protocol = "leave_one_speaker_out"
     speakers = list(corpus.speakers)
     if len(speakers) < 2:
-        raise ValueError(f"{protocol}: corpus {corpus.name!r} has {len(speakers)} speaker(s) "
+        raise UserError(f"{protocol}: corpus {corpus.name!r} has {len(speakers)} speaker(s) "
                          f"{speakers}; needs at least 2")
     splits = []
     for fold, speaker in enumerate(speakers):
@@ -96,13 +97,13 @@ def leave_one_speaker_out(corpus: Corpus, *, validation_speakers: int = 0,
 def _speaker_count(value: float | int, total: int, what: str) -> int:
     """A fraction in [0, 1) of ``total`` speakers (rounded, at least 1 when > 0) or a count."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"speaker_split: {what} must be a fraction or a count, got {value!r}")
+        raise UserError(f"speaker_split: {what} must be a fraction or a count, got {value!r}")
     if isinstance(value, float):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"speaker_split: {what} fraction must be in [0, 1), got {value}")
+            raise UserError(f"speaker_split: {what} fraction must be in [0, 1), got {value}")
         return max(1, round(value * total)) if value > 0 else 0
     if value < 0:
-        raise ValueError(f"speaker_split: {what} count must be >= 0, got {value}")
+        raise UserError(f"speaker_split: {what} count must be >= 0, got {value}")
     return value
 
 
@@ -118,10 +119,28 @@ def speaker_split(corpus: Corpus, *, test: float | int = 0.2, validation: float 
     n_test = _speaker_count(test, len(speakers), "test")
     n_val = _speaker_count(validation, len(speakers), "validation")
     if n_test < 1:
-        raise ValueError("speaker_split: the test set needs at least one speaker")
+        raise UserError("speaker_split: the test set needs at least one speaker")
     if n_test + n_val >= len(speakers):
-        raise ValueError(f"speaker_split: corpus {corpus.name!r} has {len(speakers)} "
+        raise UserError(f"speaker_split: corpus {corpus.name!r} has {len(speakers)} "
                          f"speaker(s); {n_test} test + {n_val} validation leave none to train")
     order = [speakers[i] for i in np.random.default_rng(seed).permutation(len(speakers))]
     return _by_speakers(corpus, f"speaker split (seed {seed})", sorted(order[n_test + n_val:]),
                         sorted(order[n_test:n_test + n_val]), sorted(order[:n_test]))
+
+
+PROTOCOLS = ("session", "speaker", "random")
+
+
+def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0,
+                validation_speakers: int = 1) -> list[Split]:
+    """The folds of ``protocol``: "session" (leave one session out), "speaker" (leave one
+    speaker out) or "random" (one speaker-independent random split)."""
+    if protocol == "session":
+        return leave_one_session_out(corpus, validation_speakers=validation_speakers,
+                                     seed=seed)
+    if protocol == "speaker":
+        return leave_one_speaker_out(corpus, validation_speakers=validation_speakers,
+                                     seed=seed)
+    if protocol == "random":
+        return [speaker_split(corpus, seed=seed)]
+    raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

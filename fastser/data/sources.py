@@ -12,6 +12,7 @@ from fastser.data.emodb import read_emodb
 from fastser.data.iemocap import read_iemocap
 from fastser.data.ravdess import read_ravdess
 from fastser.data.synthetic import load_synthetic, read_synthetic
+from fastser.errors import UserError
 
 READERS: dict[str, Callable[..., Corpus]] = {
     "iemocap": read_iemocap, "crema-d": read_crema_d, "ravdess": read_ravdess,
@@ -24,19 +25,19 @@ def open_corpus(source: str, **options) -> Corpus:
     """The corpus named by ``source``; ``options`` go to its reader (e.g. ``four_class=True``
     for CREMA-D, ``improvised_only=True`` for IEMOCAP, ``utterances=40`` for synthetic)."""
     if not isinstance(source, str) or not source:
-        raise ValueError(f"corpus source must be a non-empty string, got {source!r}")
+        raise UserError(f"corpus source must be a non-empty string, got {source!r}")
     name, sep, path = source.partition(":")
     name = name.strip().lower()
     if name == "synthetic":
         if path.strip():  # a folder written by write_synthetic / `fastser synth`
             if options:
-                raise ValueError(f"corpus source {source!r}: a written synthetic corpus takes "
+                raise UserError(f"corpus source {source!r}: a written synthetic corpus takes "
                                  f"no options, got {sorted(options)}")
             return read_synthetic(path.strip())
         return load_synthetic(**options)
     if name not in READERS:
-        raise ValueError(f"unknown corpus {name!r} in source {source!r}; known: "
+        raise UserError(f"unknown corpus {name!r} in source {source!r}; known: "
                          + ", ".join(f"{n}:PATH" if n in READERS else n for n in SOURCES))
     if not path.strip():
-        raise ValueError(f"corpus source {source!r} needs a path: {name}:PATH")
+        raise UserError(f"corpus source {source!r} needs a path: {name}:PATH")
     return READERS[name](path.strip(), **options)

@@ -29,12 +29,14 @@ from pathlib import Path
 import soundfile
 
 from fastser.audio.alignment import WordTiming
+from fastser.audio.io import SAMPLE_RATE
 from fastser.data import _espeak, _synthetic_plan, _synthetic_render, _synthetic_text
 from fastser.data._espeak import synthesize_many
-from fastser.data._files import FOUR_CLASSES, CorpusError
+from fastser.data._files import FOUR_CLASSES
 from fastser.data._synthetic_plan import VOICES, make_plan, make_speakers
-from fastser.data._synthetic_render import SAMPLE_RATE, render
+from fastser.data._synthetic_render import render
 from fastser.data.corpus import Corpus, Utterance
+from fastser.errors import CorpusError, MissingPathError, PathExistsError, UserError
 
 NAME = "synthetic"
 #: Version of the corpus design and manifest format; part of the cache key.
@@ -64,19 +66,19 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "snr_db", tuple(float(v) for v in self.snr_db))
         if not 2 <= self.speakers <= len(VOICES):
-            raise ValueError(f"SyntheticConfig: speakers must be in [2, {len(VOICES)}], "
+            raise UserError(f"SyntheticConfig: speakers must be in [2, {len(VOICES)}], "
                              f"got {self.speakers}")
         if self.utterances < self.speakers:
-            raise ValueError(f"SyntheticConfig: utterances ({self.utterances}) must be at "
+            raise UserError(f"SyntheticConfig: utterances ({self.utterances}) must be at "
                              f"least the number of speakers ({self.speakers})")
         if not 0.0 <= self.partial_fraction <= 0.75:
-            raise ValueError("SyntheticConfig: partial_fraction must be in [0, 0.75] (only "
+            raise UserError("SyntheticConfig: partial_fraction must be in [0, 0.75] (only "
                              f"non-neutral utterances can be partial), got {self.partial_fraction}")
         if not self.emotion_strength >= 0:
-            raise ValueError(f"SyntheticConfig: emotion_strength must be >= 0, "
+            raise UserError(f"SyntheticConfig: emotion_strength must be >= 0, "
                              f"got {self.emotion_strength}")
         if len(self.snr_db) != 2 or not self.snr_db[0] <= self.snr_db[1]:
-            raise ValueError(f"SyntheticConfig: snr_db must be (low, high) with low <= high, "
+            raise UserError(f"SyntheticConfig: snr_db must be (low, high) with low <= high, "
                              f"got {self.snr_db}")
 
     def key(self) -> str:
@@ -144,7 +146,7 @@ def write_synthetic(folder: str | Path, config: SyntheticConfig | None = None, *
     config = _config(config, overrides)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"write_synthetic: {folder} is not empty")
+        raise PathExistsError(f"write_synthetic: {folder} is not empty")
     (folder / "wav").mkdir(parents=True, exist_ok=True)
     speakers = make_speakers(config.speakers, config.seed)
     plans = make_plan(config.utterances, speakers, config.seed,
@@ -195,7 +197,7 @@ def read_synthetic(folder: str | Path) -> Corpus:
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{NAME}: no {MANIFEST} in {folder}")
+        raise MissingPathError(f"{NAME}: no {MANIFEST} in {folder}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -9,7 +9,7 @@ from fastser.ops.head_k_pooling_loss import check_hyperparameters
 
 
 class HeadKPoolingLoss(nn.Module):
-    """Head-k-pooling loss (ARCHITECTURE.md 3.3) over the packed segments of B utterances.
+    """Head-k-pooling loss (docs/ops.md) over the packed segments of B utterances.
 
     forward(logits (S, C), lengths (B,) int64, labels (B,) int64) -> scalar for reduction
     "mean"/"sum", (B,) for "none".  See :func:`fastser.ops.head_k_pooling_loss`.  Calls the op

@@ -1,1 +1,2 @@
-"""The SER methods and their baselines, over feature tensors (no audio I/O)."""
+"""Moved: the models live in their method folders, fastser.methods.<method>.model (the modules
+here forward to them until fastser 0.3)."""

@@ -4,6 +4,7 @@ model's pooling), on the fused op ``fastser::cross_attention``."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -12,28 +13,45 @@ from torch import nn
 import fastser.ops  # noqa: F401  (registers torch.ops.fastser.*)
 from fastser.ops.reference import cross_attention_reference
 
+#: The values of ``implementation``: the fused op, or the reference PyTorch version.
+IMPLEMENTATIONS = ("fused", "reference")
+
 
 class CrossAttention(nn.Module):
     """Multi-head attention pooling of aligned text and audio sequences by one learned query
     per head and modality; each modality's weights also pool the other modality, without
-    gradient through them (ARCHITECTURE.md 3.2).
+    gradient through them (docs/ops.md, cross_attention).
 
     forward(h_text, h_audio, lengths=None): h_text, h_audio (B, L, E) with E = num_heads ·
     head_dim, lengths int64 (B,) or None.  Returns (c_tt, c_ta, c_aa, c_at), each (B, E).
-    ``use_reference`` runs the naive PyTorch version instead of the fused op (for tests and
-    benchmarks).  Scriptable with TorchScript.
+    ``implementation``: "fused" (default) runs the fused op, "reference" the straightforward
+    PyTorch version of the same computation (for tests and benchmarks); the former
+    ``use_reference=True/False`` still works, with a DeprecationWarning.  Scriptable with
+    TorchScript.
     """
 
     def __init__(self, num_heads: int, head_dim: int, *, scale: float = 1.0,
-                 use_reference: bool = False) -> None:
+                 implementation: str = "fused", use_reference: Optional[bool] = None) -> None:
         super().__init__()
         if num_heads < 1 or head_dim < 1:
             raise ValueError(f"CrossAttention: num_heads and head_dim must be >= 1, got "
                              f"{num_heads} and {head_dim}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"CrossAttention: implementation must be one of "
+                             f"{IMPLEMENTATIONS}, got {implementation!r}")
+        if use_reference is not None:
+            warnings.warn("CrossAttention(use_reference=...) is deprecated; pass "
+                          "implementation=\"reference\" or \"fused\" (use_reference will be "
+                          "removed in fastser 0.3)", DeprecationWarning, stacklevel=2)
+            implied = "reference" if use_reference else "fused"
+            if implementation != "fused" and implementation != implied:
+                raise ValueError(f"CrossAttention: use_reference={use_reference} contradicts "
+                                 f"implementation={implementation!r}; pass implementation only")
+            implementation = implied
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.scale = float(scale)
-        self.use_reference = use_reference
+        self.implementation = implementation
         self.q_text = nn.Parameter(torch.empty(num_heads, head_dim))
         self.q_audio = nn.Parameter(torch.empty(num_heads, head_dim))
         self.reset_parameters()
@@ -49,7 +67,7 @@ class CrossAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, scale={self.scale}, "
-                f"use_reference={self.use_reference}")
+                f"implementation={self.implementation!r}")
 
     def forward(self, h_text: torch.Tensor, h_audio: torch.Tensor,
                 lengths: Optional[torch.Tensor] = None
@@ -64,7 +82,7 @@ class CrossAttention(nn.Module):
         batch, frames = h_text.shape[0], h_text.shape[1]
         text = h_text.reshape(batch, frames, self.num_heads, self.head_dim)
         audio = h_audio.reshape(batch, frames, self.num_heads, self.head_dim)
-        if self.use_reference:
+        if self.implementation == "reference":
             c_tt, c_ta, c_aa, c_at = cross_attention_reference(
                 text, audio, self.q_text, self.q_audio, lengths, self.scale)
         else:

@@ -1,4 +1,4 @@
-"""fastser's custom operators: the public functions (one module per op) and the naive
+"""fastser's custom operators: the public functions (one module per op) and the reference
 reference versions (:mod:`fastser.ops.reference`) they are tested and benchmarked against.
 
 Each op module holds the public function, the fake (meta) kernel, the autograd registration

@@ -1,5 +1,5 @@
 """``fastser.ops.cross_attention``: fused audio-text cross attention with stop-gradient
-(ARCHITECTURE.md 3.2), kernels in csrc/cross_attention/.
+(docs/ops.md, cross_attention), kernels in csrc/cross_attention/.
 
 The op ``torch.ops.fastser.cross_attention`` returns the four contexts and ``softmax_stats``
 (2, B, H, 2): the max score and Σ exp(score − max) of the text [0] and audio [1] attention in

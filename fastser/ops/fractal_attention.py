@@ -1,4 +1,4 @@
-"""Fused fractal windowed attention (ARCHITECTURE.md 3.1): the public function, fake kernels,
+"""Fused fractal windowed attention (docs/ops.md): the public function, fake kernels,
 autograd and FLOP formulas of ``torch.ops.fastser.fractal_attention``.
 
 The kernels (csrc/fractal_attention/) process each (sequence, block of p**levels frames, head)

@@ -1,4 +1,4 @@
-"""``fastser.ops.head_k_pooling_loss``: GLRF's head-k-pooling loss (ARCHITECTURE.md 3.3) as one
+"""``fastser.ops.head_k_pooling_loss``: GLRF's head-k-pooling loss (docs/ops.md) as one
 fused op over the packed segments of a batch of utterances.
 
 For an utterance of N segments with label i, the K = min(N, max(1, ceil(k·N − 1e-6))) segments

@@ -1,6 +1,6 @@
 """Naive eager PyTorch versions of every fastser op.
 
-They follow ARCHITECTURE.md section 3 literally, written as the straightforward vectorised
+They follow docs/ops.md literally, written as the straightforward vectorised
 code a competent researcher would write.  They are the oracle of the op tests and the
 baseline of the benchmarks, so they favour clarity over speed and never call a fastser kernel.
 """
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 def fractal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                 lengths: Optional[torch.Tensor] = None, p: int = 3,
                                 levels: int = 4, scale: Optional[float] = None) -> torch.Tensor:
-    """Fractal windowed attention (ARCHITECTURE.md 3.1), level by level.
+    """Fractal windowed attention (docs/ops.md, fractal_attention), level by level.
 
     q, k, v: (B, T, H, D); lengths: int64 (B,) or None (all T).  Returns (B, T, H, D), zero at
     frames past each length.  Level j+1 is ``avg_pool1d`` of level j over groups of p frames
@@ -68,7 +68,7 @@ def cross_attention_reference(h_text: torch.Tensor, h_audio: torch.Tensor, q_tex
                               q_audio: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                               scale: float = 1.0
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Audio-text cross attention with stop-gradient (ARCHITECTURE.md 3.2).
+    """Audio-text cross attention with stop-gradient (docs/ops.md, cross_attention).
 
     h_text, h_audio: (B, L, H, d); q_text, q_audio: (H, d); lengths: int64 (B,) or None.
     Returns c_tt, c_ta, c_aa, c_at, each (B, H, d).  Scriptable (positional ``scale``).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from fastser.errors import UserError
 
 
 @dataclass
@@ -45,7 +46,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device cuda asked for, but no CUDA device is visible")
+            raise UserError("device cuda asked for, but no CUDA device is visible")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -21,11 +21,15 @@ import torch
 from torch import nn
 
 from fastser.audio.alignment import WordTiming
-from fastser.audio.io import load_audio
+from fastser.audio.io import SAMPLE_RATE, load_audio
 from fastser.data.corpus import Utterance
+from fastser.errors import UserError
+from fastser.train.kit.settings import Preset, Settings
+from fastser.train.kit.standardise import standardise_by_speaker
+from fastser.train.kit.waveforms import check_waveform
 
+#: A collated batch: tensors (and lists of ids) by name, as a recipe's make_batch builds it.
 Batch = dict[str, Any]
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -79,51 +83,91 @@ class StepGradients:
     gradients: list[torch.Tensor]
 
 
+class StreamingFeatures(abc.ABC):
+    """A segment-level method's front end for live audio: 16 kHz samples in, the feature
+    tensors of the segments they complete out, exactly the segments (and features) that
+    offline prediction scores. Segment k spans samples ``[k * hop, k * hop + window)``; the
+    method's export module scores them with ``segment_probs(features (S, ...)) -> (S, C)``."""
+
+    window: int  # samples per segment
+    hop: int  # samples between segment starts
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget the stream."""
+
+    @abc.abstractmethod
+    def push(self, samples: torch.Tensor) -> list[torch.Tensor]:
+        """Take the next float32 samples (N,); the features of every segment they complete."""
+
+    @abc.abstractmethod
+    def finish(self, num_samples: int) -> list[torch.Tensor]:
+        """The features of segments only the end of a ``num_samples`` stream completes (e.g.
+        a recording shorter than one window, scored zero-padded as offline)."""
+
+    def state(self) -> dict[str, int]:
+        """Counters of the front end (reported by the streaming recogniser)."""
+        return {}
+
+
 class Recipe(abc.ABC):
     """One method: model construction, features, batches, loss and prediction.
 
-    Every recipe accepts the config key ``naive`` (default False): the same model on the
-    naive path (the reference ops instead of the fused ones, or the sequential loop instead of
-    the batched one), for the fused-vs-naive training-step comparison."""
+    A recipe holds only what is special about its method; the shared sub-problems are solved
+    here and in :mod:`fastser.train.kit`: typed settings (``Settings``, one dataclass per
+    method, checked before any work), presets, waveform checks, label lookup, per-speaker
+    standardisation (the ``speaker_norm`` setting, through :meth:`item_features` /
+    :meth:`with_features`) and the empty-batch guard. A subclass implements
+    :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
+    :meth:`export_module` and :meth:`export_inputs`."""
 
     name: ClassVar[str]
-    # Recipe config and TrainConfig settings of `fastser demo`: small and fast enough to train
-    # on the synthetic corpus in about a minute on 2 CPU cores.
-    demo_config: ClassVar[dict[str, Any]] = {}
-    demo_train: ClassVar[dict[str, Any]] = {}
-    # Every config key the recipe knows, with its default.
-    defaults: ClassVar[dict[str, Any]] = {"naive": False}
+    #: The method's settings: a dataclass of typed, range-checked fields with their defaults.
+    Settings: ClassVar[type[Settings]] = Settings
+    #: Named starting points (``--preset NAME``); "demo" trains on the synthetic corpus in
+    #: about a minute on 2 CPU cores.
+    presets: ClassVar[dict[str, Preset]] = {}
+    #: The fewest 16 kHz samples an item can be made from.
+    min_samples: ClassVar[int] = 1
 
-    def __init__(self, label_names: Sequence[str], **config: Any) -> None:
-        unknown = sorted(set(config) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"{self.name}: unknown config key(s) {unknown}; known: "
-                             f"{sorted(self.defaults)}")
+    def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         if len(label_names) < 2:
-            raise ValueError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
+            raise UserError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
         self.label_names = list(label_names)
-        self.config = dict(config)
-        self.settings = {**self.defaults, **config}  # the config with defaults filled in
+        self.settings = self.Settings.build(self.name, settings)
 
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
 
     def label_index(self, label: str) -> int:
+        """The class index of ``label`` (UserError for a label outside the class set)."""
         try:
             return self.label_names.index(label)
         except ValueError:
-            raise ValueError(f"{self.name}: label {label!r} is not one of {self.label_names}") from None
+            raise UserError(f"label {label!r} is not one of {self.label_names}") from None
 
+    def label_of(self, utterance: Utterance | None) -> int:
+        """The class index of ``utterance``'s label; -1 without an utterance (a new
+        recording, label unknown)."""
+        return -1 if utterance is None else self.label_index(utterance.label)
+
+    # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """What a checkpoint stores to rebuild this recipe (plain values and tensors only)."""
-        return {"label_names": self.label_names, "config": self.config,
+        return {"label_names": self.label_names, "settings": self.settings.to_dict(),
                 "extra": self.extra_state()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Recipe":
-        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored."""
-        recipe = cls(state["label_names"], **state["config"])
+        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored.
+        States written by fastser 0.1 (key "config": only the settings the user changed) are
+        completed with ``Settings.defaults_0_1``."""
+        if "settings" in state:
+            values = state["settings"]
+        else:
+            values = {**cls.Settings.defaults_0_1, **state["config"]}
+        recipe = cls(state["label_names"], **values)
         recipe.load_extra_state(state.get("extra", {}))
         return recipe
 
@@ -137,24 +181,73 @@ class Recipe(abc.ABC):
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
-        """A fresh model for this recipe's configuration."""
+        """A fresh model for this recipe's settings."""
 
+    # -- items ---------------------------------------------------------------------------------
     def featurize(self, utterances: Sequence[Utterance]) -> list[Any]:
         """One training/evaluation item per utterance (features and targets), from its audio
-        file read at 16 kHz mono."""
-        return [self.item_from_audio(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+        file read at 16 kHz mono; with ``speaker_norm``, each speaker's features standardised
+        with that speaker's statistics."""
+        items = self.raw_items(utterances)
+        if self.settings.speaker_norm and items:
+            features = standardise_by_speaker([self.item_features(i) for i in items],
+                                              [u.speaker for u in utterances])
+            items = [self.with_features(i, f) for i, f in zip(items, features)]
+        return items
 
-    @abc.abstractmethod
+    def raw_items(self, utterances: Sequence[Utterance]) -> list[Any]:
+        """The items of ``utterances`` before any per-speaker standardisation (override to
+        read them from a cache)."""
+        return [self.checked_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+
     def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
                         words: Sequence[WordTiming] | None = None) -> Any:
         """One item from a 16 kHz mono waveform (N,).  ``utterance`` supplies the label, the
         word timings and other annotations when known; without it (prediction on a new
         recording) the item's label is -1 and ``words`` gives the word timings, for methods
-        that need them."""
+        that need them.  With ``speaker_norm`` the recording is its own speaker."""
+        item = self.checked_item(waveform, utterance, words=words)
+        if self.settings.speaker_norm:
+            item = self.with_features(item, standardise_by_speaker(
+                [self.item_features(item)], ["recording"])[0])
+        return item
+
+    def checked_item(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
+                     words: Sequence[WordTiming] | None = None) -> Any:
+        """:meth:`make_item` of a checked waveform; its user errors name the utterance."""
+        who = "the recording" if utterance is None else f"utterance {utterance.id!r}"
+        waveform = check_waveform(waveform, self.name, who, min_samples=self.min_samples)
+        try:
+            return self.make_item(waveform, utterance, words=words)
+        except UserError as error:
+            raise type(error)(f"{self.name}: {who}: {error}") from None
 
     @abc.abstractmethod
+    def make_item(self, waveform: torch.Tensor, utterance: Utterance | None, *,
+                  words: Sequence[WordTiming] | None = None) -> Any:
+        """The item of a checked 16 kHz float32 waveform (N >= ``min_samples``); raise a
+        UserError (without the method and utterance: the caller adds them) for unusable
+        input."""
+
+    def item_features(self, item: Any) -> torch.Tensor:
+        """The feature frames (T, *feature_shape) of an item that ``speaker_norm``
+        standardises."""
+        raise NotImplementedError(f"{self.name}: speaker_norm is not available")
+
+    def with_features(self, item: Any, features: torch.Tensor) -> Any:
+        """``item`` with its feature frames replaced by ``features``."""
+        raise NotImplementedError(f"{self.name}: speaker_norm is not available")
+
+    # -- batches -------------------------------------------------------------------------------
     def collate(self, items: Sequence[Any]) -> Batch:
-        """A batch (dict of tensors) from items; holds "labels" (B,) int64."""
+        """A batch (dict of tensors, with "labels" (B,) int64) of one or more items."""
+        if len(items) == 0:
+            raise ValueError(f"{self.name}: cannot collate an empty batch")
+        return self.make_batch(list(items))
+
+    @abc.abstractmethod
+    def make_batch(self, items: list[Any]) -> Batch:
+        """The batch of a non-empty list of items."""
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -189,6 +282,11 @@ class Recipe(abc.ABC):
         bare module (not the DDP wrapper); the trainer scales the gradients by the step's
         share, averages them over processes and takes its optimiser step.  None (the
         default): the trainer back-propagates :meth:`loss`."""
+        return None
+
+    def streaming_features(self) -> StreamingFeatures | None:
+        """A fresh live-audio front end of a segment-level method (None: the method scores
+        whole utterances and cannot stream)."""
         return None
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:

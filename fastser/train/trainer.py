@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastser.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastser.checkpoint import load_checkpoint, save_checkpoint
+from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
+from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
@@ -49,17 +51,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise SettingsError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise SettingsError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise SettingsError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise SettingsError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+            raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
+            raise SettingsError(f"patience must be >= 1, got {self.patience}")
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Trainer:
         continues from ``out_dir/last.pt`` and ends where an uninterrupted run would."""
         cfg, recipe, dist = self.config, self.recipe, self.dist
         if len(train_items) == 0:
-            raise ValueError("fit: the training split is empty")
+            raise UserError("fit: the training split is empty")
         seed_everything(cfg.seed)
         recipe.fit_extra(train_items)
         model = recipe.build_model().to(self.device)
@@ -224,7 +226,7 @@ class Trainer:
                 own = recipe.step_gradients(_unwrap(model), batch)
                 loss = recipe.loss(model, batch) if own is None else own.loss
             if not torch.isfinite(loss):
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"{recipe.name}: the training loss became {loss.item()} at epoch {epoch + 1}, "
                     f"step {step + 1} (lower the learning rate or check the inputs)")
             optimizer.zero_grad(set_to_none=True)
@@ -261,7 +263,7 @@ class Trainer:
         """The recipe's own gradients as the parameters' .grad: scaled by the step's share
         and averaged over processes (what DDP does for back-propagated losses)."""
         if scaler.is_enabled():
-            raise ValueError(f"{self.recipe.name} computes its own gradients, which fp16 loss "
+            raise SettingsError(f"{self.recipe.name} computes its own gradients, which fp16 loss "
                              "scaling cannot scale; use amp='bf16' or 'off'")
         params = list(_unwrap(model).parameters())
         if len(gradients) != len(params):

@@ -27,13 +27,13 @@ def _case():
 
     return BenchCase(
         suite="toy", size="64x32", make_inputs=make_inputs, device=CPU,
-        impls={"fused": lambda x: torch.tanh(x), "naive": lambda x: 1 - 2 / (torch.exp(2 * x) + 1)},
+        impls={"fused": lambda x: torch.tanh(x), "reference": lambda x: 1 - 2 / (torch.exp(2 * x) + 1)},
     )
 
 
 def test_forward_backward_runner_backpropagates_and_frees_grads():
     case = _case()
-    run = make_runner(case, "naive", backward=True)
+    run = make_runner(case, "reference", backward=True)
     run()  # no error, and leaves hold no gradient afterwards
     run()
 
@@ -47,7 +47,7 @@ def test_measure_and_table():
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["size", "impl"]
     assert lines[2].startswith("64x32") and "fused" in lines[2]
-    assert "naive" in lines[3] and lines[3].count("x") >= 2
+    assert "reference" in lines[3] and lines[3].count("x") >= 2
 
 
 def test_bandwidth_at_least_traffic():

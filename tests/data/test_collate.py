@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fastser.data import collate_padded, collate_segments, pad_sequences
+from fastser.data import collate_padded, collate_segments, pack_sequences, pad_sequences
 
 
 def test_pad_sequences_any_trailing_dims():
@@ -74,3 +74,14 @@ def test_errors(batch, error, message):
 def test_pad_sequences_rejects_non_tensors():
     with pytest.raises(TypeError, match="every sequence must be a tensor"):
         pad_sequences([(torch.zeros(2), 1)])
+
+
+def test_pack_sequences_concatenates_and_counts():
+    a, b = torch.randn(2, 3, 4), torch.randn(5, 3, 4)
+    packed, counts = pack_sequences([a, b])
+    torch.testing.assert_close(packed, torch.cat([a, b]))
+    assert counts.tolist() == [2, 5] and counts.dtype == torch.int64
+    with pytest.raises(ValueError, match="empty batch"):
+        pack_sequences([])
+    with pytest.raises(ValueError, match="trailing shape"):
+        pack_sequences([a, torch.randn(2, 3, 5)])

@@ -1,4 +1,5 @@
-"""fastser.nn.CrossAttention: heads reshaping, fused vs reference path, learned queries."""
+"""fastser.nn.CrossAttention: heads reshaping, fused vs reference path (and the deprecated
+use_reference switch), learned queries."""
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def test_outputs_are_the_op_on_heads_flattened_back():
 
 def test_reference_path_matches_the_fused_one_with_gradients():
     fused = CrossAttention(num_heads=2, head_dim=6)
-    naive = CrossAttention(num_heads=2, head_dim=6, use_reference=True)
+    naive = CrossAttention(num_heads=2, head_dim=6, implementation="reference")
     naive.load_state_dict(fused.state_dict())
     h_text, h_audio, lengths = _batch()
     results = []
@@ -67,8 +68,29 @@ def test_wrong_embedding_size_is_rejected():
 
 def test_both_paths_are_scriptable():
     h_text, h_audio, lengths = _batch()
-    for use_reference in (False, True):
-        module = CrossAttention(num_heads=3, head_dim=4, use_reference=use_reference)
+    for implementation in ("fused", "reference"):
+        module = CrossAttention(num_heads=3, head_dim=4, implementation=implementation)
         scripted = torch.jit.script(module)
         for got, want in zip(scripted(h_text, h_audio, lengths), module(h_text, h_audio, lengths)):
             torch.testing.assert_close(got, want)
+
+
+def test_implementation_is_checked():
+    assert CrossAttention(num_heads=1, head_dim=2).implementation == "fused"
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        CrossAttention(num_heads=1, head_dim=2, implementation="naive")
+
+
+@pytest.mark.parametrize("use_reference,implementation", [(True, "reference"),
+                                                          (False, "fused")])
+def test_use_reference_still_works_with_a_deprecation_warning(use_reference, implementation):
+    with pytest.warns(DeprecationWarning, match='use_reference=.* is deprecated.*implementation='):
+        module = CrossAttention(num_heads=3, head_dim=4, use_reference=use_reference)
+    assert module.implementation == implementation
+    same = CrossAttention(num_heads=3, head_dim=4, implementation=implementation)
+    same.load_state_dict(module.state_dict())
+    h_text, h_audio, lengths = _batch()
+    for got, want in zip(module(h_text, h_audio, lengths), same(h_text, h_audio, lengths)):
+        assert torch.equal(got, want)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="contradicts"):
+        CrossAttention(num_heads=3, head_dim=4, use_reference=False, implementation="reference")

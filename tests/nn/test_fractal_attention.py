@@ -10,7 +10,7 @@ from optest import check_scripted_in_fresh_process, devices, script_roundtrip
 def _pair(device, **kwargs):
     torch.manual_seed(0)
     fused = FractalAttention(32, 4, **kwargs).to(device)
-    reference = FractalAttention(32, 4, use_reference=True, **kwargs).to(device)
+    reference = FractalAttention(32, 4, implementation="reference", **kwargs).to(device)
     reference.load_state_dict(fused.state_dict())
     return fused, reference
 
@@ -42,13 +42,13 @@ def test_padding_does_not_change_valid_frames():
     torch.testing.assert_close(long[:, 50:], fused.out_proj.bias.expand(1, 31, 32))
 
 
-@pytest.mark.parametrize("use_reference", [False, True])
-def test_torchscript(tmp_path, use_reference):
-    module = FractalAttention(16, 2, use_reference=use_reference)
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_torchscript(tmp_path, implementation):
+    module = FractalAttention(16, 2, implementation=implementation)
     inputs = [torch.randn(2, 30, 16), torch.tensor([30, 9])]
     path = tmp_path / "module.pt"
     loaded = script_roundtrip(module, inputs, path, atol=1e-5, rtol=1e-5)
-    if not use_reference:
+    if implementation == "fused":
         with torch.no_grad():
             expected = loaded(*inputs)
         check_scripted_in_fresh_process(path, inputs, expected, tmp_path)
@@ -61,3 +61,20 @@ def test_bad_configuration():
         FractalAttention(32, 4, p=1)
     with pytest.raises(ValueError, match="levels must be >= 1"):
         FractalAttention(32, 4, levels=0)
+    with pytest.raises(ValueError, match="implementation must be one of fused, reference"):
+        FractalAttention(32, 4, implementation="naive")
+
+
+@pytest.mark.parametrize("use_reference,implementation", [(True, "reference"),
+                                                          (False, "fused")])
+def test_use_reference_is_the_deprecated_spelling_of_implementation(use_reference,
+                                                                     implementation):
+    with pytest.warns(DeprecationWarning, match="use_reference=.* is deprecated"):
+        module = FractalAttention(32, 4, use_reference=use_reference)
+    assert module.implementation == implementation
+    torch.manual_seed(0)
+    x = torch.randn(2, 20, 32)
+    lengths = torch.tensor([20, 7])
+    renamed = FractalAttention(32, 4, implementation=implementation)
+    renamed.load_state_dict(module.state_dict())
+    torch.testing.assert_close(module(x, lengths), renamed(x, lengths), atol=0, rtol=0)

@@ -1,4 +1,4 @@
-"""fastser.ops.cross_attention (ARCHITECTURE.md 3.2) against the reference, float64, autograd
+"""fastser.ops.cross_attention (docs/ops.md) against the reference, float64, autograd
 machinery, compilation, TorchScript and bad input."""
 
 from __future__ import annotations

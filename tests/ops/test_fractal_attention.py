@@ -1,4 +1,4 @@
-"""fastser.ops.fractal_attention (ARCHITECTURE.md 3.1) against its reference, float64, a
+"""fastser.ops.fractal_attention (docs/ops.md, fractal_attention) against its reference, float64, a
 literal per-frame loop of the spec, and every op-boundary property (opcheck, gradcheck,
 torch.compile, TorchScript, FLOP counting, errors)."""
 
@@ -59,7 +59,7 @@ def _reference(p, levels, scale=None):
 # --- the reference against a literal reading of the spec ------------------------------------
 
 def _literal(q, k, v, lengths, p, levels, scale=None):
-    """ARCHITECTURE.md 3.1 read frame by frame: Python lists of level frames, one softmax per
+    """docs/ops.md read frame by frame: Python lists of level frames, one softmax per
     query over its window, the output frame as a sum over levels."""
     B, T, H, D = q.shape
     scale = 1.0 / math.sqrt(D) if scale is None else scale

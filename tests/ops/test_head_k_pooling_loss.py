@@ -1,4 +1,4 @@
-"""fastser.ops.head_k_pooling_loss (ARCHITECTURE.md 3.3) against the vectorised and loop
+"""fastser.ops.head_k_pooling_loss (docs/ops.md) against the vectorised and loop
 references, float64, the contract's selection rule and zero-gradient rule, NaN semantics, and
 the custom-op machinery (opcheck, gradcheck, torch.compile, fake kernels).  The module and
 TorchScript: tests/losses/test_head_k_pooling.py."""

@@ -10,10 +10,11 @@ import textwrap
 import pytest
 import torch
 
-from fastser.train.checkpoint import load_checkpoint
+from fastser.checkpoint import load_checkpoint
 from fastser.train.trainer import TrainConfig, Trainer
 from sigkill import killed_run_code
 from toy_recipe import LABELS, OwnGradientsToyRecipe, SlicedBatches, ToyRecipe, make_items
+from torchrun import run_two_processes
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,10 +146,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     os.makedirs(out)
     script = tmp_path / "ddp_run.py"
     script.write_text(textwrap.dedent(DDP_RUN).format(tests=TESTS_DIR, config=config, out=out))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--standalone", str(script)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(str(script), timeout=300)
     ddp = torch.load(os.path.join(out, "final.pt"))
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6)

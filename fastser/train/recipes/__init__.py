@@ -1,35 +1,15 @@
-"""The registry of methods: name -> recipe class (imported on first use)."""
+"""Moved: the method registry is fastser.methods (METHODS, method_names, recipe_class,
+make_recipe) and each recipe lives in its method folder; the names here forward to them until
+fastser 0.3."""
 
-from __future__ import annotations
+import warnings
 
-import importlib
-from typing import Any, Sequence
+from fastser.methods import METHODS, make_recipe, method_names, recipe_class
 
-from fastser.train.recipe import Recipe
+warnings.warn("fastser.train.recipes has moved to fastser.methods; the old import path will be "
+              "removed in fastser 0.3", DeprecationWarning, stacklevel=2)
 
-# name -> "module:Class"
-RECIPES: dict[str, str] = {
-    "can": "fastser.train.recipes.can:CanRecipe",
-    "glrf": "fastser.train.recipes.glrf:GLRFRecipe",
-    "mmtl": "fastser.train.recipes.mmtl:MMTLRecipe",
-    "mtl": "fastser.train.recipes.mmtl:MTLRecipe",
-    "stl": "fastser.train.recipes.mmtl:STLRecipe",
-    "mstr": "fastser.train.recipes.mstr:MSTRRecipe",
-    "transformer": "fastser.train.recipes.mstr:TransformerRecipe",
-    "sap": "fastser.train.recipes.sap:SAPRecipe",
-}
+RECIPES = METHODS
+recipe_names = method_names
 
-
-def recipe_names() -> list[str]:
-    return sorted(RECIPES)
-
-
-def recipe_class(name: str) -> type[Recipe]:
-    if name not in RECIPES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(recipe_names())}")
-    module, cls = RECIPES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def make_recipe(name: str, label_names: Sequence[str], **config: Any) -> Recipe:
-    return recipe_class(name)(label_names, **config)
+__all__ = ["RECIPES", "make_recipe", "recipe_class", "recipe_names"]

@@ -1,0 +1,280 @@
+"""The MMTL recipe (Cai et al., "Meta Multi-task Learning for Speech Emotion Recognition") and
+the spectrogram-segment recipe it shares with its baselines (:mod:`.baselines`).
+
+Features: each utterance is cut into ceil(duration / ``max_duration``) equal pieces
+(:func:`~fastser.audio.segmentation.equal_pieces`), each a 300 x 200 log-power spectrogram
+(:class:`~fastser.audio.features.LogSpectrogram`); the setting ``pool`` = (pt, pf)
+average-pools it to (300 // pt) x (200 // pf) (the demo's smaller input; the default (1, 1) is
+the paper's). Segments inherit their utterance's emotion and its affect classes (valence,
+arousal and dominance, each discretised into 4 classes by
+:func:`~fastser.methods.mmtl.meta.discretise_affect`). An utterance's prediction is the mean of
+its segments' posteriors.
+
+"mmtl" brings its own training steps through the recipe hooks: :class:`~fastser.methods.mmtl.
+episodes.SpeakerEpisodes` samples, per step, equal-size support and query batches of segments
+(TrainConfig.batch_size each) for every training speaker (or ``speakers_per_step`` of them),
+and ``step_gradients`` computes the first-order outer gradient of paper Algorithm 1 over those
+speakers, batched with torch.func (``implementation="reference"``: the sequential loop with a
+model copy per speaker). The trainer's AdamW applies it with learning rate gamma =
+TrainConfig.lr. At evaluation the meta learner is adapted to each speaker of a batch on that
+speaker's affect tasks (:mod:`~fastser.methods.mmtl.adaptation`; speakers without affect
+labels, e.g. new recordings, are predicted unadapted). Give evaluation batches that hold whole
+speakers (a large TrainConfig.eval_batch_size) for the paper's setting.
+
+Settings: :class:`SpectrogramSettings` (all three methods) and :class:`MMTLSettings`
+(``fastser settings mmtl`` lists them with their defaults and ranges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastser.audio.alignment import WordTiming
+from fastser.audio.features import LogSpectrogram
+from fastser.audio.io import SAMPLE_RATE
+from fastser.audio.segmentation import equal_pieces, piece_bounds, seconds_to_samples
+from fastser.data.collate import pack_sequences
+from fastser.data.corpus import Utterance
+from fastser.errors import CorpusError, SettingsError
+from fastser.methods.mmtl.adaptation import speaker_adapted_logits
+from fastser.methods.mmtl.episodes import SpeakerEpisodes
+from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_affect,
+                                       outer_gradients, outer_gradients_sequential,
+                                       weighted_cross_entropy)
+from fastser.methods.mmtl.model import (TABLE1_CONV, MMTLNet, SegmentPosteriorMean,
+                                        utterance_posteriors)
+from fastser.train.kit import Preset, Settings, setting
+from fastser.train.recipe import (Batch, Predictions, Recipe, StepGradients, TrainBatches)
+
+#: The paper's log-power spectrogram (300 frames of 40 ms every 10 ms, 200 bins up to 4 kHz).
+SPECTROGRAM = LogSpectrogram(SAMPLE_RATE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectrogramSettings(Settings):
+    """Settings of "stl", "mtl" and "mmtl": the input and the CNN-LSTM (Table 1 by default).
+    ``implementation`` only matters to "mmtl" (its outer step)."""
+
+    pool: tuple[int, int] = setting(
+        (1, 1), "average pooling factors (time, frequency) of the 300 x 200 spectrogram "
+        "pieces (1, 1: the paper's unpooled input)", low=1)
+    conv: tuple[tuple[int, int, int], ...] = setting(
+        TABLE1_CONV, "conv layers as (time kernel, frequency kernel, channels), each followed "
+        "by ReLU and 2x2 max pooling", low=1)
+    lstm_hidden: int = setting(128, "hidden units per direction of the BiLSTM", low=1)
+    embed_dim: int = setting(64, "size of the representation (the FC layer after the BiLSTM)",
+                             low=1)
+    max_duration: float = setting(3.0, "longest piece in seconds: an utterance is cut into "
+                                  "ceil(duration / max_duration) equal pieces", low=0.0,
+                                  low_open=True)
+
+    def check(self, method: str) -> None:
+        if not self.conv:
+            raise SettingsError(f"{method}: setting conv needs at least one layer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MMTLSettings(SpectrogramSettings):
+    """Settings of "mmtl": the spectrogram network's and those of meta-learning."""
+
+    alpha: float = setting(0.01, "inner learning rate of the meta learner on a speaker's "
+                           "affect (auxiliary) tasks", low=0.0)
+    beta: float = setting(0.01, "inner learning rate of the transfer learner on a speaker's "
+                          "query batch", low=0.0)
+    speakers_per_step: int | None = setting(
+        None, "speakers (tasks) per outer step, drawn at random (null: every training "
+        "speaker)", low=1)
+    adapt_steps: int = setting(1, "test-time adaptation steps of the meta learner on a "
+                               "speaker's affect tasks (0: no adaptation)", low=0)
+    adapt_lr: float = setting(0.001, "learning rate of test-time adaptation (gamma)", low=0.0)
+    adapt_chunk: int = setting(64, "segments per gradient chunk of test-time adaptation "
+                               "(bounds memory; the same gradient)", low=1)
+    speaker_chunk: int | None = setting(
+        None, "speakers per vmap chunk of the batched outer step (null: all at once; k bounds "
+        "its memory, which grows with speakers x segments per speaker)", low=1)
+
+
+@dataclass
+class SegmentItem:
+    """One utterance: segments (n, frames, bins) float32, emotion label (-1: unknown), affect
+    classes (3,) int64 or None (no affect labels), speaker and utterance ids ("" for a new
+    recording), and the frames of each segment that hold audio (n,) int64 (the rest is zero
+    padding)."""
+
+    segments: Tensor
+    label: int
+    affect: Tensor | None
+    speaker: str
+    utterance: str
+    valid_frames: Tensor
+
+
+def affect_classes(utterance: Utterance) -> Tensor | None:
+    """The discretised (valence, arousal, dominance) of ``utterance`` (3,) int64, or None
+    when it has none; CorpusError when it has some but not all, or one out of range."""
+    values = [getattr(utterance, name) for name in AFFECT_NAMES]
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        missing = [n for n, v in zip(AFFECT_NAMES, values) if v is None]
+        raise CorpusError(f"has some affect values ({', '.join(AFFECT_NAMES)}) but not "
+                          f"{missing}")
+    return torch.tensor(discretise_affect(values), dtype=torch.int64)
+
+
+class SpectrogramRecipe(Recipe):
+    """What the three recipes share: features, items, batches, the emotion loss, utterance
+    predictions, export and the emotion class weights."""
+
+    Settings = SpectrogramSettings
+    settings: SpectrogramSettings
+    presets = {"demo": Preset("smaller input (75 x 50) and network for the synthetic corpus",
+                              settings={"pool": (4, 4),
+                                        "conv": ((5, 5, 16), (3, 3, 24), (3, 3, 32))},
+                              training={"epochs": 8, "batch_size": 8, "lr": 2e-3,
+                                        "eval_batch_size": 256})}
+    #: One spectrogram frame (40 ms).
+    min_samples = SPECTROGRAM.win_length
+
+    def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
+        super().__init__(label_names, **settings)
+        self.pool = self.settings.pool
+        self.frames = SPECTROGRAM.max_frames // self.pool[0]
+        self.bins = SPECTROGRAM.n_bins // self.pool[1]
+        self.emotion_weights = torch.ones(self.num_classes)  # until fit_extra
+
+    def encoder_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {"frames": self.frames, "bins": self.bins, "conv": s.conv,
+                "lstm_hidden": s.lstm_hidden, "embed_dim": s.embed_dim}
+
+    # -- items ---------------------------------------------------------------------------------
+    def pieces(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """(N,) 16 kHz audio -> (n, frames, bins) spectrogram pieces of at most max_duration,
+        and the frames of each that hold audio (n,) int64."""
+        pieces = equal_pieces(waveform.unsqueeze(0), max_duration=self.settings.max_duration,
+                              sample_rate=SAMPLE_RATE)
+        spec, frame_lengths = SPECTROGRAM.ragged(pieces.segments, pieces.lengths)
+        if self.pool != (1, 1):
+            spec = F.avg_pool2d(spec.unsqueeze(1), self.pool).squeeze(1)
+        valid = torch.div(frame_lengths + self.pool[0] - 1, self.pool[0], rounding_mode="floor")
+        return spec.contiguous(), valid.clamp(max=self.frames)
+
+    def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
+                  words: Sequence[WordTiming] | None = None) -> SegmentItem:
+        segments, valid = self.pieces(waveform)
+        if utterance is None:
+            return SegmentItem(segments, -1, None, "", "", valid)
+        return SegmentItem(segments, self.label_of(utterance), affect_classes(utterance),
+                           utterance.speaker, utterance.id, valid)
+
+    def item_features(self, item: SegmentItem) -> Tensor:
+        """The frames of every segment that hold audio, one after another (T, bins)."""
+        return torch.cat([segment[:n] for segment, n in
+                          zip(item.segments, item.valid_frames.tolist())])
+
+    def with_features(self, item: SegmentItem, features: Tensor) -> SegmentItem:
+        segments = torch.zeros_like(item.segments)
+        for segment, part in zip(segments, features.split(item.valid_frames.tolist())):
+            segment[:part.shape[0]] = part
+        return replace(item, segments=segments)
+
+    # -- batches -------------------------------------------------------------------------------
+    def make_batch(self, items: list[SegmentItem]) -> Batch:
+        """segments (S, frames, bins), counts (B,), labels (B,), segment_labels (S,),
+        affect (S, 3) (-1 where unknown), speakers (B,) list of ids."""
+        for item in items:
+            if item.segments.dim() != 3 or tuple(item.segments.shape[1:]) != (self.frames,
+                                                                                self.bins):
+                raise ValueError(f"{self.name}: utterance {item.utterance!r} has segments of "
+                                 f"shape {list(item.segments.shape)}, expected (n, "
+                                 f"{self.frames}, {self.bins})")
+        segments, counts = pack_sequences([it.segments for it in items])
+        labels = torch.tensor([it.label for it in items], dtype=torch.int64)
+        unknown = torch.full((3,), -1, dtype=torch.int64)
+        affect = torch.stack([unknown if it.affect is None else it.affect for it in items])
+        return {"segments": segments, "counts": counts, "labels": labels,
+                "segment_labels": labels.repeat_interleave(counts),
+                "affect": affect.repeat_interleave(counts, dim=0),
+                "speakers": [it.speaker for it in items]}
+
+    # -- loss, prediction and export -----------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The emotion loss of an utterance batch: class-weighted cross entropy per segment
+        ("mmtl" trains with :meth:`MMTLRecipe.step_gradients` instead; this is its unadapted
+        loss)."""
+        weights = self.emotion_weights.to(batch["segments"].device)
+        return weighted_cross_entropy(model(batch["segments"]), batch["segment_labels"], weights)
+
+    def segment_logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        return model(batch["segments"])
+
+    def predict(self, model: nn.Module, batch: Batch) -> Predictions:
+        segment_probs = self.segment_logits(model, batch).softmax(dim=1)
+        return Predictions(utterance_posteriors(segment_probs, batch["counts"]), segment_probs,
+                           batch["counts"])
+
+    def segment_spans(self, num_samples: int) -> list[tuple[float, float]]:
+        window = seconds_to_samples(self.settings.max_duration, SAMPLE_RATE, "max_duration")
+        bounds = (piece_bounds(num_samples, window) / SAMPLE_RATE).tolist()
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return SegmentPosteriorMean(model)
+
+    def export_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
+        return batch["segments"], batch["counts"]
+
+    # -- class weights -------------------------------------------------------------------------
+    def fit_extra(self, train_items: Sequence[SegmentItem]) -> None:
+        """Emotion class weights over the training segments (N / N_c, normalised by the
+        maximum; all 1 before this is called)."""
+        labels = torch.cat([torch.full((len(it.segments),), it.label) for it in train_items])
+        self.emotion_weights = class_weights(labels, self.num_classes)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"emotion_weights": self.emotion_weights}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.emotion_weights = state["emotion_weights"]
+
+
+class MMTLRecipe(SpectrogramRecipe):
+    """MMTL: meta learner + transfer learner trained by first-order meta multi-task learning
+    over speakers, the meta learner adapted to each test speaker (see the module docstring)."""
+
+    name = "mmtl"
+    Settings = MMTLSettings
+    settings: MMTLSettings
+
+    def build_model(self) -> nn.Module:
+        return MMTLNet(self.num_classes, **self.encoder_config())
+
+    def train_batches(self, train_items: Sequence[SegmentItem], batch_size: int, *, seed: int,
+                      rank: int, world_size: int) -> TrainBatches:
+        return SpeakerEpisodes(train_items, batch_size, self.num_classes, seed=seed,
+                               speakers_per_step=self.settings.speakers_per_step, rank=rank,
+                               world_size=world_size, name=self.name)
+
+    def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients:
+        s = self.settings
+        if s.implementation == "reference":
+            loss, gradients = outer_gradients_sequential(model, batch, alpha=s.alpha,
+                                                         beta=s.beta)
+        else:
+            loss, gradients = outer_gradients(model, batch, alpha=s.alpha, beta=s.beta,
+                                              speaker_chunk=s.speaker_chunk)
+        return StepGradients(loss.detach(), gradients)
+
+    def segment_logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Emotion logits per segment, the meta learner adapted per speaker of the batch on
+        that speaker's affect tasks (speakers without affect labels: unadapted)."""
+        s = self.settings
+        return speaker_adapted_logits(model, batch["segments"], batch["affect"],
+                                      batch["speakers"], batch["counts"], lr=s.adapt_lr,
+                                      steps=s.adapt_steps, chunk=s.adapt_chunk)

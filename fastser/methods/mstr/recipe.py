@@ -1,0 +1,191 @@
+"""The MSTR recipe ("mstr") and its vanilla-Transformer baseline ("transformer").
+
+Both train an utterance classifier over frame features with cross-entropy; they differ only
+in the blocks' attention: MSTR's fused fractal attention (fastser.methods.mstr.model.MSTR) or
+full softmax self-attention (fastser.methods.mstr.transformer.VanillaTransformer).  The
+baseline is a recipe of its own so that ``fastser train/cv --model transformer`` runs it with
+the same features, sizes and settings, and the two compare one to one.
+
+Features: MFCCs (fastser.audio.features.MFCC, ``n_mfcc`` coefficients, 25 ms window) at a
+20 ms hop, the frame rate of SSL models (WavLM, HuBERT, wav2vec 2.0: 50 frames/s, so an
+utterance has the frame count MSTR sees on SSL features).  No SSL weights are available
+offline; the model's input projection maps any feature size to ``embed_dim``.  Features are
+standardised per coefficient with the mean and standard deviation of the training frames
+(``fit_extra``, :class:`fastser.train.kit.FeatureStats`; stored in ``extra_state``, applied in
+``collate``; identity before fitting).  With ``speaker_norm`` (the demo preset's setting)
+every speaker's frames are first standardised with that speaker's own statistics by the
+recipe base class (no labels needed, so test speakers too; a lone recording is its own
+speaker).  A batch is padded frames (B, T, n_mfcc) + lengths (B,) + labels (B,).
+
+Settings: :class:`MSTRSettings` and :class:`TransformerSettings` (``fastser settings mstr`` /
+``fastser settings transformer`` list them with their defaults).  ``implementation=
+"reference"`` runs MSTR on the reference fractal attention op instead of the fused one, and
+the baseline's attention as matmul, masked softmax, matmul instead of
+``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastser.audio.alignment import WordTiming
+from fastser.audio.features import MFCC
+from fastser.audio.io import SAMPLE_RATE
+from fastser.data.collate import pad_sequences
+from fastser.data.corpus import Utterance
+from fastser.errors import SettingsError
+from fastser.methods.mstr.model import MSTR
+from fastser.methods.mstr.transformer import ClassProbabilities, VanillaTransformer
+from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.train.recipe import Batch, Predictions, Recipe
+
+#: The MFCC analysis window; an utterance needs at least one.
+WINDOW_MS = 25.0
+#: The mel bands the MFCCs are taken from (n_mfcc can be at most this).
+N_MELS = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerSettings(Settings):
+    """The settings of the vanilla-Transformer baseline (and, with p and levels, of MSTR)."""
+
+    n_mfcc: int = setting(40, f"MFCC coefficients per {WINDOW_MS:g} ms frame (at most the "
+                          f"{N_MELS} mel bands)", low=1, high=N_MELS)
+    hop_ms: float = setting(20.0, "milliseconds between MFCC frames (20: the 50 frames/s of SSL "
+                            "models)", low=0.0, low_open=True)
+    embed_dim: int = setting(1024, "model dimension (the input projection maps the MFCCs to it)",
+                             low=1)
+    num_heads: int = setting(16, "attention heads (divides embed_dim)", low=1)
+    num_blocks: int = setting(4, "encoder blocks", low=1)
+    ffn_dim: int = setting(2048, "hidden size of each block's feed-forward network", low=1)
+    dropout: float = setting(0.1, "dropout probability", low=0.0, high=1.0, high_open=True)
+    classifier_hidden: tuple[int, ...] | None = setting(
+        None, "the two hidden sizes of the 3-layer classifier (null: embed_dim/2, embed_dim/4)",
+        low=1)
+
+    def check(self, method: str) -> None:
+        if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
+            raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
+                                f"sample at {SAMPLE_RATE} Hz")
+        if self.embed_dim % self.num_heads:
+            raise SettingsError(f"{method}: setting num_heads ({self.num_heads}) must divide "
+                                f"embed_dim ({self.embed_dim})")
+        if self.classifier_hidden is not None and len(self.classifier_hidden) != 2:
+            raise SettingsError(f"{method}: setting classifier_hidden must be two sizes (the "
+                                f"classifier's hidden layers) or null, got "
+                                f"{list(self.classifier_hidden)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MSTRSettings(TransformerSettings):
+    """The settings of MSTR: the baseline's and the fractal attention's scales."""
+
+    p: int = setting(3, "fractal attention: frames per window and pooling factor between "
+                     "scales", low=2)
+    levels: int = setting(4, "fractal attention: number of temporal scales", low=1)
+
+
+#: The settings every model of this folder takes as keyword arguments.
+MODEL_KEYS = ("embed_dim", "num_heads", "num_blocks", "ffn_dim", "dropout", "classifier_hidden",
+              "implementation")
+
+DEMO = Preset("small, regularised, per-speaker standardised model for the synthetic corpus "
+              "(held-out UA 0.67 / 0.74 / 0.65 over seeds 0-2)",
+              settings={"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
+                        "dropout": 0.3, "speaker_norm": True},
+              training={"epochs": 30, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05})
+
+
+class FrameItem(NamedTuple):
+    """One utterance: its feature frames (T, n_mfcc) float32 and its class (-1: unknown)."""
+
+    frames: Tensor
+    label: int
+
+
+class TransformerRecipe(Recipe):
+    """MSTR's vanilla-Transformer baseline: MFCC frames, full softmax self-attention,
+    cross-entropy.  :class:`MSTRRecipe` is this recipe with MSTR's fractal attention."""
+
+    name = "transformer"
+    Settings = TransformerSettings
+    presets = {"demo": DEMO}
+    min_samples = round(WINDOW_MS * SAMPLE_RATE / 1000)  # one MFCC frame
+    settings: TransformerSettings
+
+    def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
+        super().__init__(label_names, **settings)
+        self.mfcc = MFCC(SAMPLE_RATE, self.settings.n_mfcc, win_ms=WINDOW_MS,
+                         hop_ms=self.settings.hop_ms, n_mels=N_MELS)
+        self.feature_stats: FeatureStats | None = None
+
+    # -- features ------------------------------------------------------------------------------
+    def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
+                  words: Sequence[WordTiming] | None = None) -> FrameItem:
+        """MFCC frames of the waveform; ``words`` are not used."""
+        return FrameItem(self.mfcc(waveform), self.label_of(utterance))
+
+    def item_features(self, item: FrameItem) -> Tensor:
+        return item.frames
+
+    def with_features(self, item: FrameItem, features: Tensor) -> FrameItem:
+        return item._replace(frames=features)
+
+    def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
+        """Per-coefficient mean and standard deviation of every training frame."""
+        self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self.feature_stats is None else self.feature_stats.state()
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.feature_stats = FeatureStats.from_state(state)
+
+    # -- model ---------------------------------------------------------------------------------
+    def model_settings(self) -> dict[str, Any]:
+        """The model's keyword arguments taken from the settings."""
+        return {key: getattr(self.settings, key) for key in MODEL_KEYS}
+
+    def build_model(self) -> nn.Module:
+        return VanillaTransformer(self.settings.n_mfcc, self.num_classes,
+                                  **self.model_settings())
+
+    # -- batches -------------------------------------------------------------------------------
+    def make_batch(self, items: list[FrameItem]) -> Batch:
+        """Standardised frames padded with zeros (B, T, n_mfcc), lengths (B,), labels (B,)."""
+        frames = [item.frames for item in items]
+        if self.feature_stats is not None:
+            frames = [self.feature_stats.apply(f) for f in frames]
+        features, lengths = pad_sequences(frames)
+        return {"features": features, "lengths": lengths,
+                "labels": torch.tensor([item.label for item in items], dtype=torch.long)}
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        return F.cross_entropy(model(batch["features"], batch["lengths"]), batch["labels"])
+
+    def predict(self, model: nn.Module, batch: Batch) -> Predictions:
+        return Predictions(model(batch["features"], batch["lengths"]).softmax(dim=1))
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        return ClassProbabilities(model)
+
+    def export_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
+        return batch["features"], batch["lengths"]
+
+
+class MSTRRecipe(TransformerRecipe):
+    """MSTR: the baseline's features, sizes and skeleton with fractal attention over ``levels``
+    temporal scales of windows of ``p`` frames."""
+
+    name = "mstr"
+    Settings = MSTRSettings
+    settings: MSTRSettings
+
+    def build_model(self) -> nn.Module:
+        return MSTR(self.settings.n_mfcc, self.num_classes, p=self.settings.p,
+                    levels=self.settings.levels, **self.model_settings())

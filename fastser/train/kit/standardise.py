@@ -1,0 +1,65 @@
+"""Feature standardisation, the one implementation every recipe uses: global (the training
+set's per-coefficient statistics, learnt once and stored with the model) and per speaker (each
+speaker's frames standardised with that speaker's own statistics; it needs no labels, so held-out
+test speakers are normalised the same way as training speakers, and a lone recording is its own
+speaker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+def frame_statistics(frames: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation (floored at 1e-5; 1 for a single frame) over the frames of
+    every tensor (T_i, *feature_shape) together -> two float32 tensors (*feature_shape)."""
+    stacked = torch.cat([f.double() for f in frames])
+    std = stacked.std(0) if stacked.shape[0] > 1 else torch.ones_like(stacked[0])
+    return stacked.mean(0).float(), std.clamp_min(1e-5).float()
+
+
+def standardise_by_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) -> list[Tensor]:
+    """Frames (T_i, *feature_shape) of utterances with their speakers -> the frames
+    standardised with their speaker's statistics, float32, in the same order."""
+    if len(frames) != len(speakers):
+        raise ValueError(f"standardise_by_speaker: {len(frames)} utterances but "
+                         f"{len(speakers)} speakers")
+    groups: dict[str, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(index)
+    out: list[Tensor] = [torch.empty(0)] * len(frames)
+    for indices in groups.values():
+        mean, std = frame_statistics([frames[i] for i in indices])
+        for i in indices:
+            out[i] = (frames[i].float() - mean) / std
+    return out
+
+
+@dataclass
+class FeatureStats:
+    """Per-coefficient mean and standard deviation (*feature_shape) of the training frames."""
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, frames: Sequence[Tensor]) -> "FeatureStats":
+        """The statistics of every frame of ``frames`` (T_i, *feature_shape) together."""
+        return cls(*frame_statistics(frames))
+
+    def apply(self, frames: Tensor) -> Tensor:
+        """(T, *feature_shape) frames standardised."""
+        return (frames - self.mean) / self.std
+
+    def state(self) -> dict[str, Tensor]:
+        return {"feature_mean": self.mean, "feature_std": self.std}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "FeatureStats | None":
+        """The statistics :meth:`state` stored, or None when ``state`` holds none."""
+        if "feature_mean" not in state:
+            return None
+        return cls(state["feature_mean"], state["feature_std"])

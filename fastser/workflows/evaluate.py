@@ -1,0 +1,41 @@
+"""``fastser eval``: the metrics of a trained checkpoint on its run's held-out speakers or on a
+whole corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastser.data.sources import open_corpus
+from fastser.errors import UserError
+from fastser.inference.checkpoint import load_trained
+from fastser.train.evaluation import evaluate
+from fastser.workflows.pipeline import pick_split
+
+SPLITS = ("test", "all")
+
+
+def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: str = "test",
+                        device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of a checkpoint on a corpus: ``split="test"`` re-creates the held-out speakers
+    of its training run (same protocol, fold and seed), ``"all"`` uses every utterance."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    trained = load_trained(path, device=device)
+    run = trained.checkpoint.get("run", {})
+    source = source or run.get("data")
+    if source is None:
+        raise UserError(f"checkpoint {path} does not name its data: pass a data source")
+    corpus = open_corpus(source)
+    if list(corpus.labels) != trained.recipe.label_names:
+        raise UserError(f"corpus {source!r} has labels {list(corpus.labels)}, the model was "
+                        f"trained on {trained.recipe.label_names}")
+    if split == "all":
+        utterances = list(corpus)
+    else:
+        if "protocol" not in run:
+            raise UserError(f"checkpoint {path} holds no training split; use split='all'")
+        seed = trained.checkpoint["train_config"]["seed"]
+        utterances = list(pick_split(corpus, run["protocol"], run["fold"], seed).test)
+    items = trained.recipe.featurize(utterances)
+    return evaluate(trained.recipe, trained.model, items, batch_size=batch_size)

@@ -1,0 +1,114 @@
+"""Train then test: the one pipeline behind ``fastser train``, ``fastser cv`` and
+``fastser demo``, with one results format.
+
+:func:`run_fold` trains a recipe on a split's training part (early stopping on its validation
+speakers), tests it on the held-out speakers and writes, under the fold's folder, the
+trainer's checkpoints and ``metrics.jsonl`` plus ``results.json`` (a :class:`FoldResult`) and
+``confusion.png``. :func:`train_model` is ``fastser train``: one fold of a protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastser.data.corpus import Corpus, Utterance
+from fastser.data.protocols import Split, make_splits
+from fastser.data.sources import open_corpus
+from fastser.errors import UserError
+from fastser.methods import make_recipe
+from fastser.train import metrics
+from fastser.train.evaluation import evaluate
+from fastser.train.recipe import Recipe
+from fastser.train.trainer import FitResult, TrainConfig, Trainer
+
+RESULTS = "results.json"
+
+
+@dataclass
+class FoldResult:
+    """What one train-then-test run gives: the run (method, data, split, settings, training
+    options), training (best validation metrics, seconds, epochs) and the test metrics (UA,
+    WA, F1s, confusion matrix, pure accuracy for segment methods). Written as results.json."""
+
+    model: str
+    data: str
+    protocol: str
+    fold: int
+    split: str
+    test_speakers: list[str]
+    settings: dict[str, Any]
+    train_config: dict[str, Any]
+    best_validation: dict[str, Any] | None
+    train_seconds: float
+    epochs_run: int
+    test: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FoldRun:
+    """A finished fold: the trainer's result (with the trained model) and the fold's result
+    (empty test metrics on the non-main processes of a torchrun job)."""
+
+    fit: FitResult
+    result: FoldResult
+    out_dir: Path
+
+
+def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int) -> Split:
+    """Fold ``fold`` (1-based) of ``protocol`` on ``corpus``."""
+    splits = make_splits(corpus, protocol, seed=seed)
+    if not 1 <= fold <= len(splits):
+        raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
+    return splits[fold - 1]
+
+
+def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
+    """Items of every utterance of ``split``, by utterance id."""
+    utterances: list[Utterance] = [*split.train, *split.validation, *split.test]
+    return dict(zip((u.id for u in utterances), recipe.featurize(utterances)))
+
+
+def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
+             out_dir: str | Path, *, data: str, protocol: str, fold: int,
+             resume: bool = False) -> FoldRun:
+    """Train ``recipe``'s model on ``split.train`` (early stopping on ``split.validation``),
+    test it on ``split.test``; ``items`` holds the featurised utterances by id. Writes the
+    checkpoints, metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a
+    torchrun job tests and writes; the others return empty test metrics)."""
+    out_dir = Path(out_dir)
+    test_speakers = sorted({u.speaker for u in split.test})
+    run_info = {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
+                "test_speakers": test_speakers}
+    trainer = Trainer(recipe, config, out_dir, run_info=run_info)
+    fit = trainer.fit([items[u.id] for u in split.train],
+                      [items[u.id] for u in split.validation] or None, resume=resume)
+    result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
+                        recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
+                        len(fit.history))
+    if not trainer.dist.is_main:
+        return FoldRun(fit, result, out_dir)
+    result.test = evaluate(recipe, fit.model, [items[u.id] for u in split.test],
+                           batch_size=config.eval_batch_size)
+    metrics.plot_confusion_matrix(result.test["confusion"], recipe.label_names,
+                                  out_dir / "confusion.png",
+                                  title=f"{recipe.name} on {split.name} (test)")
+    (out_dir / RESULTS).write_text(json.dumps(result.to_dict(), indent=2))
+    return FoldRun(fit, result, out_dir)
+
+
+def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
+                settings: dict[str, Any] | None = None, protocol: str = "random",
+                fold: int = 1, resume: bool = False, corpus: Corpus | None = None) -> FoldRun:
+    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
+    :func:`run_fold`."""
+    corpus = corpus or open_corpus(source)
+    split = pick_split(corpus, protocol, fold, config.seed)
+    recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
+    return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
+                    data=source, protocol=protocol, fold=fold, resume=resume)
