@@ -126,6 +126,16 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip(text: str) -> float | str:
+    """--grad-clip: a number (its range checked by TrainConfig) or "off"."""
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or off, got {text!r}") from None
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=method_names(), help="the method")
     p.add_argument("--data", default="synthetic",
@@ -138,7 +148,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
-    p.add_argument("--grad-clip", dest="grad_clip", type=float)
+    p.add_argument("--grad-clip", dest="grad_clip", type=_clip, metavar="NORM|off",
+                   help="clip the gradient norm to NORM (> 0), or off")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation UA")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),

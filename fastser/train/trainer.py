@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
+from fastser.devices import resolve_device
 from fastser.errors import SettingsError, TrainingDiverged, UserError
-from fastser.train.distributed import DistContext, init_distributed, resolve_device
+from fastser.train.distributed import DistContext, init_distributed
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state
@@ -29,11 +30,17 @@ from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: Validation metrics early stopping and best.pt can follow (``monitor``).
+MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1")
+#: What ``grad_clip`` takes to switch clipping off (besides None).
+CLIP_OFF = "off"
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the method's own settings live in its recipe)."""
+    """Optimisation settings (the method's own settings live in its recipe). Every option is
+    checked on construction, before any work: a SettingsError names the option (and its
+    command-line flag) and what it accepts."""
 
     epochs: int = 30
     batch_size: int = 16
@@ -50,18 +57,56 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise SettingsError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise SettingsError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SettingsError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise SettingsError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.amp not in AMP_MODES:
-            raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.patience is not None and self.patience < 1:
-            raise SettingsError(f"patience must be >= 1, got {self.patience}")
+        if self.grad_clip == CLIP_OFF:
+            self.grad_clip = None
+        _integer(self, "epochs", low=1)
+        _integer(self, "batch_size", low=1)
+        _integer(self, "eval_batch_size", low=1)
+        _integer(self, "seed", low=0)
+        if self.patience is not None:
+            _integer(self, "patience", low=1)
+        _number(self, "lr", "a finite number > 0", lambda x: x > 0)
+        _number(self, "weight_decay", "a finite number >= 0", lambda x: x >= 0)
+        _number(self, "warmup_fraction", "a number in [0, 1)", lambda x: 0 <= x < 1)
+        if self.grad_clip is not None:
+            _number(self, "grad_clip", f"a finite number > 0, or {CLIP_OFF} (no clipping)",
+                    lambda x: x > 0)
+        _choice(self, "amp", AMP_MODES)
+        _choice(self, "monitor", MONITORS)
+        if not isinstance(self.progress, bool):
+            raise _option_error("progress", "true or false", self.progress)
+        resolve_device(self.device, option=f"training option {_flag('device')}")  # parseable and present
+
+
+def _flag(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _option_error(name: str, accepted: str, value: Any) -> SettingsError:
+    return SettingsError(f"training option {_flag(name)}: expected {accepted}, got {value!r}")
+
+
+def _integer(config: TrainConfig, name: str, *, low: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _option_error(name, f"an integer >= {low}", value)
+
+
+def _number(config: TrainConfig, name: str, accepted: str, valid) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not valid(value):
+        raise _option_error(name, accepted, value)
+    setattr(config, name, float(value))
+
+
+def _choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise _option_error(name, f"one of {', '.join(choices)}", value)
 
 
 @dataclass
