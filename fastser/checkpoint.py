@@ -96,11 +96,11 @@ def _unreadable(error: Exception) -> str:
             return (f"holds pickled Python objects ({found.group(1)}); a fastser checkpoint "
                     "holds only tensors and plain values, and fastser never runs code from a "
                     "checkpoint")
-        return "is not a torch file (damaged, or another kind of file)"
+        return "is corrupt or not a torch file"
     if isinstance(error, OSError):
         return f"cannot be read: {error.strerror or error}"
     first = str(error).split(". ")[0].split("\n")[0].strip()
     if isinstance(error, RuntimeError) and first and not re.search(
             r"weights_only|map_location|torch\.load", first):
-        return f"is damaged or truncated ({first})"
-    return "is damaged, truncated, or not a torch file"
+        return f"is corrupt or truncated ({first})"
+    return "is corrupt, truncated, or not a torch file"

@@ -59,8 +59,8 @@ class ResumeMismatchError(UserError):
 
 
 class NonFiniteError(UserError, FloatingPointError):
-    """NaN or infinity where numbers must be finite: a checkpoint holding such weights, or
-    scores a model gave for a recording."""
+    """NaN or infinity where numbers must be finite (training, or the scores a model gives
+    for a recording): never passed on as a result."""
 
 
 class TrainingDiverged(NonFiniteError):

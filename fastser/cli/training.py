@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastser.cli._common import CommandError, method_names, print_metrics
+from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
+                                 key_values, method_names, print_metrics)
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
                  "amp", "seed", "patience", "device")
@@ -15,13 +16,8 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction"
 
 def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
     """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
-    settings: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        settings[key] = recipe_cls.Settings.parse(recipe_cls.name, key, value)
-    return settings
+    return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value)
+            for key, value in key_values(pairs).items()}
 
 
 def _train_config(args: argparse.Namespace):
@@ -75,7 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
     from fastser.workflows.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
-                                 device=args.device or "cpu")
+                                 device=args.device or "cpu", **checkpoint_options(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -187,6 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("test", "all"))
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+    add_checkpoint_options(p)
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("cv", help="cross-validation over a protocol",

@@ -21,10 +21,12 @@ from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.devices import resolve_device
+from fastser.outputs import write_text
 from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.train.distributed import DistContext, init_distributed
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
+from fastser.train.resume import check_resume
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
@@ -184,9 +186,13 @@ class Trainer:
         }
 
     def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,
-            resume: bool = False) -> FitResult:
+            resume: bool = False, force: bool = False) -> FitResult:
         """Train for ``config.epochs`` epochs (fewer with early stopping).  ``resume=True``
-        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would."""
+        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would; the
+        stored run must be this one (:func:`fastser.train.resume.check_resume`: ``force``
+        lets safe differences through, such as more epochs).  A non-finite loss, gradient or
+        weight stops training (TrainingDiverged naming the step) before anything non-finite
+        is saved."""
         cfg, recipe, dist = self.config, self.recipe, self.dist
         if len(train_items) == 0:
             raise UserError("fit: the training split is empty")
@@ -210,6 +216,8 @@ class Trainer:
         start_epoch, step, history, best = 0, 0, [], None
         if resume and self.last_path.exists():
             state = load_checkpoint(self.last_path, recipe=recipe.name, map_location=self.device)
+            check_resume(state, recipe, asdict(cfg), self.run_info, force=force,
+                         where=str(self.out_dir))
             _unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -218,10 +226,9 @@ class Trainer:
             history, best = list(state["history"]), state["best"]
             set_rng_state(state["rng"])
             if dist.is_main:
-                self._rewrite_metrics(history)
+                self._write_metrics(history)
         elif dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._rewrite_metrics([])
+            self._write_metrics([])
 
         started = time.perf_counter()
         stopped_early = False
@@ -247,8 +254,7 @@ class Trainer:
                 save_checkpoint(self._checkpoint_payload(model, optimizer, scheduler, scaler,
                                                          epoch, step, history, best),
                                 self.last_path)
-                with open(self.metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                self._write_metrics(history)
             dist.barrier()
 
         model = _unwrap(model)
@@ -279,13 +285,15 @@ class Trainer:
                 scaler.scale(loss * train_step.share).backward()
             else:
                 self._set_gradients(model, own.gradients, train_step.share, scaler)
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.unscale_(optimizer)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = (nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip is not None else nn.utils.get_total_norm(grads))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             step += 1
+            self._check_finite(model, grad_norm, scaler, epoch, step)
             loss_sum += loss.item() * train_step.count
             seen += train_step.count
             elapsed = time.perf_counter() - started
@@ -302,6 +310,21 @@ class Trainer:
         }
         record.update(recipe.epoch_logs())
         return record, step
+
+    def _check_finite(self, model: nn.Module, grad_norm: torch.Tensor, scaler, epoch: int,
+                      step: int) -> None:
+        """TrainingDiverged when this step's gradient (except an fp16 overflow, which the
+        loss scaler skips) or the weights after it are not finite."""
+        weight_norm = nn.utils.get_total_norm(list(model.parameters()))
+        grad_ok = scaler.is_enabled() or bool(torch.isfinite(grad_norm))
+        if grad_ok and bool(torch.isfinite(weight_norm)):
+            return
+        cause = (f"the gradient norm became {float(grad_norm)}" if not grad_ok else
+                 "the weights became non-finite after the optimiser step")
+        raise TrainingDiverged(
+            f"{self.recipe.name}: {cause} at epoch {epoch + 1}, step {step} (lower the learning "
+            "rate, clip gradients, or check the inputs); the checkpoints of earlier epochs are "
+            "kept, nothing of this epoch was saved")
 
     def _set_gradients(self, model: nn.Module, gradients: list[torch.Tensor], share: float,
                        scaler) -> None:
@@ -320,15 +343,10 @@ class Trainer:
                 torch.distributed.all_reduce(param.grad)
                 param.grad /= self.dist.world_size
 
-    def _rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
-        """metrics.jsonl from the checkpoint's history (a killed run may have written a line
-        for an epoch whose checkpoint never landed)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for record in history:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.metrics_path)
+    def _write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """metrics.jsonl, one line per epoch of ``history``, written atomically (a killed run
+        leaves the lines of the epochs its last.pt holds)."""
+        write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in history))
 
 
 class UtteranceBatches(TrainBatches):
