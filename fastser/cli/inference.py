@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from fastser.cli._common import CommandError, add_checkpoint_options, checkpoint_options
+from fastser.errors import PathExistsError
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -53,11 +54,13 @@ def _read_words(path: str):
 
 def _export(args: argparse.Namespace) -> int:
     from fastser.inference.checkpoint import load_trained
-    from fastser.inference.export import export_program, export_torchscript
+    from fastser.inference.export import export_program, export_torchscript, output_paths
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CommandError(f"{out} exists; pass --force to replace it")
+    existing = [str(p) for p in output_paths(out, args.format) if p.exists() or p.is_symlink()]
+    if existing and not args.force:
+        raise PathExistsError(f"{' and '.join(existing)} exist(s); pass --force to replace "
+                              "(nothing was changed)")
     trained = load_trained(args.checkpoint, **checkpoint_options(args))
     if args.format == "torchscript":
         export_torchscript(trained, out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
@@ -40,29 +39,19 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(**training), settings
 
 
-def _fresh_out_dir(path: str, resume: bool) -> Path:
-    out = Path(path)
-    if not resume and (out / "last.pt").exists():
-        raise CommandError(f"{out} already holds a training run (last.pt); pass --resume to "
-                           "continue it or choose another --out (nothing was overwritten)")
-    if resume and not (out / "last.pt").exists():
-        raise CommandError(f"--resume: {out} holds no last.pt to continue from")
-    return out
-
-
 def _train(args: argparse.Namespace) -> int:
     from fastser.train.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
     config, settings = _train_config(args)
-    out = _fresh_out_dir(args.out, args.resume)
     try:
-        run = train_model(args.model, args.data, out, config, settings=settings,
-                          protocol=args.protocol, fold=args.fold, resume=args.resume)
+        run = train_model(args.model, args.data, args.out, config, settings=settings,
+                          protocol=args.protocol, fold=args.fold, resume=args.resume,
+                          force=args.force)
     finally:
         shutdown_distributed()
     if run.result.test:
-        print(f"{args.model} on {args.data}: test speakers held out; results in {out}")
+        print(f"{args.model} on {args.data}: test speakers held out; results in {args.out}")
         print_metrics(run.result.test)
     return 0
 
@@ -86,15 +75,11 @@ def _cv(args: argparse.Namespace) -> int:
     from fastser.workflows.cv import run_cv
 
     config, settings = _train_config(args)
-    out = Path(args.out)
-    if (out / "cv.json").exists():
-        raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
-                           "--out (nothing was overwritten)")
     corpus = open_corpus(args.data)
     result = run_cv(lambda labels: make_recipe(args.model, labels, **settings), corpus,
-                    args.protocol, config, out, data=args.data)
+                    args.protocol, config, args.out, data=args.data, force=args.force)
     print(f"\n{args.protocol} cross-validation of {args.model} on {args.data}, "
-          f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
+          f"{len(result.folds)} folds (tables and confusion matrices in {args.out}):")
     for name, stat in result.summary.items():
         print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
     return 0
@@ -137,7 +122,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (holds one run)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier run's outputs in --out (with --resume: continue "
+                        "despite safe differences, such as more epochs)")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and batches")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)

@@ -7,8 +7,8 @@ What a run is made of, and which differences are safe:
 - the method and its label set, its settings (safe: those declared ``resume_safe``, e.g.
   ``implementation`` and cache locations: the same model either way);
 - the training options (safe: :data:`SAFE_OPTIONS`: more or fewer epochs, patience, the device,
-  mixed precision, the evaluation batch size, progress bars: the data and the model stay the
-  same, the run continues from the same weights);
+  mixed precision, the evaluation batch size: the data and the model stay the same, the run
+  continues from the same weights; progress bars are not compared);
 - the run information the workflow stores (data source, protocol, fold, split, the speakers
   of each part and a digest of the utterance ids): never safe, since a speaker the model
   trained on could become a test speaker and the reported result would be invalid.
@@ -26,7 +26,9 @@ from fastser.errors import ResumeMismatchError
 from fastser.train.recipe import Recipe
 
 #: Training options a resumed run may change with ``force``.
-SAFE_OPTIONS = ("epochs", "patience", "device", "amp", "eval_batch_size", "progress")
+SAFE_OPTIONS = ("epochs", "patience", "device", "amp", "eval_batch_size")
+#: Training options that change nothing but the display: not compared.
+IGNORED_OPTIONS = ("progress",)
 _SHOWN = 6  # list items shown in a message
 
 
@@ -63,7 +65,9 @@ def differences(stored: Mapping[str, Any], recipe: Recipe, train_config: Mapping
                 found.append(Difference(f"setting {key}", then.get(key), now.get(key),
                                         key in safe))
     for key, value in stored.get("train_config", {}).items():
-        if key in train_config and _plain(value) != _plain(train_config[key]):
+        if key in IGNORED_OPTIONS or key not in train_config:
+            continue
+        if _plain(value) != _plain(train_config[key]):
             name = "seed" if key == "seed" else f"option {key}"
             found.append(Difference(name, value, train_config[key], key in SAFE_OPTIONS))
     for key, value in stored.get("run", {}).items():

@@ -77,7 +77,8 @@ class TrainConfig:
         _choice(self, "monitor", MONITORS)
         if not isinstance(self.progress, bool):
             raise _option_error("progress", "true or false", self.progress)
-        resolve_device(self.device, option=f"training option {_flag('device')}")  # parseable and present
+        # parseable and present (Trainer resolves it again, with its process's local rank)
+        resolve_device(self.device, option=f"training option {_flag('device')}")
 
 
 def _flag(name: str) -> str:
