@@ -9,9 +9,6 @@ from typing import Any
 from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
                                  key_values, method_names, print_metrics)
 
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
-                 "amp", "seed", "patience", "device")
-
 
 def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
     """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
@@ -22,7 +19,7 @@ def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
 def _train_config(args: argparse.Namespace):
     """(TrainConfig, method settings) from the preset (if any), the options and --set."""
     from fastser.methods import recipe_class
-    from fastser.train.trainer import TrainConfig
+    from fastser.train.trainer import COMMAND_LINE_OPTIONS, TrainConfig
 
     cls = recipe_class(args.model)
     preset_name = "demo" if args.demo_settings else args.preset
@@ -31,7 +28,8 @@ def _train_config(args: argparse.Namespace):
                            f"{', '.join(sorted(cls.presets)) or 'none'}")
     preset = cls.presets.get(preset_name) if preset_name else None
     training: dict[str, Any] = dict(preset.training) if preset else {}
-    training.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+    training.update({k: getattr(args, k) for k in COMMAND_LINE_OPTIONS
+                     if getattr(args, k) is not None})
     training["progress"] = not args.no_progress
     settings = dict(preset.settings) if preset else {}
     settings.update(_method_settings(cls, args.set))

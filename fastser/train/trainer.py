@@ -36,6 +36,9 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1")
 #: What ``grad_clip`` takes to switch clipping off (besides None).
 CLIP_OFF = "off"
+#: The options ``fastser train`` and ``cv`` take as flags (``--batch-size`` for batch_size).
+COMMAND_LINE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
+                        "grad_clip", "amp", "seed", "patience", "device")
 
 
 @dataclass
@@ -82,6 +85,9 @@ class TrainConfig:
 
 
 def _flag(name: str) -> str:
+    """The option's name, with its command-line flag when it has one."""
+    if name not in COMMAND_LINE_OPTIONS:
+        return name
     return f"{name} (--{name.replace('_', '-')})"
 
 

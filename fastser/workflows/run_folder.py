@@ -56,6 +56,8 @@ def claim(path: str | os.PathLike, *, resume: bool = False, force: bool = False,
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotAFolderError(f"{path} is a file, not a run folder")
+    if resume and not (path / "last.pt").is_file():
+        raise UserError(f"--resume: {path} holds no last.pt to continue from")
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun worker: rank 0 holds the folder
         yield path
         return
@@ -65,8 +67,6 @@ def claim(path: str | os.PathLike, *, resume: bool = False, force: bool = False,
         remove_stale_temps(path)
         _refuse_links(path)
         earlier = earlier_outputs(path)
-        if resume and not (path / "last.pt").is_file():
-            raise UserError(f"--resume: {path} holds no last.pt to continue from")
         if earlier and not resume:
             if not force:
                 raise PathExistsError(
