@@ -34,6 +34,7 @@ from fastser.train.schedule import warmup_cosine
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Validation metrics early stopping and best.pt can follow (``monitor``).
 MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1")
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: What ``grad_clip`` takes to switch clipping off (besides None).
 CLIP_OFF = "off"
 #: The options ``fastser train`` and ``cv`` take as flags (``--batch-size`` for batch_size).
@@ -70,7 +71,8 @@ class TrainConfig:
         _integer(self, "seed", low=0)
         if self.patience is not None:
             _integer(self, "patience", low=1)
-        _number(self, "lr", "a finite number > 0", lambda x: x > 0)
+        _number(self, "lr", f"a finite number > 0 (at most {_FLOAT32_MAX:.3g}, for float32 "
+                "weights)", lambda x: 0 < x <= _FLOAT32_MAX)
         _number(self, "weight_decay", "a finite number >= 0", lambda x: x >= 0)
         _number(self, "warmup_fraction", "a number in [0, 1)", lambda x: 0 <= x < 1)
         if self.grad_clip is not None:

@@ -88,6 +88,7 @@ def test_mstr_p_must_be_an_integer(tmp_path, capsys):
     ("--lr", "-0.1", "expected a finite number > 0"),
     ("--lr", "inf", "expected a finite number > 0"),
     ("--lr", "nan", "expected a finite number > 0"),
+    ("--lr", "1e39", "expected a finite number > 0 (at most 3.4e+38, for float32 weights)"),
     ("--weight-decay", "-1", "expected a finite number >= 0"),
     ("--weight-decay", "nan", "expected a finite number >= 0"),
     ("--warmup-fraction", "1", "expected a number in [0, 1)"),
