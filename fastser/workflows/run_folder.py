@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 from fastser.errors import (FolderInUseError, NotAFolderError, PathExistsError, StorageError,
                             UserError)
-from fastser.outputs import make_folder, remove_stale_temps
+from fastser.outputs import make_folder, remove_stale_temps, storage_error
 
 LOCK = ".fastser.lock"
 #: The files fastser's runs write (trainer, train-then-test pipeline, cv, demo): a folder
@@ -132,8 +132,7 @@ class _Lock:
                 if state == "held" or (state == "unsupported" and not _gone(_read_holder(fd))):
                     self._in_use(_read_holder(fd))
                 if _same_file(fd, self.path):
-                    os.ftruncate(fd, 0)
-                    os.write(fd, json.dumps(self._holder()).encode())
+                    self._describe_holder(fd)
                     self.fd = fd
                     return self
             except BaseException:
@@ -159,9 +158,17 @@ class _Lock:
             raise StorageError(f"cannot create the lock file {self.path}: "
                                f"{error.strerror}") from None
 
-    def _holder(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    def _describe_holder(self, fd: int) -> None:
+        """This process as the holder, in the lock file."""
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder).encode())
+        except OSError as error:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            raise storage_error(error, self.path) or error
 
     def _in_use(self, holder: dict[str, Any]) -> None:
         who = (f"pid {holder['pid']} on {holder.get('host')} ({holder.get('command')}, since "
