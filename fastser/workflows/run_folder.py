@@ -111,10 +111,11 @@ def _more(items: list[Any]) -> str:
 
 
 def _command_line() -> str:
-    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if program in ("__main__.py", "fastser"):
-        program = "fastser"
-    return shlex.join([program, *sys.argv[1:]])
+    """This process's command line as a user would type it."""
+    first = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    program = {"__main__.py": ["fastser"], "fastser": ["fastser"],
+               "-c": ["python", "-c"]}.get(Path(first).name, [first])
+    return shlex.join([*program, *sys.argv[1:]])
 
 
 class _Lock:
