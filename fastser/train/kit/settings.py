@@ -168,8 +168,9 @@ class Settings:
         """(name, type, default, description with the accepted values) of every setting."""
         rows = []
         for name, f in cls.fields().items():
+            path = " [a path: never taken from a checkpoint]" if f.metadata["path"] else ""
             rows.append((name, _type_name(cls.types()[name]), _show(f.default),
-                         f.metadata["doc"] + _accepted(f.metadata)))
+                         f.metadata["doc"] + _accepted(f.metadata) + path))
         return rows
 
 
