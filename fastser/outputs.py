@@ -6,7 +6,7 @@ sidecars) goes through :func:`atomic_file` or :func:`write_bytes` / :func:`write
 content goes to a temporary file beside the target (``.NAME.XXXX.fastser-tmp``), is flushed
 and fsynced, then renamed over the target. A crash, a kill or a full disk leaves the old file
 or the new one, never a half-written one, and the temporary file is removed (a killed
-process's are removed by :func:`remove_stale_temps` when the next run claims the folder).
+process's are removed when the next run claims the folder: :func:`is_temp` tells them).
 
 A target that is a symbolic link is refused: writing would land wherever the link points. A
 write that fails for lack of space, a quota, a read-only file system or a permission is a
@@ -141,20 +141,6 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
 def is_temp(name: str) -> bool:
     """Whether a file name is one of fastser's temporary files (this release's or older)."""
     return name.endswith(TEMP_SUFFIX) or _LEGACY_TEMP.match(name) is not None
-
-
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed processes left under ``folder`` (links are not
-    followed); returns them. Only the holder of the folder's lock may call this."""
-    removed = []
-    for root, dirs, files in os.walk(folder):
-        for name in files:
-            if is_temp(name):
-                path = Path(root) / name
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    removed.append(path)
-    return removed
 
 
 def _with_errno(error: StorageError, code: int) -> StorageError:

@@ -25,13 +25,13 @@ def print_metrics(result: dict[str, Any]) -> None:
             print(f"  {key:<14} {result[key]:.4f}")
 
 
-def key_values(pairs: list[str] | None, option: str = "--set") -> dict[str, str]:
-    """KEY=VALUE pairs (the values as text)."""
+def key_values(pairs: list[str] | None) -> dict[str, str]:
+    """--set KEY=VALUE pairs (the values as text)."""
     values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CommandError(f"{option} expects KEY=VALUE, got {pair!r}")
+            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
         values[key] = value
     return values
 

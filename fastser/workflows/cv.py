@@ -21,6 +21,8 @@ from fastser.workflows.pipeline import run_fold
 from fastser.workflows.run_folder import claim
 
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
+#: The folders of the folds (fold01, fold02, ...), as a regular expression.
+FOLD_FOLDER = r"fold\d{2,}"
 
 
 def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -54,7 +56,7 @@ def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, proto
     ``confusion.png`` (summed over folds). ``data``: the corpus source recorded in the results
     (default: the corpus name). The run folder is claimed first: an earlier run there is
     refused unless ``force`` replaces it."""
-    with claim(out_dir, force=force):
+    with claim(out_dir, force=force, parts=FOLD_FOLDER):
         return _run_cv(make_recipe, corpus, protocol, config, Path(out_dir), data, log)
 
 

@@ -94,7 +94,7 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, seed: 
     """Train, evaluate, export and time every model in ``models``; print and return the table.
     ``quick``: a small corpus and one epoch (a smoke run; accuracies are meaningless). The run
     folder is claimed first: an earlier demo there is refused unless ``force`` replaces it."""
-    with claim(out_dir, force=force):
+    with claim(out_dir, force=force, parts=DEMO_MODELS):
         return _run_demo(Path(out_dir), models, seed, quick, log)
 
 

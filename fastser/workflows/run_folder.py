@@ -8,12 +8,16 @@
   with a message naming the holder; the kernel drops the lock of a killed process, so a
   stale lock file is taken over (where ``flock`` is unsupported, a lock whose process is gone
   from this host is);
-- holds no earlier run's outputs (:data:`OUTPUT_FILES`, at any depth: a cv folder's
-  foldNN/best.pt counts) unless the run continues (``resume``: last.pt must be there) or
-  replaces them (``force``: exactly those files are deleted; anything else in the folder is
-  left alone);
+- holds no earlier run's outputs (:data:`OUTPUT_FILES`, in it or in its subfolders: a cv
+  folder's fold01/best.pt counts) unless the run continues (``resume``: last.pt must be there)
+  or replaces them (``force``: exactly those files are deleted, in the folder and in the
+  subfolders this kind of run writes, ``parts``; anything else is left alone, and outputs of
+  other runs in other subfolders are refused even with ``force``);
 - holds no symbolic links, through which outputs would land outside it;
 - holds no temporary files of killed runs (deleted).
+
+Runs write into the folder and one level of subfolders (cv's foldNN, the demo's method
+folders), so that is what is looked at: what lies deeper is never written.
 
 Every file is then written through :mod:`fastser.outputs` (atomic, never through a link).
 Under torchrun only rank 0 claims (the other ranks write nothing).
@@ -26,16 +30,17 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shlex
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from fastser.errors import (FolderInUseError, NotAFolderError, PathExistsError, StorageError,
                             UserError)
-from fastser.outputs import make_folder, remove_stale_temps, storage_error
+from fastser.outputs import is_temp, make_folder, storage_error
 
 LOCK = ".fastser.lock"
 #: The files fastser's runs write (trainer, train-then-test pipeline, cv, demo): a folder
@@ -48,11 +53,13 @@ _SHOWN = 4  # paths named in a message
 
 @contextlib.contextmanager
 def claim(path: str | os.PathLike, *, resume: bool = False, force: bool = False,
-          command: str | None = None) -> Iterator[Path]:
+          parts: Collection[str] | str = (), command: str | None = None) -> Iterator[Path]:
     """Hold the run folder ``path`` (created when missing) for the block: see the module
     docstring. ``resume``: the run in the folder continues (its last.pt must exist);
-    ``force``: an earlier run's outputs are deleted first. ``command``: what the lock file
-    says the holder runs (default: this process's command line)."""
+    ``force``: an earlier run's outputs are deleted first, in the folder and in the
+    subfolders named in ``parts`` (names, or a regular expression the whole name matches).
+    ``command``: what the lock file says the holder runs (default: this process's command
+    line)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotAFolderError(f"{path} is a file, not a run folder")
@@ -64,8 +71,11 @@ def claim(path: str | os.PathLike, *, resume: bool = False, force: bool = False,
     make_folder(path)
     lock = _Lock(path / LOCK, command or _command_line())
     with lock:
-        remove_stale_temps(path)
-        _refuse_links(path)
+        entries = _entries(path)
+        for entry in entries:
+            if is_temp(entry.name) and entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+        _refuse_links(path, [e for e in entries if e.is_symlink()])
         earlier = earlier_outputs(path)
         if earlier and not resume:
             if not force:
@@ -73,28 +83,45 @@ def claim(path: str | os.PathLike, *, resume: bool = False, force: bool = False,
                     f"{path} already holds an earlier run ({_listed(path, earlier)}); a run "
                     "folder holds one run: pass --resume to continue it, --force to replace "
                     "it, or choose another --out (nothing was changed)")
-            _remove_outputs(path, earlier)
+            _remove_outputs(path, earlier, parts)
         yield path
 
 
 def earlier_outputs(path: str | os.PathLike) -> list[Path]:
-    """The files of :data:`OUTPUT_FILES` under ``path`` (links not followed), sorted."""
-    return sorted(Path(root) / name for root, _, files in os.walk(path)
-                  for name in files if name in OUTPUT_FILES)
+    """The files of :data:`OUTPUT_FILES` in ``path`` and its subfolders, sorted."""
+    return sorted(e for e in _entries(Path(path))
+                  if e.name in OUTPUT_FILES and not e.is_symlink())
 
 
-def _remove_outputs(path: Path, outputs: list[Path]) -> None:
-    """Delete ``outputs``, then the folders under ``path`` they leave empty."""
+def _entries(path: Path) -> list[Path]:
+    """What ``path`` holds, and what its subfolders hold (links are not followed)."""
+    top = sorted(path.iterdir())
+    return top + [e for folder in top if folder.is_dir() and not folder.is_symlink()
+                  for e in sorted(folder.iterdir())]
+
+
+def _remove_outputs(path: Path, outputs: list[Path], parts: Collection[str] | str) -> None:
+    """Delete ``outputs`` (--force), then the subfolders they leave empty; PathExistsError,
+    deleting nothing, when some lie in subfolders that are not ``parts`` (other runs')."""
+    def ours(folder: Path) -> bool:
+        if isinstance(parts, str):
+            return re.fullmatch(parts, folder.name) is not None
+        return folder.name in parts
+
+    others = [o for o in outputs if o.parent != path and not ours(o.parent)]
+    if others:
+        raise PathExistsError(
+            f"{path} holds the outputs of other runs in subfolders ({_listed(path, others)}); "
+            "--force replaces only this folder's own run: choose the run's own folder as "
+            "--out, or another one (nothing was changed)")
     for output in outputs:
         output.unlink()
-    for folder in sorted({o.parent for o in outputs if o.parent != path}, reverse=True):
+    for folder in sorted({o.parent for o in outputs if o.parent != path}):
         with contextlib.suppress(OSError):  # not empty: it holds the user's own files
             folder.rmdir()
 
 
-def _refuse_links(path: Path) -> None:
-    links = [Path(root) / name for root, dirs, files in os.walk(path)
-             for name in [*dirs, *files] if os.path.islink(Path(root) / name)]
+def _refuse_links(path: Path, links: list[Path]) -> None:
     if links:
         shown = ", ".join(f"{link.relative_to(path)} -> {os.readlink(link)}"
                           for link in links[:_SHOWN])

@@ -55,20 +55,51 @@ def test_cv_refuses_a_training_folder(trained_run, corpus_source, tmp_path, caps
     assert _snapshot(out) == before
 
 
-def test_force_replaces_only_the_earlier_runs_outputs(trained_run, corpus_source, tmp_path,
-                                                      capsys):
+def test_force_replaces_only_the_earlier_runs_outputs(corpus_source, tmp_path, capsys):
     out = tmp_path / "run"
-    (out / "fold02").mkdir(parents=True)
+    out.mkdir()
     (out / "best.pt").write_bytes(b"an earlier run's best model")
-    (out / "fold02" / "results.json").write_text("{}")
+    (out / "results.json").write_text("{}")
     (out / "notes.txt").write_text("the user's own file")
     status, _ = run_command(train_argv(corpus_source, out, "--force"), capsys)
     assert status == 0
     assert (out / "notes.txt").read_text() == "the user's own file"
-    assert not (out / "fold02").exists()  # emptied of outputs, removed
     assert load_checkpoint(out / "best.pt")["recipe"] == "toy"
     assert {p.name for p in out.iterdir()} == {"notes.txt", "best.pt", "last.pt",
                                                "metrics.jsonl", "results.json", "confusion.png"}
+
+
+def test_force_never_deletes_other_runs_in_subfolders(trained_run, corpus_source, tmp_path,
+                                                      capsys):
+    """`--out runs --force` over runs/glrf/...: the runs inside are not this folder's run."""
+    runs = tmp_path / "runs"
+    copy_run(trained_run, runs / "glrf")
+    before = _snapshot(runs)
+    line = user_error(train_argv(corpus_source, runs, "--force"), capsys)
+    assert "holds the outputs of other runs in subfolders (glrf/best.pt" in line
+    assert _snapshot(runs) == before
+
+
+def test_cv_force_replaces_its_folds(trained_run, corpus_source, tmp_path, capsys):
+    cv = tmp_path / "cv"
+    for fold in ("fold01", "fold02", "fold03"):  # an earlier cv with one fold more
+        copy_run(trained_run, cv / fold)
+    write_json(cv / "cv.json", {"folds": []})
+    status, _ = run_command(["cv", "--model", "toy", "--data", corpus_source, "--out", str(cv),
+                             "--protocol", "session", "--epochs", "1", "--no-progress",
+                             "--force"], capsys)
+    assert status == 0
+    folds = json.loads((cv / "cv.json").read_text())["folds"]
+    assert sorted(p.name for p in cv.glob("fold*")) == [f"fold{i + 1:02d}"
+                                                       for i in range(len(folds))]
+
+
+def test_runs_nested_deeper_are_not_this_folders_business(trained_run, corpus_source,
+                                                         tmp_path, capsys):
+    out = tmp_path / "project"
+    copy_run(trained_run, out / "runs" / "old")  # two levels down: never written by a run
+    assert run_command(train_argv(corpus_source, out), capsys)[0] == 0
+    assert _snapshot(out / "runs" / "old") == _snapshot(trained_run)
 
 
 @pytest.mark.parametrize("where", ["last.pt", "metrics.jsonl", "fold01"])
