@@ -44,5 +44,25 @@ class PathExistsError(UserError, FileExistsError):
     """An output path that already holds something fastser would overwrite."""
 
 
-class TrainingDiverged(UserError, FloatingPointError):
-    """Training produced a non-finite loss (too high a learning rate, or bad inputs)."""
+class StorageError(UserError, OSError):
+    """An output that cannot be written: no space left on the device, a read-only or
+    unwritable folder, a symbolic link where fastser writes a file."""
+
+
+class FolderInUseError(UserError):
+    """A run folder another fastser process is writing (it holds the folder's lock)."""
+
+
+class ResumeMismatchError(UserError):
+    """``--resume`` with a data source, split, seed, model or settings other than the stored
+    run's; the message lists every difference."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """NaN or infinity where numbers must be finite (training, or the scores a model gives
+    for a recording): never passed on as a result."""
+
+
+class TrainingDiverged(NonFiniteError):
+    """Training produced a non-finite loss, gradient or weight (too high a learning rate, or
+    bad inputs); the message names the step and the cause."""

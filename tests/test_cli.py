@@ -53,7 +53,7 @@ def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, corpus_dir, 
     before = (trained / "last.pt").read_bytes()
     assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
                  str(trained), "--epochs", "1", "--no-progress"]) == 2
-    assert "already holds a training run" in capsys.readouterr().err
+    assert "already holds an earlier run" in capsys.readouterr().err
     assert (trained / "last.pt").read_bytes() == before
     assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
                  str(tmp_path / "none"), "--resume"]) == 2
@@ -144,7 +144,8 @@ def test_synth_writes_a_readable_corpus(tmp_path, capsys):
     (["train", "--model", "glrf", "--out", "x", "--set", "hop=0.3"], "unknown setting hop"),
     (["train", "--model", "glrf", "--out", "x", "--preset", "paper-2099"],
      "--preset paper-2099: glrf has the presets demo"),
-    (["cv", "--model", "toy", "--out", "x", "--epochs", "0"], "epochs must be >= 1"),
+    (["cv", "--model", "toy", "--out", "x", "--epochs", "0"],
+     "training option epochs (--epochs): expected an integer >= 1, got 0"),
 ])
 def test_bad_inputs_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

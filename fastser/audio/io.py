@@ -12,15 +12,22 @@ usable but suspicious (:class:`AudioWarning`).
   soundfile cannot decode (naming the file and soundfile's message), zero-length audio, any NaN
   or infinite sample (giving how many and the first position; NaN is never passed on), a
   sample rate that is not a positive integer, a wrong rank; a wrong dtype is a TypeError.
+- Bounds, checked from the file's header before anything is decoded (so a small file cannot
+  make fastser allocate gigabytes): a sample rate in [``MIN_SAMPLE_RATE``, ``MAX_SAMPLE_RATE``]
+  (also for in-memory waveforms) and a duration of at most :func:`max_audio_seconds` (3 hours
+  unless ``$FASTSER_MAX_AUDIO_SECONDS`` or ``max_seconds=`` says otherwise). Files are read only
+  when they are regular files (a named pipe would block).
 - Warnings (:class:`AudioWarning`): clipping, i.e. any sample outside [-1, 1] or at least
   ``CLIP_FRACTION`` of the samples at ``|x| >= CLIP_LEVEL``; near silence, i.e. a peak
-  amplitude below ``SILENCE_PEAK`` (-60 dBFS).
+  amplitude below ``SILENCE_PEAK`` (-60 dBFS); a truncated file, i.e. fewer samples than its
+  header declares (a copy or download cut short: the samples that are there are used).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 import warnings
 from typing import Union
 
@@ -29,13 +36,20 @@ import soundfile
 import torch
 import torchaudio
 
-from fastser.errors import AudioError, MissingPathError, NotAFileError
+from fastser.errors import AudioError, MissingPathError, NotAFileError, SettingsError
 
 #: The sample rate every fastser method works at: audio is read and resampled to it.
 SAMPLE_RATE = 16000
 CLIP_LEVEL = 0.999
 CLIP_FRACTION = 1e-3
 SILENCE_PEAK = 1e-3  # -60 dBFS
+#: The sample rates fastser reads (a header outside them is a damaged or hostile file).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384000
+#: The longest audio file fastser decodes, unless configured (environment variable
+#: MAX_SECONDS_ENV or the ``max_seconds`` argument of :func:`load_audio`).
+DEFAULT_MAX_SECONDS = 3 * 3600.0
+MAX_SECONDS_ENV = "FASTSER_MAX_AUDIO_SECONDS"
 
 # (name accepted by save_audio) -> soundfile subtype
 ENCODINGS = {"float32": "FLOAT", "pcm16": "PCM_16", "vorbis": "VORBIS"}
@@ -58,6 +72,29 @@ def check_sample_rate(sample_rate: int, name: str = "sample_rate") -> int:
     if sample_rate <= 0:
         raise AudioError(f"{name} must be a positive integer (Hz), got {sample_rate!r}")
     return int(sample_rate)
+
+
+def check_rate_range(sample_rate: int, name: str) -> None:
+    """AudioError unless ``sample_rate`` lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: sample rate {sample_rate} Hz is outside the rates fastser "
+                         f"reads ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)")
+
+
+def max_audio_seconds() -> float:
+    """The longest audio fastser decodes: ``$FASTSER_MAX_AUDIO_SECONDS`` when set, else
+    DEFAULT_MAX_SECONDS (3 hours)."""
+    text = os.environ.get(MAX_SECONDS_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_MAX_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{MAX_SECONDS_ENV} must be a positive number of seconds, got "
+                            f"{text!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=64)
@@ -136,6 +173,7 @@ def validate_waveform(waveform: Waveform, sample_rate: int,
     (scaled to [-1, 1)). Channels are averaged. Raises on zero length, NaN/inf, a bad rate or
     shape; warns (``warn=True``) on clipping or near silence. Stays on the tensor's device."""
     sample_rate = check_sample_rate(sample_rate)
+    check_rate_range(sample_rate, name)
     target_rate = check_sample_rate(target_rate, "target_rate")
     samples = _as_float_tensor(waveform, name)
     if samples.dim() not in (1, 2):
@@ -153,25 +191,80 @@ def validate_waveform(waveform: Waveform, sample_rate: int,
     return resample(mono.contiguous(), sample_rate, target_rate)
 
 
-def load_audio(path: PathLike, target_rate: int = SAMPLE_RATE, *,
-               warn: bool = True) -> torch.Tensor:
+def load_audio(path: PathLike, target_rate: int = SAMPLE_RATE, *, warn: bool = True,
+               max_seconds: float | None = None) -> torch.Tensor:
     """Read a wav/flac/ogg (anything libsndfile decodes) file as mono float32 (N,) at
-    ``target_rate`` Hz, with the checks of :func:`validate_waveform`."""
+    ``target_rate`` Hz, with the checks of :func:`validate_waveform`. Before decoding, the
+    header's sample rate must lie in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] and its duration be at
+    most ``max_seconds`` (default :func:`max_audio_seconds`); a file holding fewer samples
+    than its header declares gives an AudioWarning."""
     target_rate = check_sample_rate(target_rate, "target_rate")
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MissingPathError(f"audio file not found: {path}")
-    if os.path.isdir(path):
-        raise NotAFileError(f"expected an audio file, got a directory: {path}")
-    if os.path.getsize(path) == 0:
-        raise AudioError(f"audio file is empty (0 bytes): {path}")
+    _check_audio_file(path)
+    try:
+        info = soundfile.info(path)
+    except RuntimeError as error:  # soundfile.LibsndfileError and its parents
+        raise AudioError(f"cannot decode audio file {path}: {error}") from error
+    check_rate_range(info.samplerate, path)
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
+    if info.frames / info.samplerate > limit:
+        raise AudioError(f"{path}: {info.frames / info.samplerate:.1f} s of audio ({info.frames} "
+                         f"samples at {info.samplerate} Hz) is longer than the {limit:g} s fastser "
+                         f"reads; cut it, or raise the limit ({MAX_SECONDS_ENV} or max_seconds)")
     try:
         data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except RuntimeError as error:  # soundfile.LibsndfileError and its parents
+    except RuntimeError as error:
         raise AudioError(f"cannot decode audio file {path}: {error}") from error
     if data.shape[0] == 0:
         raise AudioError(f"audio file has zero length (no samples): {path}")
+    declared = info.frames if info.format == "FLAC" else _wav_declared_frames(path)
+    if warn and declared is not None and data.shape[0] < declared:
+        warnings.warn(f"{path}: truncated file: its header declares {declared} samples "
+                      f"({declared / sample_rate:.3f} s), it holds {data.shape[0]} "
+                      f"({data.shape[0] / sample_rate:.3f} s)", AudioWarning, stacklevel=2)
     return validate_waveform(data.T, sample_rate, target_rate, name=path, warn=warn)
+
+
+def _check_audio_file(path: str) -> None:
+    """Path errors unless ``path`` is a non-empty regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MissingPathError(f"audio file not found: {path}") from None
+    if stat.S_ISDIR(mode):
+        raise NotAFileError(f"expected an audio file, got a directory: {path}")
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"{path} is not a regular file (a named pipe or device); fastser reads "
+                         "audio from files")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
+
+
+def _wav_declared_frames(path: str) -> int | None:
+    """The frames a RIFF/WAVE file's header declares (its data chunk size over the block
+    size), which libsndfile silently clips to what the file holds; None for other files and
+    for streaming headers that leave the size open."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block = None
+        for _ in range(64):  # chunks before the data chunk (fmt, fact, LIST, ...)
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                if not block or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block
+            if name == b"fmt ":
+                fmt = file.read(size)
+                block = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                file.seek(size & 1, os.SEEK_CUR)
+            else:
+                file.seek(size + (size & 1), os.SEEK_CUR)
+    return None
 
 
 def save_audio(path: PathLike, waveform: Waveform, sample_rate: int, *,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from typing import Any, TextIO
 
 import torch
 
+from fastser import outputs
 from fastser.bench.cases import BenchCase, load_suite, suites
 from fastser.bench.measure import Measurement, measure
 
@@ -123,5 +123,4 @@ def available_suites() -> list[str]:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    outputs.write_json(path, report)

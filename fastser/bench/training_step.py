@@ -45,10 +45,12 @@ def step_runner(recipe: Recipe, items: Sequence[Any], batch_size: int, *,
 
 
 def reference_variant(recipe: Recipe) -> Recipe:
-    """The same recipe (label set, settings, fitted statistics) on the reference path."""
+    """The same recipe (label set, settings, fitted statistics) on the reference path (its
+    paths are this process's own, not a checkpoint's: they stay in use)."""
     state = recipe.state()
     return type(recipe).from_state(
-        {**state, "settings": {**state["settings"], "implementation": "reference"}})
+        {**state, "settings": {**state["settings"], "implementation": "reference"}},
+        stored_paths=True)
 
 
 def step_speedup(recipe: Recipe, items: Sequence[Any], batch_size: int, *,

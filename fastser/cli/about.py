@@ -26,7 +26,7 @@ def _demo(args: argparse.Namespace) -> int:
     if unknown:
         raise CommandError(f"--models: unknown {', '.join(unknown)}; choose from "
                            f"{', '.join(DEMO_MODELS)}")
-    run_demo(args.out, models=models, seed=args.seed, quick=args.quick)
+    run_demo(args.out, models=models, seed=args.seed, quick=args.quick, force=args.force)
     return 0
 
 
@@ -44,4 +44,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="comma-separated subset of glrf,sap,mmtl,mstr,can")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small corpus, one epoch (smoke run)")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(handler=_demo)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fastser.cli._common import CommandError
+from fastser.cli._common import CommandError, add_checkpoint_options, checkpoint_options
+from fastser.errors import PathExistsError
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -15,7 +16,8 @@ def _predict(args: argparse.Namespace) -> int:
     words = _read_words(args.words) if args.words else None
     if words is not None and len(args.files) != 1:
         raise CommandError("--words belongs to one recording: pass exactly one FILE with it")
-    recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device or "cpu")
+    recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device or "cpu",
+                                            **checkpoint_options(args))
     results = {}
     for path in args.files:
         recognition = recognizer.predict(path, words=words)
@@ -52,12 +54,14 @@ def _read_words(path: str):
 
 def _export(args: argparse.Namespace) -> int:
     from fastser.inference.checkpoint import load_trained
-    from fastser.inference.export import export_program, export_torchscript
+    from fastser.inference.export import export_program, export_torchscript, output_paths
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CommandError(f"{out} exists; pass --force to replace it")
-    trained = load_trained(args.checkpoint)
+    existing = [str(p) for p in output_paths(out, args.format) if p.exists() or p.is_symlink()]
+    if existing and not args.force:
+        raise PathExistsError(f"{' and '.join(existing)} exist(s); pass --force to replace "
+                              "(nothing was changed)")
+    trained = load_trained(args.checkpoint, **checkpoint_options(args))
     if args.format == "torchscript":
         export_torchscript(trained, out)
     else:
@@ -77,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "JSON list of [word, start, end]")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+    add_checkpoint_options(p)
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser("export", help="TorchScript or torch.export file of a checkpoint",
@@ -86,4 +91,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--format", default="torchscript", choices=("torchscript", "export"))
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_checkpoint_options(p)
     p.set_defaults(handler=_export)

@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from fastser.cli._common import CommandError, method_names, print_metrics
-
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
-                 "amp", "seed", "patience", "device")
+from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
+                                 key_values, method_names, print_metrics)
 
 
 def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
     """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
-    settings: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        settings[key] = recipe_cls.Settings.parse(recipe_cls.name, key, value)
-    return settings
+    return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value)
+            for key, value in key_values(pairs).items()}
 
 
 def _train_config(args: argparse.Namespace):
     """(TrainConfig, method settings) from the preset (if any), the options and --set."""
     from fastser.methods import recipe_class
-    from fastser.train.trainer import TrainConfig
+    from fastser.train.trainer import COMMAND_LINE_OPTIONS, TrainConfig
 
     cls = recipe_class(args.model)
     preset_name = "demo" if args.demo_settings else args.preset
@@ -36,7 +28,8 @@ def _train_config(args: argparse.Namespace):
                            f"{', '.join(sorted(cls.presets)) or 'none'}")
     preset = cls.presets.get(preset_name) if preset_name else None
     training: dict[str, Any] = dict(preset.training) if preset else {}
-    training.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
+    training.update({k: getattr(args, k) for k in COMMAND_LINE_OPTIONS
+                     if getattr(args, k) is not None})
     training["progress"] = not args.no_progress
     settings = dict(preset.settings) if preset else {}
     settings.update(_method_settings(cls, args.set))
@@ -44,29 +37,19 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(**training), settings
 
 
-def _fresh_out_dir(path: str, resume: bool) -> Path:
-    out = Path(path)
-    if not resume and (out / "last.pt").exists():
-        raise CommandError(f"{out} already holds a training run (last.pt); pass --resume to "
-                           "continue it or choose another --out (nothing was overwritten)")
-    if resume and not (out / "last.pt").exists():
-        raise CommandError(f"--resume: {out} holds no last.pt to continue from")
-    return out
-
-
 def _train(args: argparse.Namespace) -> int:
     from fastser.train.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
     config, settings = _train_config(args)
-    out = _fresh_out_dir(args.out, args.resume)
     try:
-        run = train_model(args.model, args.data, out, config, settings=settings,
-                          protocol=args.protocol, fold=args.fold, resume=args.resume)
+        run = train_model(args.model, args.data, args.out, config, settings=settings,
+                          protocol=args.protocol, fold=args.fold, resume=args.resume,
+                          force=args.force)
     finally:
         shutdown_distributed()
     if run.result.test:
-        print(f"{args.model} on {args.data}: test speakers held out; results in {out}")
+        print(f"{args.model} on {args.data}: test speakers held out; results in {args.out}")
         print_metrics(run.result.test)
     return 0
 
@@ -75,7 +58,7 @@ def _eval(args: argparse.Namespace) -> int:
     from fastser.workflows.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
-                                 device=args.device or "cpu")
+                                 device=args.device or "cpu", **checkpoint_options(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -90,15 +73,11 @@ def _cv(args: argparse.Namespace) -> int:
     from fastser.workflows.cv import run_cv
 
     config, settings = _train_config(args)
-    out = Path(args.out)
-    if (out / "cv.json").exists():
-        raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
-                           "--out (nothing was overwritten)")
     corpus = open_corpus(args.data)
     result = run_cv(lambda labels: make_recipe(args.model, labels, **settings), corpus,
-                    args.protocol, config, out, data=args.data)
+                    args.protocol, config, args.out, data=args.data, force=args.force)
     print(f"\n{args.protocol} cross-validation of {args.model} on {args.data}, "
-          f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
+          f"{len(result.folds)} folds (tables and confusion matrices in {args.out}):")
     for name, stat in result.summary.items():
         print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
     return 0
@@ -126,19 +105,33 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip(text: str) -> float | str:
+    """--grad-clip: a number (its range checked by TrainConfig) or "off"."""
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or off, got {text!r}") from None
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, choices=method_names(), help="the method")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (holds one run)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier run's outputs in --out (with --resume: continue "
+                        "despite safe differences, such as more epochs)")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and batches")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
-    p.add_argument("--grad-clip", dest="grad_clip", type=float)
+    p.add_argument("--grad-clip", dest="grad_clip", type=_clip, metavar="NORM|off",
+                   help="clip the gradient norm to NORM (> 0), or off")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation UA")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
@@ -176,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("test", "all"))
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+    add_checkpoint_options(p)
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("cv", help="cross-validation over a protocol",

@@ -43,6 +43,17 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def wav_files(folder: Path) -> list[Path]:
-    """``*.wav`` files directly in ``folder``, sorted, skipping macOS ``._*`` metadata files."""
-    return sorted(p for p in folder.glob("*.wav")
-                  if p.is_file() and not p.name.startswith("._"))
+    """The wav files directly in ``folder`` (extension in any case: ``.wav``, ``.WAV``), sorted,
+    skipping macOS ``._*`` metadata files."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == ".wav" and p.is_file() and not p.name.startswith("._"))
+
+
+def find_file(path: Path) -> Path:
+    """``path``, or the file of its folder whose name differs from it only in case (a corpus
+    copied through a file system that upper-cased extensions); ``path`` when there is none."""
+    if path.is_file() or not path.parent.is_dir():
+        return path
+    wanted = path.name.casefold()
+    return next((p for p in sorted(path.parent.iterdir())
+                 if p.name.casefold() == wanted and p.is_file()), path)

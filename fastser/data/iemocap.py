@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from fastser.audio.alignment import WordTiming
-from fastser.data._files import (FOUR_CLASSES, CorpusError, line_error, no_audio,
+from fastser.data._files import (FOUR_CLASSES, CorpusError, find_file, line_error, no_audio,
                                  numbered_lines, require_root)
 from fastser.data.corpus import Corpus, Utterance
 
@@ -64,7 +64,7 @@ def read_iemocap(root: str | Path, *, merge_excited: bool = True,
             session, gender, dialog = _parse_id(utt_id, evaluation, line_no)
             if label is None or (improvised_only and "_impro" not in dialog):
                 continue
-            wav = session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"
+            wav = find_file(session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav")
             if not wav.is_file():
                 raise line_error(evaluation, line_no, f"audio of {utt_id} not found at {wav}")
             utterances.append(Utterance(

@@ -5,11 +5,13 @@ has no library), and ``torch.export`` programs.
 The exported module is the recipe's inference module: it maps the model inputs of a batch
 (``Recipe.export_inputs``) to utterance class probabilities (B, C). The label names and input
 description travel with the file (TorchScript extra file ``fastser.json``; a JSON file beside
-a ``torch.export`` program).
+a ``torch.export`` program, :func:`sidecar_path`). Files are serialised in memory and written
+atomically (:mod:`fastser.outputs`): a full disk is a StorageError, never a truncated file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,21 @@ import torch
 
 from fastser.inference.checkpoint import TrainedModel
 from fastser.ops import _library
+from fastser.outputs import write_bytes, write_json
 
 METADATA = "fastser.json"
 FORMATS = ("torchscript", "export")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The metadata JSON beside a ``torch.export`` program."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def output_paths(path: str | Path, format: str) -> list[Path]:
+    """The files an export of ``format`` writes at ``path``."""
+    return [Path(path)] + ([sidecar_path(path)] if format == "export" else [])
 
 
 def _metadata(trained: TrainedModel, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
@@ -54,8 +68,10 @@ def export_torchscript(trained: TrainedModel, path: str | Path) -> Path:
     path = Path(path)
     module, inputs = _module_and_inputs(trained)
     scripted = torch.jit.script(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scripted.save(str(path), _extra_files={METADATA: json.dumps(_metadata(trained, inputs))})
+    buffer = io.BytesIO()
+    metadata = json.dumps(_metadata(trained, inputs))
+    torch.jit.save(scripted, buffer, _extra_files={METADATA: metadata})
+    write_bytes(path, buffer.getvalue())
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(path))(*inputs), module(*inputs))
     return path
@@ -72,9 +88,10 @@ def export_program(trained: TrainedModel, path: str | Path) -> Path:
     module, inputs = _module_and_inputs(trained)
     dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs)
     program = torch.export.export(module, inputs, dynamic_shapes=dims)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path))
-    path.with_name(path.name + ".json").write_text(json.dumps(_metadata(trained, inputs)))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    write_bytes(path, buffer.getvalue())
+    write_json(sidecar_path(path), _metadata(trained, inputs))
     return path
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio, validate_waveform
-from fastser.errors import UserError
+from fastser.errors import NonFiniteError, UserError
 from fastser.inference.checkpoint import load_trained
 from fastser.train.recipe import move_to
 
@@ -47,8 +47,14 @@ class Recognizer:
         self.device = next(self.model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu") -> "Recognizer":
-        return cls(load_trained(path, device=device))
+    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu",
+                        settings: Mapping[str, Any] | None = None,
+                        stored_paths: bool = False) -> "Recognizer":
+        """``settings``: path settings the model needs again (e.g. SAP's ``ssl_path``);
+        ``stored_paths``: trust the paths stored in the checkpoint instead (see
+        :func:`fastser.inference.load_trained`)."""
+        return cls(load_trained(path, device=device, settings=settings,
+                                stored_paths=stored_paths))
 
     @property
     def labels(self) -> list[str]:
@@ -59,7 +65,9 @@ class Recognizer:
         """Emotion of one recording: a path to an audio file, or a waveform (N,) or
         (channels, N) with its ``sample_rate``.  ``words``: word timings, for models that need
         them (CAN)."""
+        name = "the waveform"
         if isinstance(audio, (str, Path)):
+            name = str(audio)
             waveform = load_audio(audio, SAMPLE_RATE)
         else:
             if sample_rate is None:
@@ -69,6 +77,9 @@ class Recognizer:
         batch = move_to(self.recipe.collate([item]), self.device)
         with torch.no_grad():
             preds = self.recipe.predict(self.model, batch)
+        _refuse_non_finite(preds.probs, name)
+        if preds.segment_probs is not None:
+            _refuse_non_finite(preds.segment_probs, name)
         scores = self._scores(preds.probs[0])
         recognition = Recognition(max(scores, key=scores.get), scores)
         spans = self.recipe.segment_spans(int(waveform.shape[-1]))
@@ -81,3 +92,10 @@ class Recognizer:
 
     def _scores(self, probs: torch.Tensor) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, probs.float().cpu())}
+
+
+def _refuse_non_finite(probs: torch.Tensor, name: str) -> None:
+    """NonFiniteError unless every score is finite (a NaN score is never reported)."""
+    if not bool(torch.isfinite(probs).all()):
+        raise NonFiniteError(f"predict: the model gave non-finite scores (NaN or infinity) for "
+                             f"{name}; its weights or this input overflow the model")

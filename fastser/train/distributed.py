@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from fastser.errors import UserError
 
 
 @dataclass
@@ -37,19 +36,6 @@ class DistContext:
         value = torch.tensor([int(flag)])
         dist.broadcast(value, src=0)
         return bool(value.item())
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto": the local GPU when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("device cuda asked for, but no CUDA device is visible")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 def init_distributed(device: torch.device) -> DistContext:

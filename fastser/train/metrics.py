@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastser.outputs import atomic_file
+
 F1_AVERAGES = ("micro", "macro", "weighted")
 
 
@@ -168,7 +170,6 @@ def plot_confusion_matrix(matrix, labels: Sequence[str], path: str | Path, *,
             axes.text(j, i, text, ha="center", va="center",
                       color="white" if values[i, j] > threshold else "black")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+    with atomic_file(path) as file:
+        figure.savefig(file, format="png", dpi=100)
+    return Path(path)

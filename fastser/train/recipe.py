@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from torch import nn
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio
 from fastser.data.corpus import Utterance
-from fastser.errors import UserError
+from fastser.errors import CheckpointError, SettingsError, UserError
 from fastser.train.kit.settings import Preset, Settings
 from fastser.train.kit.standardise import standardise_by_speaker
 from fastser.train.kit.waveforms import check_waveform
@@ -135,6 +135,9 @@ class Recipe(abc.ABC):
             raise UserError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
         self.label_names = list(label_names)
         self.settings = self.Settings.build(self.name, settings)
+        #: Path settings whose value came from a checkpoint and that the user did not pass
+        #: again: :meth:`path` does not use them (:meth:`from_state`).
+        self.withheld_paths: frozenset[str] = frozenset()
 
     @property
     def num_classes(self) -> int:
@@ -159,17 +162,61 @@ class Recipe(abc.ABC):
                 "extra": self.extra_state()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Recipe":
+    def from_state(cls, state: dict[str, Any], *, paths: Mapping[str, Any] | None = None,
+                   stored_paths: bool = False) -> "Recipe":
         """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored.
         States written by fastser 0.1 (key "config": only the settings the user changed) are
-        completed with ``Settings.defaults_0_1``."""
+        completed with ``Settings.defaults_0_1``.
+
+        A checkpoint is data: its path settings (``setting(..., path=True)``: weights to load,
+        a cache to write) are kept for the record but not used (:meth:`path` gives None,
+        :meth:`required_path` an error saying how to pass them) unless ``paths`` gives them
+        again or ``stored_paths`` trusts the stored ones. ``paths`` may hold path settings
+        only."""
         if "settings" in state:
-            values = state["settings"]
+            values = dict(state["settings"])
         else:
             values = {**cls.Settings.defaults_0_1, **state["config"]}
-        recipe = cls(state["label_names"], **values)
+        values = cls.Settings.upgrade(values)
+        supplied = cls.check_paths(paths)
+        allowed = cls.Settings.path_settings()
+        recipe = cls(state["label_names"], **{**values, **supplied})
+        if not stored_paths:
+            recipe.withheld_paths = frozenset(
+                name for name in allowed
+                if name not in supplied and values.get(name) is not None)
         recipe.load_extra_state(state.get("extra", {}))
         return recipe
+
+    @classmethod
+    def check_paths(cls, paths: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``paths`` checked to be path settings of valid values (SettingsError otherwise): what
+        :meth:`from_state` accepts besides a checkpoint's state."""
+        supplied = dict(paths or {})
+        allowed = cls.Settings.path_settings()
+        others = sorted(set(supplied) - set(allowed))
+        if others:
+            raise SettingsError(
+                f"{cls.name}: {', '.join(others)} cannot be changed in a trained model; only "
+                f"its path settings can be passed again ({', '.join(allowed) or 'it has none'})")
+        cls.Settings.build(cls.name, supplied)
+        return supplied
+
+    def path(self, name: str) -> Any:
+        """The value of the path setting ``name``, or None when it was withheld (stored in a
+        checkpoint, not passed again). Recipes read path settings only through this."""
+        return None if name in self.withheld_paths else getattr(self.settings, name)
+
+    def required_path(self, name: str) -> Any:
+        """:meth:`path` for a path the model cannot do without (weights to load):
+        CheckpointError saying how to pass it again when it was withheld."""
+        if name in self.withheld_paths:
+            raise CheckpointError(
+                f"{self.name}: the model was trained with {name}={getattr(self.settings, name)!r}"
+                ", and fastser does not use paths stored in a checkpoint: pass it again "
+                f"(--set {name}=PATH on the command line, settings={{{name!r}: PATH}} in Python) "
+                "or trust the stored paths (--stored-paths, stored_paths=True)")
+        return getattr(self.settings, name)
 
     def extra_state(self) -> dict[str, Any]:
         """What :meth:`fit_extra` learnt from the training set (class weights, a vocabulary).

@@ -20,20 +20,33 @@ import torch
 from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
+from fastser.devices import resolve_device
 from fastser.errors import SettingsError, TrainingDiverged, UserError
-from fastser.train.distributed import DistContext, init_distributed, resolve_device
+from fastser.outputs import write_text
+from fastser.train.distributed import DistContext, init_distributed
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
+from fastser.train.resume import check_resume
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: Validation metrics early stopping and best.pt can follow (``monitor``).
+MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1")
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: What ``grad_clip`` takes to switch clipping off (besides None).
+CLIP_OFF = "off"
+#: The options ``fastser train`` and ``cv`` take as flags (``--batch-size`` for batch_size).
+COMMAND_LINE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
+                        "grad_clip", "amp", "seed", "patience", "device")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the method's own settings live in its recipe)."""
+    """Optimisation settings (the method's own settings live in its recipe). Every option is
+    checked on construction, before any work: a SettingsError names the option (and its
+    command-line flag) and what it accepts."""
 
     epochs: int = 30
     batch_size: int = 16
@@ -50,18 +63,61 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise SettingsError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise SettingsError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SettingsError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise SettingsError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.amp not in AMP_MODES:
-            raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.patience is not None and self.patience < 1:
-            raise SettingsError(f"patience must be >= 1, got {self.patience}")
+        if self.grad_clip == CLIP_OFF:
+            self.grad_clip = None
+        _integer(self, "epochs", low=1)
+        _integer(self, "batch_size", low=1)
+        _integer(self, "eval_batch_size", low=1)
+        _integer(self, "seed", low=0)
+        if self.patience is not None:
+            _integer(self, "patience", low=1)
+        _number(self, "lr", f"a finite number > 0 (at most {_FLOAT32_MAX:.3g}, for float32 "
+                "weights)", lambda x: 0 < x <= _FLOAT32_MAX)
+        _number(self, "weight_decay", "a finite number >= 0", lambda x: x >= 0)
+        _number(self, "warmup_fraction", "a number in [0, 1)", lambda x: 0 <= x < 1)
+        if self.grad_clip is not None:
+            _number(self, "grad_clip", f"a finite number > 0, or {CLIP_OFF} (no clipping)",
+                    lambda x: x > 0)
+        _choice(self, "amp", AMP_MODES)
+        _choice(self, "monitor", MONITORS)
+        if not isinstance(self.progress, bool):
+            raise _option_error("progress", "true or false", self.progress)
+        # parseable and present (Trainer resolves it again, with its process's local rank)
+        resolve_device(self.device, option=f"training option {_flag('device')}")
+
+
+def _flag(name: str) -> str:
+    """The option's name, with its command-line flag when it has one."""
+    if name not in COMMAND_LINE_OPTIONS:
+        return name
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _option_error(name: str, accepted: str, value: Any) -> SettingsError:
+    return SettingsError(f"training option {_flag(name)}: expected {accepted}, got {value!r}")
+
+
+def _integer(config: TrainConfig, name: str, *, low: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _option_error(name, f"an integer >= {low}", value)
+
+
+def _number(config: TrainConfig, name: str, accepted: str, valid) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not valid(value):
+        raise _option_error(name, accepted, value)
+    setattr(config, name, float(value))
+
+
+def _choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise _option_error(name, f"one of {', '.join(choices)}", value)
 
 
 @dataclass
@@ -139,9 +195,13 @@ class Trainer:
         }
 
     def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,
-            resume: bool = False) -> FitResult:
+            resume: bool = False, force: bool = False) -> FitResult:
         """Train for ``config.epochs`` epochs (fewer with early stopping).  ``resume=True``
-        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would."""
+        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would; the
+        stored run must be this one (:func:`fastser.train.resume.check_resume`: ``force``
+        lets safe differences through, such as more epochs).  A non-finite loss, gradient or
+        weight stops training (TrainingDiverged naming the step) before anything non-finite
+        is saved."""
         cfg, recipe, dist = self.config, self.recipe, self.dist
         if len(train_items) == 0:
             raise UserError("fit: the training split is empty")
@@ -165,6 +225,8 @@ class Trainer:
         start_epoch, step, history, best = 0, 0, [], None
         if resume and self.last_path.exists():
             state = load_checkpoint(self.last_path, recipe=recipe.name, map_location=self.device)
+            check_resume(state, recipe, asdict(cfg), self.run_info, force=force,
+                         where=str(self.out_dir))
             _unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -173,10 +235,9 @@ class Trainer:
             history, best = list(state["history"]), state["best"]
             set_rng_state(state["rng"])
             if dist.is_main:
-                self._rewrite_metrics(history)
+                self._write_metrics(history)
         elif dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._rewrite_metrics([])
+            self._write_metrics([])
 
         started = time.perf_counter()
         stopped_early = False
@@ -202,8 +263,7 @@ class Trainer:
                 save_checkpoint(self._checkpoint_payload(model, optimizer, scheduler, scaler,
                                                          epoch, step, history, best),
                                 self.last_path)
-                with open(self.metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                self._write_metrics(history)
             dist.barrier()
 
         model = _unwrap(model)
@@ -234,13 +294,15 @@ class Trainer:
                 scaler.scale(loss * train_step.share).backward()
             else:
                 self._set_gradients(model, own.gradients, train_step.share, scaler)
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.unscale_(optimizer)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = (nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip is not None else nn.utils.get_total_norm(grads))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             step += 1
+            self._check_finite(model, grad_norm, scaler, epoch, step)
             loss_sum += loss.item() * train_step.count
             seen += train_step.count
             elapsed = time.perf_counter() - started
@@ -257,6 +319,21 @@ class Trainer:
         }
         record.update(recipe.epoch_logs())
         return record, step
+
+    def _check_finite(self, model: nn.Module, grad_norm: torch.Tensor, scaler, epoch: int,
+                      step: int) -> None:
+        """TrainingDiverged when this step's gradient (except an fp16 overflow, which the
+        loss scaler skips) or the weights after it are not finite."""
+        weight_norm = nn.utils.get_total_norm(list(model.parameters()))
+        grad_ok = scaler.is_enabled() or bool(torch.isfinite(grad_norm))
+        if grad_ok and bool(torch.isfinite(weight_norm)):
+            return
+        cause = (f"the gradient norm became {float(grad_norm)}" if not grad_ok else
+                 "the weights became non-finite after the optimiser step")
+        raise TrainingDiverged(
+            f"{self.recipe.name}: {cause} at epoch {epoch + 1}, step {step} (lower the learning "
+            "rate, clip gradients, or check the inputs); the checkpoints of earlier epochs are "
+            "kept, nothing of this epoch was saved")
 
     def _set_gradients(self, model: nn.Module, gradients: list[torch.Tensor], share: float,
                        scaler) -> None:
@@ -275,15 +352,10 @@ class Trainer:
                 torch.distributed.all_reduce(param.grad)
                 param.grad /= self.dist.world_size
 
-    def _rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
-        """metrics.jsonl from the checkpoint's history (a killed run may have written a line
-        for an epoch whose checkpoint never landed)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for record in history:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.metrics_path)
+    def _write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """metrics.jsonl, one line per epoch of ``history``, written atomically (a killed run
+        leaves the lines of the epochs its last.pt holds)."""
+        write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in history))
 
 
 class UtteranceBatches(TrainBatches):

@@ -4,7 +4,6 @@ train-then-test pipeline of :mod:`fastser.workflows.pipeline`), per-fold test me
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +13,16 @@ import numpy as np
 
 from fastser.data.corpus import Corpus
 from fastser.data.protocols import make_splits
+from fastser.outputs import write_json, write_text
 from fastser.train import metrics
 from fastser.train.recipe import Recipe
 from fastser.train.trainer import TrainConfig
 from fastser.workflows.pipeline import run_fold
+from fastser.workflows.run_folder import claim
 
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
+#: The folders of the folds (fold01, fold02, ...), as a regular expression.
+FOLD_FOLDER = r"fold\d{2,}"
 
 
 def confidence_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -46,13 +49,19 @@ class CVResult:
 
 def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, protocol: str,
            config: TrainConfig, out_dir: str | Path, *, data: str | None = None,
-           log: Callable[[str], None] = print) -> CVResult:
+           force: bool = False, log: Callable[[str], None] = print) -> CVResult:
     """Train and test one model per fold of ``protocol`` on ``corpus`` (featurised once, for
     every fold), each through :func:`~fastser.workflows.pipeline.run_fold` into
     ``out_dir/foldNN``; writes ``cv.json`` (every fold's result + the summary), ``cv.md`` and
     ``confusion.png`` (summed over folds). ``data``: the corpus source recorded in the results
-    (default: the corpus name)."""
-    out_dir = Path(out_dir)
+    (default: the corpus name). The run folder is claimed first: an earlier run there is
+    refused unless ``force`` replaces it."""
+    with claim(out_dir, force=force, parts=FOLD_FOLDER):
+        return _run_cv(make_recipe, corpus, protocol, config, Path(out_dir), data, log)
+
+
+def _run_cv(make_recipe, corpus: Corpus, protocol: str, config: TrainConfig, out_dir: Path,
+            data: str | None, log: Callable[[str], None]) -> CVResult:
     data = data or corpus.name
     splits = make_splits(corpus, protocol, seed=config.seed)
     featurizer = make_recipe(corpus.labels)
@@ -76,9 +85,8 @@ def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, proto
             summary[name] = {"mean": mean, "ci95": half}
     metrics.plot_confusion_matrix(total, corpus.labels, out_dir / "confusion.png",
                                   title=f"{protocol} cross-validation, all folds")
-    (out_dir / "cv.json").write_text(json.dumps({"protocol": protocol, "folds": folds,
-                                                 "summary": summary}, indent=2))
-    (out_dir / "cv.md").write_text(format_summary(protocol, folds, summary))
+    write_json(out_dir / "cv.json", {"protocol": protocol, "folds": folds, "summary": summary})
+    write_text(out_dir / "cv.md", format_summary(protocol, folds, summary))
     return CVResult(folds, summary, out_dir)
 
 

@@ -4,7 +4,6 @@ timed fused vs reference; one table."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -21,8 +20,10 @@ from fastser.inference.checkpoint import TrainedModel
 from fastser.inference.export import export_torchscript
 from fastser.methods import recipe_class
 from fastser.ops import _library, library_path
+from fastser.outputs import write_json, write_text
 from fastser.train.trainer import TrainConfig
 from fastser.workflows.pipeline import featurize_split, run_fold
+from fastser.workflows.run_folder import claim
 
 DEMO_MODELS = ("glrf", "sap", "mmtl", "mstr", "can")
 UA_BAR = 0.6
@@ -91,10 +92,17 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, seed: int = 0,
-             quick: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             quick: bool = False, force: bool = False,
+             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train, evaluate, export and time every model in ``models``; print and return the table.
-    ``quick``: a small corpus and one epoch (a smoke run; accuracies are meaningless)."""
-    out_dir = Path(out_dir)
+    ``quick``: a small corpus and one epoch (a smoke run; accuracies are meaningless). The run
+    folder is claimed first: an earlier demo there is refused unless ``force`` replaces it."""
+    with claim(out_dir, force=force, parts=DEMO_MODELS):
+        return _run_demo(Path(out_dir), models, seed, quick, log)
+
+
+def _run_demo(out_dir: Path, models: Sequence[str], seed: int, quick: bool,
+              log: Callable[[str], None]) -> list[dict[str, Any]]:
     started = time.perf_counter()
     corpus = load_synthetic(utterances=80, speakers=4) if quick else load_synthetic()
     log(f"synthetic corpus: {len(corpus)} utterances, {len(corpus.speakers)} voices "
@@ -110,8 +118,8 @@ def run_demo(out_dir: str | Path, *, models: Sequence[str] = DEMO_MODELS, seed: 
              "a process without fastser's Python package")
     log("\n" + table + f"\n\ntotal {total:.0f} s; every model exported to TorchScript and "
         f"reloaded in {where}")
-    (out_dir / "demo.json").write_text(json.dumps({"rows": rows, "seconds": total}, indent=2))
-    (out_dir / "demo.md").write_text(table + "\n")
+    write_json(out_dir / "demo.json", {"rows": rows, "seconds": total})
+    write_text(out_dir / "demo.md", table + "\n")
     if not quick:
         below = [r["model"] for r in rows if r["test"]["ua"] < UA_BAR]
         if below:

@@ -4,7 +4,7 @@ whole corpus."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from fastser.data.sources import open_corpus
 from fastser.errors import UserError
@@ -16,12 +16,15 @@ SPLITS = ("test", "all")
 
 
 def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: str = "test",
-                        device: str = "cpu", batch_size: int = 32) -> dict[str, Any]:
+                        device: str = "cpu", batch_size: int = 32,
+                        settings: Mapping[str, Any] | None = None,
+                        stored_paths: bool = False) -> dict[str, Any]:
     """Metrics of a checkpoint on a corpus: ``split="test"`` re-creates the held-out speakers
-    of its training run (same protocol, fold and seed), ``"all"`` uses every utterance."""
+    of its training run (same protocol, fold and seed), ``"all"`` uses every utterance.
+    ``settings`` / ``stored_paths``: the paths the model may use (see load_trained)."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    trained = load_trained(path, device=device)
+    trained = load_trained(path, device=device, settings=settings, stored_paths=stored_paths)
     run = trained.checkpoint.get("run", {})
     source = source or run.get("data")
     if source is None:

@@ -9,20 +9,24 @@ trainer's checkpoints and ``metrics.jsonl`` plus ``results.json`` (a :class:`Fol
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from fastser.data.corpus import Corpus, Utterance
 from fastser.data.protocols import Split, make_splits
+from fastser.checkpoint import load_checkpoint
 from fastser.data.sources import open_corpus
 from fastser.errors import UserError
 from fastser.methods import make_recipe
+from fastser.outputs import write_json
 from fastser.train import metrics
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe
+from fastser.train.resume import check_resume
 from fastser.train.trainer import FitResult, TrainConfig, Trainer
+from fastser.workflows.run_folder import claim
 
 RESULTS = "results.json"
 
@@ -74,20 +78,36 @@ def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
     return dict(zip((u.id for u in utterances), recipe.featurize(utterances)))
 
 
+def run_info(split: Split, *, data: str, protocol: str, fold: int) -> dict[str, Any]:
+    """What a checkpoint stores about the run: data source, protocol, fold, split, the
+    speakers of each part and a digest of the utterance ids of each part (a resumed run must
+    match all of them: :mod:`fastser.train.resume`)."""
+    parts = {"train": split.train, "validation": split.validation, "test": split.test}
+    digest = hashlib.sha256()
+    for name, utterances in parts.items():
+        digest.update(f"{name}:{','.join(sorted(u.id for u in utterances))};".encode())
+    return {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
+            "test_speakers": sorted({u.speaker for u in split.test}),
+            "speakers": {name: sorted({u.speaker for u in utterances})
+                         for name, utterances in parts.items()},
+            "utterances": digest.hexdigest()[:16]}
+
+
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
              out_dir: str | Path, *, data: str, protocol: str, fold: int,
-             resume: bool = False) -> FoldRun:
+             resume: bool = False, force: bool = False) -> FoldRun:
     """Train ``recipe``'s model on ``split.train`` (early stopping on ``split.validation``),
     test it on ``split.test``; ``items`` holds the featurised utterances by id. Writes the
     checkpoints, metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a
-    torchrun job tests and writes; the others return empty test metrics)."""
+    torchrun job tests and writes; the others return empty test metrics). The caller holds
+    the run folder (:func:`fastser.workflows.run_folder.claim`)."""
     out_dir = Path(out_dir)
-    test_speakers = sorted({u.speaker for u in split.test})
-    run_info = {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
-                "test_speakers": test_speakers}
-    trainer = Trainer(recipe, config, out_dir, run_info=run_info)
+    info = run_info(split, data=data, protocol=protocol, fold=fold)
+    test_speakers = info["test_speakers"]
+    trainer = Trainer(recipe, config, out_dir, run_info=info)
     fit = trainer.fit([items[u.id] for u in split.train],
-                      [items[u.id] for u in split.validation] or None, resume=resume)
+                      [items[u.id] for u in split.validation] or None, resume=resume,
+                      force=force)
     result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
                         recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
                         len(fit.history))
@@ -98,17 +118,27 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
     metrics.plot_confusion_matrix(result.test["confusion"], recipe.label_names,
                                   out_dir / "confusion.png",
                                   title=f"{recipe.name} on {split.name} (test)")
-    (out_dir / RESULTS).write_text(json.dumps(result.to_dict(), indent=2))
+    write_json(out_dir / RESULTS, result.to_dict())
     return FoldRun(fit, result, out_dir)
 
 
 def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
                 settings: dict[str, Any] | None = None, protocol: str = "random",
-                fold: int = 1, resume: bool = False, corpus: Corpus | None = None) -> FoldRun:
+                fold: int = 1, resume: bool = False, force: bool = False,
+                corpus: Corpus | None = None) -> FoldRun:
     """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
-    :func:`run_fold`."""
-    corpus = corpus or open_corpus(source)
-    split = pick_split(corpus, protocol, fold, config.seed)
-    recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
-    return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
-                    data=source, protocol=protocol, fold=fold, resume=resume)
+    :func:`run_fold`, in the run folder ``out_dir`` (claimed first: an earlier run there is
+    refused unless ``resume`` continues it or ``force`` replaces it). A resumed run is
+    compared with the stored one before any audio is featurised (``force`` lets the safe
+    differences through)."""
+    with claim(out_dir, resume=resume, force=force):
+        corpus = corpus or open_corpus(source)
+        split = pick_split(corpus, protocol, fold, config.seed)
+        recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
+        if resume:
+            check_resume(load_checkpoint(Path(out_dir) / "last.pt", recipe=model_name),
+                         recipe, asdict(config),
+                         run_info(split, data=source, protocol=protocol, fold=fold),
+                         force=force, where=str(out_dir))
+        return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
+                        data=source, protocol=protocol, fold=fold, resume=resume, force=force)

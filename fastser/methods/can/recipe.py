@@ -88,7 +88,7 @@ class CanSettings(Settings):
     cmn: bool = setting(True, "subtract each utterance's MFCC mean (cepstral mean "
                         "normalisation: removes the recording gain and channel)")
     glove: str | None = setting(None, "GloVe-format text file whose vectors initialise the "
-                                "word embeddings (null: random embeddings)")
+                                "word embeddings (null: random embeddings)", path=True)
     min_count: int = setting(1, "times a word must occur in the training data to enter the "
                              "vocabulary (rarer words are unknown)", low=1)
     vocabulary: tuple[str, ...] | None = setting(None, "the vocabulary's words (null: the "
@@ -252,10 +252,11 @@ class CanRecipe(Recipe):
         if self.feature_stats is not None:
             model.audio.feature_mean.copy_(self.feature_stats.mean)
             model.audio.feature_std.copy_(self.feature_stats.std)
-        if s.glove is not None:
-            vectors, found, self.glove_coverage = load_glove(s.glove, vocabulary, s.embed_dim)
+        glove = self.path("glove")  # withheld in a checkpoint's recipe: its weights hold them
+        if glove is not None:
+            vectors, found, self.glove_coverage = load_glove(glove, vocabulary, s.embed_dim)
             model.text.load_vectors(vectors, found)
-            log.info("can: GloVe %s: %s", s.glove, self.glove_coverage)
+            log.info("can: GloVe %s: %s", glove, self.glove_coverage)
         return model
 
     # -- batches -------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class SAPSettings(Settings):
     ssl_kind: str = setting("wavlm", "SSL model family of the front end",
                             choices=tuple(SSL_KINDS))
     ssl_path: str | None = setting(None, "local folder of pretrained SSL weights written by "
-                                   "save_pretrained (null: random weights of ssl_config)")
+                                   "save_pretrained (null: random weights of ssl_config)",
+                                   path=True)
     ssl_config: str | dict = setting("small", "random-weight front end without ssl_path: a "
                                      f"preset ({', '.join(SSL_PRESETS)}) or transformers "
                                      "configuration keyword arguments (a JSON object)")
@@ -83,7 +84,8 @@ class SAPSettings(Settings):
     cache: bool = setting(True, "cache a frozen front end's layer outputs and VAD masks on "
                           "disk, per corpus")
     cache_dir: str | None = setting(None, "folder of the feature cache (null: the fastser "
-                                    "cache folder's ssl-features)")
+                                    "cache folder's ssl-features)", path=True,
+                                    resume_safe=True)
     cache_dtype: str = setting("float16", "storage type of cached layer outputs",
                                choices=CACHE_DTYPES)
     vad_frame_ms: int = setting(30, "webrtcvad frame length in milliseconds",
@@ -186,7 +188,8 @@ class SAPRecipe(Recipe):
         s = self.settings
         options = {"layer": s.layer, "frozen": s.frozen}
         if s.ssl_path is not None:
-            front_end = SSLFrontEnd.from_pretrained(s.ssl_path, s.ssl_kind, **options)
+            front_end = SSLFrontEnd.from_pretrained(self.required_path("ssl_path"), s.ssl_kind,
+                                                    **options)
         else:
             config = SSL_PRESETS[s.ssl_config] if isinstance(s.ssl_config, str) else s.ssl_config
             front_end = SSLFrontEnd.from_config(s.ssl_kind, config, seed=s.ssl_seed, **options)
@@ -263,7 +266,7 @@ class SAPRecipe(Recipe):
         s = self.settings
         if not (s.frozen and s.cache) or not utterances:
             return super().raw_items(utterances)
-        cache_dir = s.cache_dir or default_cache_dir() / "ssl-features"
+        cache_dir = self.path("cache_dir") or default_cache_dir() / "ssl-features"
         cached = cached_features(self.front_end, [u.path for u in utterances],
                                  lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
                                  vad=self.vad, dtype=s.cache_dtype)

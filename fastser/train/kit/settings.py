@@ -36,12 +36,18 @@ IMPLEMENTATIONS = ("fused", "reference")
 
 def setting(default: Any, doc: str, *, choices: tuple[Any, ...] | None = None,
             low: float | None = None, high: float | None = None, low_open: bool = False,
-            high_open: bool = False) -> Any:
+            high_open: bool = False, path: bool = False, resume_safe: bool = False) -> Any:
     """A settings field: its default, a one-line description, and optionally the accepted
     ``choices`` or the range [``low``, ``high``] (``low_open``/``high_open``: exclusive ends).
-    Ranges apply to numbers and to every number inside a tuple."""
+    Ranges apply to numbers and to every number inside a tuple.
+
+    ``path``: the value is a file or folder of the machine that trained (weights to load, a
+    cache to write); a checkpoint's stored value is never used, only one the user passes
+    again (:meth:`fastser.train.recipe.Recipe.from_state`). ``resume_safe``: another value
+    trains the same model (an implementation of the same computation, a cache location), so a
+    resumed run may change it with ``--force``."""
     meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open,
-            "high_open": high_open}
+            "high_open": high_open, "path": path, "resume_safe": resume_safe}
     if isinstance(default, (list, dict)):
         raise TypeError("setting defaults must be immutable (use tuples)")
     return field(default=default, metadata=meta)
@@ -63,7 +69,7 @@ class Settings:
     implementation: str = setting(
         "fused", "fused: fastser's fused ops (or batched code); reference: the straightforward "
         "PyTorch version of the same computation (for checks and speed comparisons)",
-        choices=IMPLEMENTATIONS)
+        choices=IMPLEMENTATIONS, resume_safe=True)
     speaker_norm: bool = setting(
         False, "standardise each speaker's features with that speaker's own statistics (no "
         "labels needed, so held-out speakers too; a lone recording is its own speaker)")
@@ -114,6 +120,16 @@ class Settings:
     def types(cls) -> dict[str, Any]:
         return typing.get_type_hints(cls)
 
+    @classmethod
+    def path_settings(cls) -> tuple[str, ...]:
+        """The settings declared with ``path=True`` (never taken from a checkpoint)."""
+        return tuple(name for name, f in cls.fields().items() if f.metadata["path"])
+
+    @classmethod
+    def resume_safe_settings(cls) -> tuple[str, ...]:
+        """The settings declared with ``resume_safe=True``."""
+        return tuple(name for name, f in cls.fields().items() if f.metadata["resume_safe"])
+
     # -- command-line values -------------------------------------------------------------------
     @classmethod
     def parse(cls, method: str, key: str, text: str) -> Any:
@@ -152,8 +168,9 @@ class Settings:
         """(name, type, default, description with the accepted values) of every setting."""
         rows = []
         for name, f in cls.fields().items():
+            path = " [a path: never taken from a checkpoint]" if f.metadata["path"] else ""
             rows.append((name, _type_name(cls.types()[name]), _show(f.default),
-                         f.metadata["doc"] + _accepted(f.metadata)))
+                         f.metadata["doc"] + _accepted(f.metadata) + path))
         return rows
 
 
