@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 
 from fastser.bench.training_step import step_speedup
 from fastser.data.protocols import speaker_split
