@@ -55,7 +55,7 @@ def _fresh_out_dir(path: str, resume: bool) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fastser.train.distributed import shutdown_distributed
+    from fastser.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
     config, settings = _train_config(args)

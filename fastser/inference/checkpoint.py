@@ -26,15 +26,22 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path, *, method: str | None = None,
-                 device: str | torch.device = "cpu") -> TrainedModel:
+                 device: str | torch.device = "cpu", window: float | None = None,
+                 hop: float | None = None) -> TrainedModel:
     """Rebuild recipe and model (in eval mode, on ``device``) from a checkpoint; ``method``:
-    the method it must hold."""
+    the method it must hold; ``window``/``hop``: the segment length and hop (seconds) a
+    segment-level method predicts with (None: as trained; SettingsError for other methods
+    or values the method refuses)."""
     payload = load_checkpoint(path, recipe=method, map_location=device)
+    cls = recipe_class(payload["recipe"])
     try:
-        recipe = recipe_class(payload["recipe"]).from_state(payload["recipe_state"])
+        recipe = cls.from_state(payload["recipe_state"])
     except (KeyError, TypeError, UserError) as error:
         raise CheckpointError(f"checkpoint {path}: its {payload.get('recipe')} recipe state is "
                               f"incomplete or invalid ({error})") from error
+    overrides = cls.segment_overrides(window, hop)
+    if overrides:
+        recipe = cls.from_state(payload["recipe_state"], **overrides)
     model = recipe.build_model()
     try:
         model.load_state_dict(payload["model"])

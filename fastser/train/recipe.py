@@ -23,7 +23,7 @@ from torch import nn
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio
 from fastser.data.corpus import Utterance
-from fastser.errors import UserError
+from fastser.errors import SettingsError, UserError
 from fastser.train.kit.settings import Preset, Settings
 from fastser.train.kit.standardise import standardise_by_speaker
 from fastser.train.kit.waveforms import check_waveform
@@ -43,6 +43,24 @@ class Predictions:
     probs: torch.Tensor
     segment_probs: torch.Tensor | None = None
     segment_counts: torch.Tensor | None = None
+
+
+@dataclass
+class Embeddings:
+    """Learnt representations of a batch of B utterances: ``utterance`` (B, E), the pooled
+    representation the method's classifier reads.  Segment-level methods also give
+    ``segments`` (S, E_s), packed utterance after utterance with ``segment_counts`` (B,) (the
+    segments of :meth:`Recipe.segment_spans`); frame-level encoders give ``frames``
+    (B, T, E_f) padded, with ``frame_lengths`` (B,), frame k spanning samples
+    ``[k * frame_hop, k * frame_hop + frame_length)``."""
+
+    utterance: torch.Tensor
+    segments: torch.Tensor | None = None
+    segment_counts: torch.Tensor | None = None
+    frames: torch.Tensor | None = None
+    frame_lengths: torch.Tensor | None = None
+    frame_hop: int = 0
+    frame_length: int = 0
 
 
 @dataclass
@@ -129,6 +147,10 @@ class Recipe(abc.ABC):
     presets: ClassVar[dict[str, Preset]] = {}
     #: The fewest 16 kHz samples an item can be made from.
     min_samples: ClassVar[int] = 1
+    #: Segment-level methods: the settings holding the segment length and the hop between
+    #: segment starts in prediction, in seconds (``fastser predict --window/--hop`` override
+    #: them); None: the method scores whole utterances.
+    segment_settings: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         if len(label_names) < 2:
@@ -159,14 +181,15 @@ class Recipe(abc.ABC):
                 "extra": self.extra_state()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Recipe":
-        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored.
+    def from_state(cls, state: dict[str, Any], **overrides: Any) -> "Recipe":
+        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored and
+        the settings ``overrides`` changed (e.g. :meth:`segment_overrides` for prediction).
         States written by fastser 0.1 (key "config": only the settings the user changed) are
         completed with ``Settings.defaults_0_1``."""
         if "settings" in state:
-            values = state["settings"]
+            values = {**state["settings"], **overrides}
         else:
-            values = {**cls.Settings.defaults_0_1, **state["config"]}
+            values = {**cls.Settings.defaults_0_1, **state["config"], **overrides}
         recipe = cls(state["label_names"], **values)
         recipe.load_extra_state(state.get("extra", {}))
         return recipe
@@ -289,16 +312,38 @@ class Recipe(abc.ABC):
         whole utterances and cannot stream)."""
         return None
 
+    @classmethod
+    def segment_overrides(cls, window: float | None = None,
+                          hop: float | None = None) -> dict[str, float]:
+        """The settings that make prediction score segments of ``window`` seconds every
+        ``hop`` seconds (each None: as trained); SettingsError for a method without
+        segments."""
+        given = {key: value for key, value in (("window", window), ("hop", hop))
+                 if value is not None}
+        if not given:
+            return {}
+        if cls.segment_settings is None:
+            raise SettingsError(f"{cls.name} scores whole utterances: a segment window and "
+                                "hop apply to segment-level methods only")
+        names = dict(zip(("window", "hop"), cls.segment_settings))
+        return {names[key]: value for key, value in given.items()}
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """The batch's :class:`Embeddings` (every method of fastser gives them; a method
+        without this hook cannot)."""
+        raise UserError(f"{self.name}: this method gives no embeddings")
+
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:
         """(start, end) seconds of the segments :meth:`predict` scores for a recording of
         ``num_samples`` samples at 16 kHz (segment models), or None."""
         return None
 
-    def example_batch(self) -> Batch:
-        """A batch of two utterances of low noise (3 s and 2.5 s), for tracing and exporting
-        (two, so that exporting keeps the batch dimension dynamic)."""
+    def example_batch(self, seconds: Sequence[float] = (3.0, 2.5)) -> Batch:
+        """A batch of utterances of low noise, one per entry of ``seconds``, for tracing and
+        exporting (two by default, so that exporting keeps the batch dimension dynamic) and
+        for checking exported files."""
         gen = torch.Generator().manual_seed(0)
-        waves = [0.05 * torch.randn(n, generator=gen) for n in (3 * SAMPLE_RATE, 40000)]
+        waves = [0.05 * torch.randn(round(s * SAMPLE_RATE), generator=gen) for s in seconds]
         return self.collate([self.item_from_audio(w) for w in waves])
 
     def epoch_logs(self) -> dict[str, Any]:

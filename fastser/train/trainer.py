@@ -21,7 +21,7 @@ from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.errors import SettingsError, TrainingDiverged, UserError
-from fastser.train.distributed import DistContext, init_distributed, resolve_device
+from fastser.distributed import DistContext, init_distributed, resolve_device
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state

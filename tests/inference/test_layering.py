@@ -8,7 +8,7 @@ from pathlib import Path
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "checkpoints-0.1.0" / "glrf.pt"
 ENGINE = ("fastser.train.trainer", "fastser.train.sampler", "fastser.train.schedule",
-          "fastser.train.evaluation", "fastser.train.distributed", "fastser.workflows")
+          "fastser.train.evaluation", "fastser.workflows")
 
 
 def test_recognizer_and_streaming_run_without_the_training_engine():

@@ -181,6 +181,11 @@ class MMTLNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.transfer(self.meta.embed(x))
 
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        """The representation the transfer learner reads (S, embed_dim)."""
+        return self.meta.embed(x)
+
 
 def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment posteriors: (S, C), counts (B,) summing to S ->
@@ -201,6 +206,11 @@ class SegmentPosteriorMean(nn.Module):
         super().__init__()
         self.net = net
 
+    @torch.jit.export
+    def segment_probs(self, segments: Tensor) -> Tensor:
+        """The segments' softmax posteriors (S, C) (streaming recognition)."""
+        return torch.softmax(self.net(segments), dim=1)
+
     def forward(self, segments: Tensor, counts: Tensor) -> Tensor:
         if counts.dim() != 1 or counts.dtype != torch.long:
             raise ValueError("SegmentPosteriorMean: counts must be int64 (B,), got {} {}".format(
@@ -213,4 +223,4 @@ class SegmentPosteriorMean(nn.Module):
             if int(counts.sum()) != segments.shape[0]:
                 raise ValueError("SegmentPosteriorMean: counts sum to {}, but there are {} "
                                  "segments".format(int(counts.sum()), segments.shape[0]))
-        return utterance_posteriors(torch.softmax(self.net(segments), dim=1), counts)
+        return utterance_posteriors(self.segment_probs(segments), counts)

@@ -1,9 +1,11 @@
-"""Process-group setup for ``torchrun`` (DistributedDataParallel: gloo on CPU, NCCL on GPU)."""
+"""Process-group setup for ``torchrun`` (gloo on CPU, NCCL on GPU), shared by training
+(DistributedDataParallel) and inference (inputs sharded across processes)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,6 +39,14 @@ class DistContext:
         value = torch.tensor([int(flag)])
         dist.broadcast(value, src=0)
         return bool(value.item())
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's ``value`` (picklable), in rank order, on rank 0; None elsewhere."""
+        if not self.enabled:
+            return [value]
+        values = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, values, dst=0)
+        return values
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
