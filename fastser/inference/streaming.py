@@ -137,6 +137,9 @@ class StreamingRecognizer:
             raise RuntimeError("finish: the stream is already finished; call reset()")
         if self.num_samples == 0:
             raise AudioError("finish: empty audio, no samples were pushed")
+        if self.num_samples < self.recipe.min_samples:
+            raise AudioError(f"finish: {self.num_samples} samples were pushed, fewer than the "
+                             f"{self.recipe.min_samples} {self.recipe.name} needs")
         self._score(self.features.finish(self.num_samples))
         self._finished = True
         probs = self.segments[-1].utterance_probs

@@ -35,7 +35,7 @@ def test_length_batches_pack_longest_first_within_the_budget():
     assert length_batches([300, 10], budget=250) == [[0], [1]]
 
 
-@pytest.mark.parametrize("method", ["glrf", "stl", "mstr", "sap"])
+@pytest.mark.parametrize("method", ["glrf", "stl", "mstr"])
 def test_predict_batch_equals_one_at_a_time(method, checkpoints):
     recognizer = Recognizer.from_checkpoint(checkpoints(method))
     waves = [noise(seconds, seed) for seed, seconds in enumerate([0.6, 3.1, 2.0, 5.3, 1.2])]

@@ -190,8 +190,9 @@ class MMTLNet(nn.Module):
 def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment posteriors: (S, C), counts (B,) summing to S ->
     (B, C)."""
-    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
-                                    output_size=segment_probs.shape[0])
+    # owner[s]: the utterance of segment s (no data-dependent shape: exports to ONNX)
+    positions = torch.arange(segment_probs.shape[0], device=counts.device)
+    owner = torch.bucketize(positions, counts.cumsum(0), right=True)
     total = segment_probs.new_zeros(counts.shape[0], segment_probs.shape[1])
     total = total.index_add(0, owner, segment_probs)
     return total / counts.to(segment_probs.dtype).unsqueeze(1)
