@@ -16,6 +16,7 @@ import copy
 import importlib.util
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -126,8 +127,15 @@ def export_onnx(trained: TrainedModel, path: str | Path) -> Path:
     module, inputs = _module_and_inputs(trained)
     names = list(inspect.signature(module.forward).parameters)[:len(inputs)]
     dims = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs)
-    program = torch.onnx.export(reference_ops(module), inputs, dynamo=True, dynamic_shapes=dims,
-                                input_names=names, output_names=["probs"], verbose=False)
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)  # not its notes on torchvision's ops, which we do not use
+    try:
+        program = torch.onnx.export(reference_ops(module), inputs, dynamo=True,
+                                    dynamic_shapes=dims, input_names=names,
+                                    output_names=["probs"], verbose=False)
+    finally:
+        registry.setLevel(level)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
     foreign = sorted({f"{node.domain}::{node.op_type}" for node in onnx.load(str(path)).graph.node

@@ -137,7 +137,7 @@ class Recipe(abc.ABC):
     standardisation (the ``speaker_norm`` setting, through :meth:`item_features` /
     :meth:`with_features`) and the empty-batch guard. A subclass implements
     :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
-    :meth:`export_module` and :meth:`export_inputs`."""
+    :meth:`export_module`, :meth:`export_inputs` and :meth:`embed`."""
 
     name: ClassVar[str]
     #: The method's settings: a dataclass of typed, range-checked fields with their defaults.
@@ -309,7 +309,8 @@ class Recipe(abc.ABC):
 
     def streaming_features(self) -> StreamingFeatures | None:
         """A fresh live-audio front end of a segment-level method (None: the method scores
-        whole utterances and cannot stream)."""
+        whole utterances and cannot stream; SettingsError: its settings cut segments that
+        depend on the whole recording)."""
         return None
 
     @classmethod

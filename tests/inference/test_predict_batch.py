@@ -128,6 +128,11 @@ def test_predict_window_and_hop_override_the_segments(checkpoints, recordings, c
                  "--json"]) == 0
     pieces = json.loads(capsys.readouterr().out)[str(path)]["segments"]
     assert [(s["start"], s["end"]) for s in pieces] == [(0.0, 3.0), (1.0, 4.0)]
+    assert main(["predict", "--checkpoint", str(checkpoints("stl")), str(path), "--window",
+                 "3.5"]) == 2
+    assert "max_duration (3.5 s) must be at most 3.03 s" in capsys.readouterr().err
+    assert main([*argv, "--hop", "0.333"]) == 2
+    assert "test_hop (0.333 s) must be a multiple of the 10 ms" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv_tail, message", [

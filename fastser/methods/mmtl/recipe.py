@@ -9,8 +9,7 @@ the paper's). With the setting ``hop``, pieces are instead fixed windows of ``ma
 every ``hop`` seconds (:func:`~fastser.audio.segmentation.fixed_windows`), which do not depend
 on the utterance's length and so stream (:meth:`SpectrogramRecipe.streaming_features`; the
 prediction command sets it with ``--hop``). Segments inherit their utterance's emotion and its
-affect classes (valence,
-arousal and dominance, each discretised into 4 classes by
+affect classes (valence, arousal and dominance, each discretised into 4 classes by
 :func:`~fastser.methods.mmtl.meta.discretise_affect`). An utterance's prediction is the mean of
 its segments' posteriors.
 
@@ -87,6 +86,11 @@ class SpectrogramSettings(Settings):
     def check(self, method: str) -> None:
         if not self.conv:
             raise SettingsError(f"{method}: setting conv needs at least one layer")
+        longest = SPECTROGRAM.frame_length + (SPECTROGRAM.max_frames - 1) * SPECTROGRAM.hop_length
+        if self.max_duration * SAMPLE_RATE > longest:
+            raise SettingsError(f"{method}: setting max_duration ({self.max_duration} s) must be "
+                                f"at most {longest / SAMPLE_RATE:g} s: the spectrogram keeps "
+                                f"{SPECTROGRAM.max_frames} frames of a piece")
         if self.hop is not None and self.hop > self.max_duration:
             raise SettingsError(f"{method}: setting hop ({self.hop} s) must be at most "
                                 f"max_duration ({self.max_duration} s)")
