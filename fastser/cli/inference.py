@@ -10,8 +10,8 @@ from pathlib import Path
 from fastser.cli._common import CommandError
 
 INPUTS_HELP = ("audio files, folders (searched recursively), manifests (.csv, .jsonl: an audio "
-               "path column 'path', 'audio', 'wav' or 'file', optional 'id', 'start', 'end') or "
-               "Kaldi wav.scp files")
+               "path column 'path' (or 'file', 'wav', 'audio', 'filename'), optional 'id', "
+               "'start', 'end') or Kaldi wav.scp files")
 
 
 def _read_words(path: str):

@@ -11,8 +11,10 @@ the order given into one list of :class:`AudioInput`.
   recording is read, so a bulk run reports it for that recording and carries on.
 
 Ids: the path as named or found (files, folders), the wav.scp's utterance id, a manifest's
-``id`` column (else its path). Relative paths in a manifest are relative to the manifest's
-folder; in a wav.scp relative to the current folder (Kaldi's convention).
+``id`` column (else its path as written, without the extension). Relative paths in a manifest
+are relative to the manifest's folder; in a wav.scp relative to the current folder (Kaldi's
+convention). Manifest columns are those of :mod:`fastser.data` manifests, case-insensitive,
+with the same aliases; only the audio path is required here.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from fastser.errors import AudioError, CorpusError, MissingPathError, UserError
 #: Extensions of the audio files a folder is searched for (what libsndfile decodes).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
-#: Manifest columns that may hold the audio path, in order of preference.
-PATH_COLUMNS = ("path", "audio", "wav", "file")
+#: Manifest field -> the column names that give it (case-insensitive), in order of preference.
+MANIFEST_COLUMNS = {"path": ("path", "file", "wav", "audio", "filename"),
+                    "id": ("id", "key", "utt_id", "utterance_id"),
+                    "start": ("start", "start_time"), "end": ("end", "end_time")}
 
 
 @dataclass(frozen=True)
@@ -109,28 +113,33 @@ def wav_scp_inputs(path: Path) -> list[AudioInput]:
 
 
 def manifest_inputs(path: Path) -> list[AudioInput]:
-    """A CSV or JSONL manifest: one recording a row, its audio in the first of the columns
-    ``path``, ``audio``, ``wav``, ``file``; optional ``id`` and ``start``/``end`` (seconds)."""
+    """A CSV or JSONL manifest: one recording a row, its audio in a ``path`` column (or an
+    alias: :data:`MANIFEST_COLUMNS`); optional ``id`` and ``start``/``end`` (seconds)."""
     rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _csv_rows(path)
     inputs = []
-    for number, row in rows:
-        column = next((c for c in PATH_COLUMNS if c in row), None)
-        if column is None:
-            raise line_error(path, number, f"no audio path column (one of {PATH_COLUMNS}); "
-                             f"the row has {sorted(row)}")
-        if row[column] in (None, ""):
-            raise line_error(path, number, f"empty {column!r}")
-        audio = Path(str(row[column]))
-        audio = audio if audio.is_absolute() else path.parent / audio
+    for number, raw in rows:
+        row = _fields(raw)
+        if row.get("path") in (None, ""):
+            raise line_error(path, number, "no audio path (a column path or one of "
+                             f"{MANIFEST_COLUMNS['path'][1:]}); the row has {sorted(raw)}")
+        written = str(row["path"])
+        audio = Path(written) if Path(written).is_absolute() else path.parent / written
         start, end = (_seconds(path, number, row, key) for key in ("start", "end"))
         if start is not None and end is not None and not end > start:
             raise line_error(path, number, f"end ({end}) must be after start ({start})")
         ident = row.get("id")
-        inputs.append(AudioInput(str(ident) if ident not in (None, "") else str(audio), audio,
-                                 start, end))
+        ident = str(Path(written).with_suffix("")) if ident in (None, "") else str(ident)
+        inputs.append(AudioInput(ident, audio, start, end))
     if not inputs:
         raise CorpusError(f"{path}: the manifest lists no recordings")
     return inputs
+
+
+def _fields(row: dict) -> dict:
+    """The manifest fields of a row, by their fastser names (the first alias present)."""
+    lowered = {str(k).strip().lower(): v for k, v in row.items()}
+    return {field: next(lowered[c] for c in names if c in lowered)
+            for field, names in MANIFEST_COLUMNS.items() if any(c in lowered for c in names)}
 
 
 def _csv_rows(path: Path) -> list[tuple[int, dict]]:

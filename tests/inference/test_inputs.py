@@ -81,23 +81,22 @@ def test_csv_and_jsonl_manifests(tmp_path):
     csv_file.write_text("id,path,label\nfirst,audio/a0.wav,happy\n,audio/a1.wav,sad\n")
     inputs = list_inputs([csv_file])
     assert inputs == [AudioInput("first", tmp_path / "audio/a0.wav"),
-                      AudioInput(str(tmp_path / "audio/a1.wav"), tmp_path / "audio/a1.wav")]
+                      AudioInput("audio/a1", tmp_path / "audio/a1.wav")]  # id: path as written
     jsonl = tmp_path / "sub" / "list.jsonl"
     jsonl.parent.mkdir()
-    rows = [{"key": "k", "wav": str(tmp_path / "audio/a0.wav"), "start": 0.25, "end": 0.75},
-            {"id": "rel", "file": "../audio/a1.wav"}]
+    rows = [{"Key": "k", "WAV": str(tmp_path / "audio/a0.wav"), "start_time": 0.25, "end": 0.75},
+            {"file": "../audio/a1.wav"}]  # other tools' column names, in any case
     jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     part, whole = list_inputs([jsonl])
-    assert part.path == tmp_path / "audio/a0.wav" and (part.start, part.end) == (0.25, 0.75)
-    assert whole.id == "rel" and whole.path == jsonl.parent / "../audio/a1.wav"
-    assert part.id == str(tmp_path / "audio/a0.wav")  # "key" is not an id column
+    assert part == AudioInput("k", tmp_path / "audio/a0.wav", 0.25, 0.75)
+    assert whole == AudioInput("../audio/a1", jsonl.parent / "../audio/a1.wav")
     audio = read_input(part)
     torch.testing.assert_close(audio, load_audio(part.path)[4000:12000])
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("m.csv", "id,label\nx,happy\n", r"m.csv:2: no audio path column"),
-    ("m.csv", "path,label\n,happy\n", r"m.csv:2: empty 'path'"),
+    ("m.csv", "id,label\nx,happy\n", r"m.csv:2: no audio path \(a column path or one of"),
+    ("m.csv", "path,label\n,happy\n", r"m.csv:2: no audio path"),
     ("m.csv", "path,start,end\na.wav,2,1\n", r"m.csv:2: end \(1.0\) must be after start"),
     ("m.csv", "path,start\na.wav,soon\n", r"m.csv:2: start must be a number of seconds"),
     ("m.csv", "path\n", r"m.csv: the manifest lists no recordings"),
