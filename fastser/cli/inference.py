@@ -89,10 +89,7 @@ def _embed(args: argparse.Namespace) -> int:
         folder.check(recognizer.embedding_parts())
         return folder
 
-    code = _bulk(args, "embed", open_writer)
-    if Path(args.out).is_dir():
-        print(f"wrote {args.out}/utterances.npy and index.csv", file=sys.stderr)
-    return code
+    return _bulk(args, "embed", open_writer)
 
 
 def _stream(args: argparse.Namespace) -> int:

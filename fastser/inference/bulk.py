@@ -163,12 +163,13 @@ class BulkRun:
 
 
 def run_bulk(recognizer: Recognizer, inputs: Sequence[AudioInput], task: Task,
-             write: Callable[[FileResult], None], *, dist: DistContext | None = None,
+             write: Callable[[FileResult], None] | None, *, dist: DistContext | None = None,
              batch_seconds: float = BATCH_SECONDS, progress: bool = False,
              words: Sequence[WordTiming] | None = None) -> BulkStats:
     """Process every input and pass each result to ``write`` in input order; under torchrun
     (``dist``) each process runs its share and rank 0 writes them all (``write`` is called
-    on rank 0 only).  Returns the statistics of the whole run (on rank 0)."""
+    on rank 0 only; the other ranks may pass None).  Returns the statistics of the whole run
+    (on rank 0)."""
     dist = dist or DistContext()
     run = BulkRun(recognizer, inputs, task, batch_seconds=batch_seconds,
                   progress=progress and dist.is_main, words=words, rank=dist.rank,
