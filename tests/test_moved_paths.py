@@ -24,6 +24,7 @@ MOVED = {
     "fastser.recognizer": "fastser.inference.recognizer",
     "fastser.streaming": "fastser.inference.streaming",
     "fastser.export": "fastser.inference.export",
+    "fastser.train.distributed": "fastser.distributed",
 }
 
 

@@ -38,7 +38,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fastser.train.distributed import shutdown_distributed
+    from fastser.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
     config, settings = _train_config(args)

@@ -26,12 +26,15 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path, *, method: str | None = None,
-                 device: str | torch.device = "cpu", settings: Mapping[str, Any] | None = None,
+                 device: str | torch.device = "cpu", window: float | None = None,
+                 hop: float | None = None, settings: Mapping[str, Any] | None = None,
                  stored_paths: bool = False) -> TrainedModel:
     """Rebuild recipe and model (in eval mode, on ``device``) from a checkpoint; ``method``:
-    the method it must hold. ``settings``: the path settings the recipe may use (a checkpoint's
-    stored paths are not used unless ``stored_paths``: see :meth:`Recipe.from_state`). A
-    checkpoint whose weights hold NaN or infinity is refused."""
+    the method it must hold; ``window``/``hop``: the segment length and hop (seconds) a
+    segment-level method predicts with (None: as trained; SettingsError for other methods
+    or values the method refuses). ``settings``: the path settings the recipe may use (a
+    checkpoint's stored paths are not used unless ``stored_paths``: see
+    :meth:`Recipe.from_state`). A checkpoint whose weights hold NaN or infinity is refused."""
     payload = load_checkpoint(path, recipe=method, map_location=device)
     cls = recipe_class(payload["recipe"])
     cls.check_paths(settings)  # the user's mistakes stay theirs, not the checkpoint's
@@ -41,6 +44,10 @@ def load_trained(path: str | Path, *, method: str | None = None,
     except (KeyError, TypeError, UserError) as error:
         raise CheckpointError(f"checkpoint {path}: its {payload.get('recipe')} recipe state is "
                               f"incomplete or invalid ({error})") from error
+    overrides = cls.segment_overrides(window, hop)
+    if overrides:  # the user's values: their errors are SettingsErrors, not the checkpoint's
+        recipe = cls.from_state(payload["recipe_state"], paths=settings,
+                                stored_paths=stored_paths, **overrides)
     _check_finite(path, payload["model"])
     model = recipe.build_model()
     try:

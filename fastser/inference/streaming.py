@@ -1,5 +1,6 @@
-"""Live emotion recognition with a trained segment-level method (GLRF today; a method opts in
-by giving its recipe a :class:`~fastser.train.recipe.StreamingFeatures` front end).
+"""Live emotion recognition with a trained segment-level method (GLRF; MMTL, STL and MTL with
+fixed windows, i.e. the setting ``hop``; a method opts in by giving its recipe a
+:class:`~fastser.train.recipe.StreamingFeatures` front end).
 
 :class:`StreamingRecognizer` takes 16 kHz audio in chunks of any size (a 100 ms microphone
 callback, single samples, several seconds at once) and emits a prediction for each new
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -69,16 +70,25 @@ class StreamingRecognizer:
         if features is None:
             raise UserError(f"streaming recognition needs a segment-level method; {recipe.name} "
                             "scores whole utterances")
+        if recipe.settings.speaker_norm:
+            raise UserError(f"{recipe.name}: this model standardises a recording's features with "
+                            "the whole recording's statistics (speaker_norm), so a stream's "
+                            "segments cannot be scored before it ends; use fastser predict")
         self.recipe, self.scorer, self.device = recipe, scorer, torch.device(device)
         self.features = features
         self.reset()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, script: bool = True,
-                        device: str | torch.device = "cpu") -> "StreamingRecognizer":
+                        device: str | torch.device = "cpu", window: float | None = None,
+                        hop: float | None = None, settings: Mapping[str, Any] | None = None,
+                        stored_paths: bool = False) -> "StreamingRecognizer":
         """A recogniser for a training checkpoint of a segment-level method; ``script``: run
-        the model scripted with TorchScript (the recipe's export module)."""
-        trained = load_trained(path, device=device)
+        the model scripted with TorchScript (the recipe's export module); ``window``/``hop``:
+        the segments' length and hop in seconds (None: as trained); ``settings`` and
+        ``stored_paths``: the path settings, as :func:`fastser.inference.load_trained`."""
+        trained = load_trained(path, device=device, window=window, hop=hop, settings=settings,
+                               stored_paths=stored_paths)
         if trained.recipe.streaming_features() is None:
             raise UserError(f"streaming recognition needs a segment-level method; {path} holds "
                             f"a {trained.recipe.name!r} model, which scores whole utterances")
@@ -130,6 +140,9 @@ class StreamingRecognizer:
             raise RuntimeError("finish: the stream is already finished; call reset()")
         if self.num_samples == 0:
             raise AudioError("finish: empty audio, no samples were pushed")
+        if self.num_samples < self.recipe.min_samples:
+            raise AudioError(f"finish: {self.num_samples} samples were pushed, fewer than the "
+                             f"{self.recipe.min_samples} {self.recipe.name} needs")
         self._score(self.features.finish(self.num_samples))
         self._finished = True
         probs = self.segments[-1].utterance_probs

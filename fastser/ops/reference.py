@@ -39,14 +39,14 @@ def fractal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     x = torch.where(valid[:, :, None], x, torch.zeros_like(x)).transpose(1, 2)
     mask = valid.to(q.dtype)[:, None, :]  # (B, 1, T)
     out = torch.zeros(B, H, T, D, dtype=q.dtype, device=q.device)
-    span = 1  # level-1 frames per frame of this level (capped at T)
+    span = 1  # level-1 frames per frame of this level (a constant: exports keep it static)
     for level in range(levels):
         if level > 0:
             pooled = F.avg_pool1d(x, p, p, 0, True)
             present = F.avg_pool1d(mask, p, p, 0, True)  # fraction of valid frames per group
             x = pooled / present.clamp_min(0.5 / p)
             mask = (present > 0).to(q.dtype)
-            span = min(span * p, T)
+            span = span * p
         frames = x.shape[-1]
         windows = (frames + p - 1) // p
         pad = windows * p - frames

@@ -46,6 +46,24 @@ class Predictions:
 
 
 @dataclass
+class Embeddings:
+    """Learnt representations of a batch of B utterances: ``utterance`` (B, E), the pooled
+    representation the method's classifier reads.  Segment-level methods also give
+    ``segments`` (S, E_s), packed utterance after utterance with ``segment_counts`` (B,) (the
+    segments of :meth:`Recipe.segment_spans`); frame-level encoders give ``frames``
+    (B, T, E_f) padded, with ``frame_lengths`` (B,), frame k spanning samples
+    ``[k * frame_hop, k * frame_hop + frame_length)``."""
+
+    utterance: torch.Tensor
+    segments: torch.Tensor | None = None
+    segment_counts: torch.Tensor | None = None
+    frames: torch.Tensor | None = None
+    frame_lengths: torch.Tensor | None = None
+    frame_hop: int = 0
+    frame_length: int = 0
+
+
+@dataclass
 class TrainStep:
     """One training step's batch on this process.  ``share``: the weight of this process's
     gradient, so that the mean over processes of share x gradient is the step's gradient (1
@@ -119,7 +137,7 @@ class Recipe(abc.ABC):
     standardisation (the ``speaker_norm`` setting, through :meth:`item_features` /
     :meth:`with_features`) and the empty-batch guard. A subclass implements
     :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
-    :meth:`export_module` and :meth:`export_inputs`."""
+    :meth:`export_module`, :meth:`export_inputs` and :meth:`embed`."""
 
     name: ClassVar[str]
     #: The method's settings: a dataclass of typed, range-checked fields with their defaults.
@@ -129,6 +147,10 @@ class Recipe(abc.ABC):
     presets: ClassVar[dict[str, Preset]] = {}
     #: The fewest 16 kHz samples an item can be made from.
     min_samples: ClassVar[int] = 1
+    #: Segment-level methods: the settings holding the segment length and the hop between
+    #: segment starts in prediction, in seconds (``fastser predict --window/--hop`` override
+    #: them); None: the method scores whole utterances.
+    segment_settings: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         if len(label_names) < 2:
@@ -163,8 +185,9 @@ class Recipe(abc.ABC):
 
     @classmethod
     def from_state(cls, state: dict[str, Any], *, paths: Mapping[str, Any] | None = None,
-                   stored_paths: bool = False) -> "Recipe":
-        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored.
+                   stored_paths: bool = False, **overrides: Any) -> "Recipe":
+        """The recipe :meth:`state` describes, with what :meth:`fit_extra` learnt restored and
+        the settings ``overrides`` changed (e.g. :meth:`segment_overrides` for prediction).
         States written by fastser 0.1 (key "config": only the settings the user changed) are
         completed with ``Settings.defaults_0_1``.
 
@@ -177,7 +200,7 @@ class Recipe(abc.ABC):
             values = dict(state["settings"])
         else:
             values = {**cls.Settings.defaults_0_1, **state["config"]}
-        values = cls.Settings.upgrade(values)
+        values = {**cls.Settings.upgrade(values), **overrides}
         supplied = cls.check_paths(paths)
         allowed = cls.Settings.path_settings()
         recipe = cls(state["label_names"], **{**values, **supplied})
@@ -333,19 +356,42 @@ class Recipe(abc.ABC):
 
     def streaming_features(self) -> StreamingFeatures | None:
         """A fresh live-audio front end of a segment-level method (None: the method scores
-        whole utterances and cannot stream)."""
+        whole utterances and cannot stream; SettingsError: its settings cut segments that
+        depend on the whole recording)."""
         return None
+
+    @classmethod
+    def segment_overrides(cls, window: float | None = None,
+                          hop: float | None = None) -> dict[str, float]:
+        """The settings that make prediction score segments of ``window`` seconds every
+        ``hop`` seconds (each None: as trained); SettingsError for a method without
+        segments."""
+        given = {key: value for key, value in (("window", window), ("hop", hop))
+                 if value is not None}
+        if not given:
+            return {}
+        if cls.segment_settings is None:
+            raise SettingsError(f"{cls.name} scores whole utterances: a segment window and "
+                                "hop apply to segment-level methods only")
+        names = dict(zip(("window", "hop"), cls.segment_settings))
+        return {names[key]: value for key, value in given.items()}
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """The batch's :class:`Embeddings` (every method of fastser gives them; a method
+        without this hook cannot)."""
+        raise UserError(f"{self.name}: this method gives no embeddings")
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]] | None:
         """(start, end) seconds of the segments :meth:`predict` scores for a recording of
         ``num_samples`` samples at 16 kHz (segment models), or None."""
         return None
 
-    def example_batch(self) -> Batch:
-        """A batch of two utterances of low noise (3 s and 2.5 s), for tracing and exporting
-        (two, so that exporting keeps the batch dimension dynamic)."""
+    def example_batch(self, seconds: Sequence[float] = (3.0, 2.5)) -> Batch:
+        """A batch of utterances of low noise, one per entry of ``seconds``, for tracing and
+        exporting (two by default, so that exporting keeps the batch dimension dynamic) and
+        for checking exported files."""
         gen = torch.Generator().manual_seed(0)
-        waves = [0.05 * torch.randn(n, generator=gen) for n in (3 * SAMPLE_RATE, 40000)]
+        waves = [0.05 * torch.randn(round(s * SAMPLE_RATE), generator=gen) for s in seconds]
         return self.collate([self.item_from_audio(w) for w in waves])
 
     def epoch_logs(self) -> dict[str, Any]:

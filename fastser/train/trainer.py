@@ -21,9 +21,9 @@ from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.devices import resolve_device
+from fastser.distributed import DistContext, init_distributed
 from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.outputs import write_text
-from fastser.train.distributed import DistContext, init_distributed
 from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.resume import check_resume

@@ -129,7 +129,7 @@ DDP_RUN = """
     import sys, torch
     sys.path.insert(0, {tests!r})
     from fastser.train.trainer import TrainConfig, Trainer
-    from fastser.train.distributed import shutdown_distributed
+    from fastser.distributed import shutdown_distributed
     from toy_recipe import LABELS, ToyRecipe, make_items
     result = Trainer(ToyRecipe(LABELS), TrainConfig(**{config!r}), {out!r}).fit(make_items(96))
     if torch.distributed.get_rank() == 0:

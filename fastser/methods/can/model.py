@@ -208,14 +208,25 @@ class CAN(nn.Module):
         self.text_classifier = nn.Linear(2 * size, num_classes)
         self.audio_classifier = nn.Linear(2 * size, num_classes)
 
-    def forward(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
-                lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def contexts(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
+                 lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The four cross-attention contexts c_tt, c_ta, c_aa, c_at, each (B, 2 * hidden)."""
         check_batch(token_ids, frames, frame_lengths, lengths, self.n_mfcc, self.vocab_size)
         steps = token_ids.shape[1]
         h_text = self.text(token_ids, lengths)
         h_audio = self.audio(frames, frame_lengths, lengths, steps)
         dtype = self.cross.q_text.dtype  # encoders may run in a lower precision under autocast
-        c_tt, c_ta, c_aa, c_at = self.cross(h_text.to(dtype), h_audio.to(dtype), lengths)
+        return self.cross(h_text.to(dtype), h_audio.to(dtype), lengths)
+
+    def embed(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
+              lengths: Tensor) -> Tensor:
+        """[c_tt; c_ta; c_aa; c_at] (B, 8 * hidden), the representation the classifier ŷ
+        reads."""
+        return torch.cat(self.contexts(token_ids, frames, frame_lengths, lengths), dim=1)
+
+    def forward(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
+                lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        c_tt, c_ta, c_aa, c_at = self.contexts(token_ids, frames, frame_lengths, lengths)
         logits = self.classifier(torch.cat([c_tt, c_ta, c_aa, c_at], dim=1))
         logits_text = self.text_classifier(torch.cat([c_tt, c_at], dim=1))
         logits_audio = self.audio_classifier(torch.cat([c_aa, c_ta], dim=1))

@@ -50,7 +50,7 @@ from fastser.methods.can.model import CAN, CANInference, N_MFCC, can_loss, fuse_
 from fastser.methods.can.text import (PAD, PAD_ID, UNK, UNK_ID, GloveCoverage, Vocabulary,
                                       load_glove, normalize_word)
 from fastser.train.kit import FeatureStats, Preset, Settings, setting
-from fastser.train.recipe import Batch, Predictions, Recipe
+from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +222,17 @@ class CanRecipe(Recipe):
             self.vocabulary = Vocabulary(state["vocabulary"])
         self.feature_stats = FeatureStats.from_state(state)
 
-    def example_batch(self) -> Batch:
-        """Two utterances of low noise (3 s, 2.5 s) with evenly spaced words of the
-        vocabulary, for tracing and exporting."""
+    def example_batch(self, seconds: Sequence[float] = (3.0, 2.5)) -> Batch:
+        """Utterances of low noise (3 s, 2.5 s by default) with evenly spaced words of the
+        vocabulary (two a second, at least one), for tracing and exporting."""
         vocabulary = self._require_vocabulary()
         gen = torch.Generator().manual_seed(0)
         known = list(vocabulary.words) or ["unknown"]
         items = []
-        for seconds, count in ((3.0, 6), (2.5, 4)):
-            wave = 0.05 * torch.randn(int(seconds * SAMPLE_RATE), generator=gen)
-            step = seconds / count
+        for duration in seconds:
+            count = max(1, round(2 * duration))
+            wave = 0.05 * torch.randn(round(duration * SAMPLE_RATE), generator=gen)
+            step = duration / count
             words = [WordTiming(known[i % len(known)], i * step, (i + 1) * step)
                      for i in range(count)]
             items.append(self.item_from_audio(wave, words=words))
@@ -303,6 +304,10 @@ class CanRecipe(Recipe):
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(fuse_predictions(*model(*self._inputs(batch)), self.settings.alpha))
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """The four cross-attention contexts, concatenated (B, 8 * hidden)."""
+        return Embeddings(model.embed(*self._inputs(batch)))
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return CANInference(model)

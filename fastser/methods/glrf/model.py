@@ -6,7 +6,7 @@ standardises it with the training set's per-coefficient mean and std (buffers), 
 Conv1d(k=3) + BN + ReLU stem, then ``blocks`` GLRA blocks, each halving T, then averages over
 time and scores every class one-vs-rest:
 
-    GLRF(features (S, T, n_mfcc)) -> logits (S, C)
+    GLRF(features (S, T, n_mfcc)) -> logits (S, C);  GLRF.embed -> the time mean (S, channels)
 
 A GLRA block on hidden states x (S, D, T) (channels first):
 
@@ -145,6 +145,11 @@ class GLRF(nn.Module):
                                     nn.Linear(channels, num_classes))
 
     def forward(self, features: Tensor) -> Tensor:
+        return self.scorer(self.embed(features))
+
+    def embed(self, features: Tensor) -> Tensor:
+        """The segments' pooled representations (S, channels): the time mean of the last
+        block's output, which the scorer reads."""
         if features.dim() != 3 or features.shape[2] != self.n_mfcc:
             raise ValueError("GLRF: features must be (S, T, n_mfcc) with n_mfcc = "
                              + str(self.n_mfcc) + ", got shape " + str(list(features.shape)))
@@ -155,7 +160,7 @@ class GLRF(nn.Module):
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.scorer(x.mean(dim=2))
+        return x.mean(dim=2)
 
 
 def _check_counts(counts: Tensor, segments: int) -> None:

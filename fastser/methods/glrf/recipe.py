@@ -45,7 +45,7 @@ from fastser.methods.glrf.streaming import GLRFStreamingFeatures
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
 from fastser.train.kit import FeatureStats, Preset, Settings, setting
-from fastser.train.recipe import Batch, Predictions, Recipe, StreamingFeatures
+from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe, StreamingFeatures
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +93,7 @@ class GLRFRecipe(Recipe):
     presets = {"demo": Preset("small model for the synthetic corpus",
                               settings={"channels": 48, "blocks": 2, "heads": 4},
                               training={"epochs": 8, "batch_size": 16, "lr": 2e-3})}
+    segment_settings = ("window", "test_hop")
     settings: GLRFSettings
 
     def __init__(self, label_names: Sequence[str], **settings) -> None:
@@ -185,6 +186,13 @@ class GLRFRecipe(Recipe):
         features, counts = self.segments(batch, self.test_hop_samples)
         segment_probs = torch.sigmoid(model(features))
         return Predictions(utterance_scores(segment_probs, counts), segment_probs, counts)
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """Per window the time mean of the last GLRA block (S, channels); per utterance the
+        mean over its windows."""
+        features, counts = self.segments(batch, self.test_hop_samples)
+        segments = model.embed(features)
+        return Embeddings(utterance_scores(segments, counts), segments, counts)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return GLRFInference(model)

@@ -39,6 +39,11 @@ class MultiTaskNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.emotion(self.encoder(x))
 
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        """The shared representation the heads read (S, embed_dim)."""
+        return self.encoder(x)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # fastser 0.1 named the affect heads "vad"
         for name in ("weight", "bias"):
@@ -58,6 +63,11 @@ class SingleTaskNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.emotion(self.encoder(x))
+
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        """The representation the emotion head reads (S, embed_dim)."""
+        return self.encoder(x)
 
 
 class STLRecipe(SpectrogramRecipe):

@@ -181,12 +181,18 @@ class MMTLNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.transfer(self.meta.embed(x))
 
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        """The representation the transfer learner reads (S, embed_dim)."""
+        return self.meta.embed(x)
+
 
 def utterance_posteriors(segment_probs: Tensor, counts: Tensor) -> Tensor:
     """Mean of each utterance's segment posteriors: (S, C), counts (B,) summing to S ->
     (B, C)."""
-    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts,
-                                    output_size=segment_probs.shape[0])
+    # owner[s]: the utterance of segment s (no data-dependent shape: exports to ONNX)
+    positions = torch.arange(segment_probs.shape[0], device=counts.device)
+    owner = torch.bucketize(positions, counts.cumsum(0), right=True)
     total = segment_probs.new_zeros(counts.shape[0], segment_probs.shape[1])
     total = total.index_add(0, owner, segment_probs)
     return total / counts.to(segment_probs.dtype).unsqueeze(1)
@@ -201,6 +207,11 @@ class SegmentPosteriorMean(nn.Module):
         super().__init__()
         self.net = net
 
+    @torch.jit.export
+    def segment_probs(self, segments: Tensor) -> Tensor:
+        """The segments' softmax posteriors (S, C) (streaming recognition)."""
+        return torch.softmax(self.net(segments), dim=1)
+
     def forward(self, segments: Tensor, counts: Tensor) -> Tensor:
         if counts.dim() != 1 or counts.dtype != torch.long:
             raise ValueError("SegmentPosteriorMean: counts must be int64 (B,), got {} {}".format(
@@ -213,4 +224,4 @@ class SegmentPosteriorMean(nn.Module):
             if int(counts.sum()) != segments.shape[0]:
                 raise ValueError("SegmentPosteriorMean: counts sum to {}, but there are {} "
                                  "segments".format(int(counts.sum()), segments.shape[0]))
-        return utterance_posteriors(torch.softmax(self.net(segments), dim=1), counts)
+        return utterance_posteriors(self.segment_probs(segments), counts)

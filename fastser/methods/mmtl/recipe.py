@@ -5,8 +5,11 @@ Features: each utterance is cut into ceil(duration / ``max_duration``) equal pie
 (:func:`~fastser.audio.segmentation.equal_pieces`), each a 300 x 200 log-power spectrogram
 (:class:`~fastser.audio.features.LogSpectrogram`); the setting ``pool`` = (pt, pf)
 average-pools it to (300 // pt) x (200 // pf) (the demo's smaller input; the default (1, 1) is
-the paper's). Segments inherit their utterance's emotion and its affect classes (valence,
-arousal and dominance, each discretised into 4 classes by
+the paper's). With the setting ``hop``, pieces are instead fixed windows of ``max_duration``
+every ``hop`` seconds (:func:`~fastser.audio.segmentation.fixed_windows`), which do not depend
+on the utterance's length and so stream (:meth:`SpectrogramRecipe.streaming_features`; the
+prediction command sets it with ``--hop``). Segments inherit their utterance's emotion and its
+affect classes (valence, arousal and dominance, each discretised into 4 classes by
 :func:`~fastser.methods.mmtl.meta.discretise_affect`). An utterance's prediction is the mean of
 its segments' posteriors.
 
@@ -37,7 +40,8 @@ from torch import Tensor, nn
 from fastser.audio.alignment import WordTiming
 from fastser.audio.features import LogSpectrogram
 from fastser.audio.io import SAMPLE_RATE
-from fastser.audio.segmentation import equal_pieces, piece_bounds, seconds_to_samples
+from fastser.audio.segmentation import (equal_pieces, fixed_windows, piece_bounds,
+                                        seconds_to_samples, window_starts)
 from fastser.data.collate import pack_sequences
 from fastser.data.corpus import Utterance
 from fastser.errors import CorpusError, SettingsError
@@ -49,7 +53,9 @@ from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_a
 from fastser.methods.mmtl.model import (TABLE1_CONV, MMTLNet, SegmentPosteriorMean,
                                         utterance_posteriors)
 from fastser.train.kit import Preset, Settings, setting
-from fastser.train.recipe import (Batch, Predictions, Recipe, StepGradients, TrainBatches)
+from fastser.train.kit.streaming import FixedWindowStream
+from fastser.train.recipe import (Batch, Embeddings, Predictions, Recipe, StepGradients,
+                                  StreamingFeatures, TrainBatches)
 
 #: The paper's log-power spectrogram (300 frames of 40 ms every 10 ms, 200 bins up to 4 kHz).
 SPECTROGRAM = LogSpectrogram(SAMPLE_RATE)
@@ -72,10 +78,22 @@ class SpectrogramSettings(Settings):
     max_duration: float = setting(3.0, "longest piece in seconds: an utterance is cut into "
                                   "ceil(duration / max_duration) equal pieces", low=0.0,
                                   low_open=True)
+    hop: float | None = setting(None, "null: the equal pieces (the paper's); a value: pieces "
+                                "of max_duration seconds starting every hop seconds instead "
+                                "(the tail shorter than hop dropped; at most max_duration; "
+                                "streamable)", low=0.0, low_open=True)
 
     def check(self, method: str) -> None:
         if not self.conv:
             raise SettingsError(f"{method}: setting conv needs at least one layer")
+        longest = SPECTROGRAM.frame_length + (SPECTROGRAM.max_frames - 1) * SPECTROGRAM.hop_length
+        if self.max_duration * SAMPLE_RATE > longest:
+            raise SettingsError(f"{method}: setting max_duration ({self.max_duration} s) must be "
+                                f"at most {longest / SAMPLE_RATE:g} s: the spectrogram keeps "
+                                f"{SPECTROGRAM.max_frames} frames of a piece")
+        if self.hop is not None and self.hop > self.max_duration:
+            raise SettingsError(f"{method}: setting hop ({self.hop} s) must be at most "
+                                f"max_duration ({self.max_duration} s)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +158,7 @@ class SpectrogramRecipe(Recipe):
                                         "eval_batch_size": 256})}
     #: One spectrogram frame (40 ms).
     min_samples = SPECTROGRAM.win_length
+    segment_settings = ("max_duration", "hop")
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         super().__init__(label_names, **settings)
@@ -155,11 +174,22 @@ class SpectrogramRecipe(Recipe):
 
     # -- items ---------------------------------------------------------------------------------
     def pieces(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
-        """(N,) 16 kHz audio -> (n, frames, bins) spectrogram pieces of at most max_duration,
-        and the frames of each that hold audio (n,) int64."""
-        pieces = equal_pieces(waveform.unsqueeze(0), max_duration=self.settings.max_duration,
-                              sample_rate=SAMPLE_RATE)
-        spec, frame_lengths = SPECTROGRAM.ragged(pieces.segments, pieces.lengths)
+        """(N,) 16 kHz audio -> (n, frames, bins) spectrogram pieces of at most max_duration
+        (equal pieces, or fixed windows every ``hop`` seconds), and the frames of each that
+        hold audio (n,) int64."""
+        s = self.settings
+        if s.hop is None:
+            cut = equal_pieces(waveform.unsqueeze(0), max_duration=s.max_duration,
+                               sample_rate=SAMPLE_RATE)
+        else:
+            cut = fixed_windows(waveform.unsqueeze(0), window=s.max_duration, hop=s.hop,
+                                sample_rate=SAMPLE_RATE)
+        return self.piece_features(cut.segments, cut.lengths)
+
+    def piece_features(self, segments: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero-padded pieces (n, samples) of ``lengths`` (n,) samples -> their spectrograms
+        (n, frames, bins) and the frames of each that hold audio (n,) int64."""
+        spec, frame_lengths = SPECTROGRAM.ragged(segments, lengths)
         if self.pool != (1, 1):
             spec = F.avg_pool2d(spec.unsqueeze(1), self.pool).squeeze(1)
         valid = torch.div(frame_lengths + self.pool[0] - 1, self.pool[0], rounding_mode="floor")
@@ -220,9 +250,35 @@ class SpectrogramRecipe(Recipe):
                            batch["counts"])
 
     def segment_spans(self, num_samples: int) -> list[tuple[float, float]]:
-        window = seconds_to_samples(self.settings.max_duration, SAMPLE_RATE, "max_duration")
+        window = self._samples("max_duration")
+        if self.settings.hop is not None:
+            starts = window_starts(num_samples, window, self._samples("hop")).tolist()
+            return [(start / SAMPLE_RATE, min(start + window, num_samples) / SAMPLE_RATE)
+                    for start in starts]
         bounds = (piece_bounds(num_samples, window) / SAMPLE_RATE).tolist()
         return list(zip(bounds[:-1], bounds[1:]))
+
+    def _samples(self, key: str) -> int:
+        return seconds_to_samples(getattr(self.settings, key), SAMPLE_RATE, key)
+
+    def streaming_features(self) -> StreamingFeatures:
+        """Fixed windows only: equal pieces depend on the whole recording's length."""
+        if self.settings.hop is None:
+            raise SettingsError(
+                f"{self.name} cuts a recording into equal pieces whose boundaries depend on its "
+                "whole length, so it cannot stream them; set hop (fastser stream --hop "
+                "SECONDS) to score pieces of max_duration every hop seconds, which stream "
+                "exactly (fastser predict --hop SECONDS scores the same pieces offline)")
+        return FixedWindowStream(self._samples("max_duration"), self._samples("hop"),
+                                 lambda windows, lengths: self.piece_features(windows,
+                                                                              lengths)[0])
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """Per piece the representation its emotion head reads (S, embed_dim; MMTL's meta
+        learner unadapted); per utterance the mean over its pieces."""
+        segments = model.embed(batch["segments"])
+        return Embeddings(utterance_posteriors(segments, batch["counts"]), segments,
+                          batch["counts"])
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return SegmentPosteriorMean(model)

@@ -40,9 +40,10 @@ from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Utterance
 from fastser.errors import SettingsError
 from fastser.methods.mstr.model import MSTR
-from fastser.methods.mstr.transformer import ClassProbabilities, VanillaTransformer
+from fastser.methods.mstr.transformer import (ClassProbabilities, VanillaTransformer,
+                                              masked_mean)
 from fastser.train.kit import FeatureStats, Preset, Settings, setting
-from fastser.train.recipe import Batch, Predictions, Recipe
+from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 #: The MFCC analysis window; an utterance needs at least one.
 WINDOW_MS = 25.0
@@ -170,6 +171,13 @@ class TransformerRecipe(Recipe):
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(model(batch["features"], batch["lengths"]).softmax(dim=1))
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """The last block's frames and their mean over each utterance's valid frames, which
+        the classifier reads."""
+        frames, lengths = model.encode(batch["features"], batch["lengths"])
+        return Embeddings(masked_mean(frames, lengths), frames=frames, frame_lengths=lengths,
+                          frame_hop=self.mfcc.hop_length, frame_length=self.mfcc.frame_length)
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return ClassProbabilities(model)

@@ -17,7 +17,7 @@ pooling.  Every module here is TorchScript-scriptable.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -192,14 +192,20 @@ class FrameTransformer(nn.Module):
         self.classifier = classifier_head(embed_dim, hidden, num_classes, dropout)
 
     @torch.jit.export
-    def embed(self, features: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        """The pooled utterance embedding (B, embed_dim)."""
+    def encode(self, features: Tensor, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The last block's frames (B, T, embed_dim) and the lengths (B,) (all T when None)."""
         lengths = check_features(features, lengths, self.input_dim, self.name)
         valid = valid_frames(lengths, features.shape[1])[:, :, None]
         x = self.input_proj(torch.where(valid, features, torch.zeros_like(features)))
         for block in self.blocks:
             x = block(x, lengths)
-        return masked_mean(x, lengths)
+        return x, lengths
+
+    @torch.jit.export
+    def embed(self, features: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """The pooled utterance embedding (B, embed_dim)."""
+        frames, lengths = self.encode(features, lengths)
+        return masked_mean(frames, lengths)
 
     def forward(self, features: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         return self.classifier(self.embed(features, lengths))

@@ -102,13 +102,18 @@ class SAPHead(nn.Module):
         self.regressor = nn.Linear(proj_dim, 2 if regression else 0)
 
     def forward(self, features: Tensor, lengths: Tensor, speech: Tensor) -> SAPOutput:
+        sr, fallback = self.pooled(features, lengths, speech)
+        hidden = self.projection(sr)
+        return SAPOutput(self.classifier(hidden), self.regressor(hidden), fallback)
+
+    def pooled(self, features: Tensor, lengths: Tensor, speech: Tensor) -> Tuple[Tensor, Tensor]:
+        """SR (B, 2D), the representation the projection reads, and fallback (B,)."""
         check_inputs(features, lengths, speech)
         if self.implementation == "reference":
             gap, sap, fallback = self.pool_loop(features, lengths, speech)
         else:
             gap, sap, fallback = self.pool(features, lengths, speech)
-        hidden = self.projection(self.representation(gap, sap))
-        return SAPOutput(self.classifier(hidden), self.regressor(hidden), fallback)
+        return self.representation(gap, sap), fallback
 
     def representation(self, gap: Tensor, sap: Tensor) -> Tensor:
         """SR = [GAP, SAP] (B, 2D), standardised when sr_norm is on."""
@@ -194,11 +199,20 @@ class SAPModel(nn.Module):
         self.front_end = front_end
 
     def forward(self, inputs: Tensor, lengths: Tensor, speech: Tensor) -> SAPOutput:
+        return self.head(*self.features(inputs, lengths, speech))
+
+    def features(self, inputs: Tensor, lengths: Tensor,
+                 speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The head's inputs: features (B, F, D), frame lengths (B,) and the speech mask."""
         if self.front_end is not None:
             features, lengths = self.front_end(inputs, lengths)
         else:
             features = self.combine(inputs)
-        return self.head(features, lengths, speech)
+        return features, lengths, speech
+
+    def embed(self, inputs: Tensor, lengths: Tensor, speech: Tensor) -> Tensor:
+        """SR = [GAP, SAP] (B, 2D), the pooled representation the head's projection reads."""
+        return self.head.pooled(*self.features(inputs, lengths, speech))[0]
 
     def classifier(self) -> "SAPClassifier":
         """The scriptable inference module over SSL layer outputs."""

@@ -47,7 +47,7 @@ from fastser.data.synthetic import default_cache_dir
 from fastser.errors import CheckpointError, CorpusError, SettingsError, UserError
 from fastser.methods.sap.model import SAPHead, SAPModel
 from fastser.train.kit import Preset, Settings, setting
-from fastser.train.recipe import Batch, Predictions, Recipe
+from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 _COMMON = {"layerdrop": 0.0, "mask_time_prob": 0.0, "feat_extract_norm": "layer",
            "conv_bias": True}
@@ -346,6 +346,10 @@ class SAPRecipe(Recipe):
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         out = model(batch["inputs"], batch["lengths"], batch["speech"])
         return Predictions(out.logits.float().softmax(dim=1))
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """SR = [GAP, SAP] over the SSL features (B, 2 * hidden size)."""
+        return Embeddings(model.embed(batch["inputs"], batch["lengths"], batch["speech"]))
 
     def export_module(self, model: nn.Module) -> nn.Module:
         """The head over SSL layer outputs (SAPClassifier); models with a fine-tuned front end

@@ -281,7 +281,7 @@ def test_state_rebuilds_the_same_model(items):
 def test_example_batch_uses_the_vocabulary(items):
     recipe = fitted(items)
     batch = recipe.example_batch()
-    assert batch["lengths"].tolist() == [6, 4]
+    assert batch["lengths"].tolist() == [6, 5]  # two words a second of 3 s and 2.5 s
     assert (batch["token_ids"][0] > UNK_ID).all() and (batch["labels"] == -1).all()
     model = recipe.build_model().eval()
     with torch.no_grad():

@@ -138,7 +138,7 @@ DDP_RUN = """
     import sys, torch
     sys.path.insert(0, {tests!r})
     from fastser.train.trainer import TrainConfig, Trainer
-    from fastser.train.distributed import shutdown_distributed
+    from fastser.distributed import shutdown_distributed
     from fastser.methods.mmtl import MMTLRecipe
     items = torch.load({items!r}, weights_only=False)
     result = Trainer(MMTLRecipe({labels!r}, **{tiny!r}), TrainConfig(**{config!r}),
