@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fastser.cli._common import CommandError, add_checkpoint_options, checkpoint_options
-from fastser.errors import PathExistsError
+from fastser.errors import PathExistsError, UserError
 
 INPUTS_HELP = ("audio files, folders (searched recursively), manifests (.csv, .jsonl: an audio "
                "path column 'path' (or 'file', 'wav', 'audio', 'filename'), optional 'id', "
@@ -59,6 +59,10 @@ def _bulk(args: argparse.Namespace, task: str, open_writer) -> int:
                          progress=not args.no_progress, words=words)
         if writer is not None:
             writer.close()
+            if stats.all_failed:  # nothing to show for the run: an error, not a result
+                raise UserError(stats.first_error if stats.files == 1 else
+                                   f"none of the {stats.files} recordings could be processed; "
+                                   f"the first: {stats.first_error}")
             print(stats.summary(), file=sys.stderr)
     finally:
         shutdown_distributed()

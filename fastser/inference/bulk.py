@@ -57,10 +57,12 @@ class BulkStats:
     failed: int = 0
     audio_seconds: float = 0.0
     elapsed: float = 0.0
+    first_error: str | None = None
 
     def add(self, other: "BulkStats") -> None:
         self.files += other.files
         self.failed += other.failed
+        self.first_error = self.first_error or other.first_error
         self.audio_seconds += other.audio_seconds
         self.elapsed = max(self.elapsed, other.elapsed)
 
@@ -68,6 +70,11 @@ class BulkStats:
     def real_time_factor(self) -> float:
         """Processing time per second of audio (below 1: faster than real time)."""
         return self.elapsed / self.audio_seconds if self.audio_seconds else float("nan")
+
+    @property
+    def all_failed(self) -> bool:
+        """No recording could be processed."""
+        return self.files > 0 and self.failed == self.files
 
     def summary(self) -> str:
         rate = self.files / self.elapsed if self.elapsed else float("nan")
@@ -154,6 +161,7 @@ class BulkRun:
             self.stats.files += 1
             if entry.prepared is None:
                 self.stats.failed += 1
+                self.stats.first_error = self.stats.first_error or entry.error
                 bar.update(1)
                 yield FileResult(entry.index, entry.input, error=entry.error,
                                  warnings=entry.warnings)
