@@ -38,6 +38,25 @@ def predict_items(recipe: Recipe, model: nn.Module, items: Sequence[Any], *,
     return concat_predictions(parts), torch.cat(labels)
 
 
+def mean_loss(recipe: Recipe, model: nn.Module, items: Sequence[Any], *,
+              batch_size: int = 32) -> float:
+    """The recipe's training loss of ``model`` (in eval mode, without gradients) over
+    ``items``, the mean over utterances (each batch's mean weighted by its size)."""
+    if len(items) == 0:
+        raise ValueError(f"{recipe.name}: no utterances to compute a loss on")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = move_to(recipe.collate(chunk), device)
+            total += float(recipe.loss(model, batch)) * len(chunk)
+    model.train(was_training)
+    return total / len(items)
+
+
 def score(recipe: Recipe, preds: Predictions, labels: torch.Tensor) -> dict[str, Any]:
     """WA, UA, micro/macro/weighted F1, the confusion matrix and, for segment models, pure
     accuracy (neutral = the class named "neutral", when there is one)."""

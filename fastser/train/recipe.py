@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import UserError
+from fastser.train.kit.augment import Augmentation, AugmentSettings, TrainingItems
 from fastser.train.kit.settings import Preset, Settings
 from fastser.train.kit.standardise import standardise_by_speaker
 from fastser.train.kit.waveforms import check_waveform
@@ -129,12 +130,19 @@ class Recipe(abc.ABC):
     presets: ClassVar[dict[str, Preset]] = {}
     #: The fewest 16 kHz samples an item can be made from.
     min_samples: ClassVar[int] = 1
+    #: False for a method whose model is fitted in :meth:`fit_extra` (closed form, scikit-learn):
+    #: the trainer then runs one epoch that only evaluates and checkpoints, no optimisation.
+    gradient_trained: ClassVar[bool] = True
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         if len(label_names) < 2:
             raise UserError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
         self.label_names = list(label_names)
         self.settings = self.Settings.build(self.name, settings)
+        #: The augmentation the settings ask for (methods whose settings derive from
+        #: AugmentSettings), else None.
+        self.augmentation = (Augmentation(self.settings)
+                             if isinstance(self.settings, AugmentSettings) else None)
 
     @property
     def num_classes(self) -> int:
@@ -151,6 +159,16 @@ class Recipe(abc.ABC):
         """The class index of ``utterance``'s label; -1 without an utterance (a new
         recording, label unknown)."""
         return -1 if utterance is None else self.label_index(utterance.label)
+
+    def item_label(self, item: Any) -> int:
+        """The class index an item holds (-1: unknown); override for items without a
+        ``label`` attribute."""
+        return item.label
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        """Why this method, with these settings, cannot give a meaningful result on
+        ``corpus`` (missing annotations, an optional dependency, ...); empty when it can."""
+        return []
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -208,9 +226,44 @@ class Recipe(abc.ABC):
         that need them.  With ``speaker_norm`` the recording is its own speaker."""
         item = self.checked_item(waveform, utterance, words=words)
         if self.settings.speaker_norm:
-            item = self.with_features(item, standardise_by_speaker(
-                [self.item_features(item)], ["recording"])[0])
+            item = self.with_features(item, self.standardise_recording(self.item_features(item)))
         return item
+
+    def standardise_recording(self, features: Tensor) -> Tensor:
+        """A lone recording's feature frames (T, ...) under ``speaker_norm``: standardised
+        with their own statistics (the recording is its own speaker). Methods whose features
+        give a recording no statistics of its own (one vector per utterance) override this."""
+        return standardise_by_speaker([features], ["recording"])[0]
+
+    def augmented_copies(self, utterances: Sequence[Utterance]) -> list[list[Any]]:
+        """The items of each utterance's augmented training copies (the settings'
+        ``speed_perturb`` and ``noise_snr``; no copies without them), read from its audio file
+        at 16 kHz; with ``speaker_norm``, each kind of copy standardised per speaker."""
+        copies: list[list[Any]] = [[] for _ in utterances]
+        if self.augmentation is None or not self.augmentation.makes_copies:
+            return copies
+        kinds: dict[str, list[tuple[int, Any, str]]] = {}
+        for index, utterance in enumerate(utterances):
+            waveform = load_audio(utterance.path, SAMPLE_RATE)
+            for kind, copy, copy_utterance in self.augmentation.copies(waveform, utterance):
+                kinds.setdefault(kind, []).append(
+                    (index, self.checked_item(copy, copy_utterance), utterance.speaker))
+        for made in kinds.values():
+            items = [item for _, item, _ in made]
+            if self.settings.speaker_norm:
+                features = standardise_by_speaker([self.item_features(i) for i in items],
+                                                  [speaker for _, _, speaker in made])
+                items = [self.with_features(i, f) for i, f in zip(items, features)]
+            for (index, _, _), item in zip(made, items):
+                copies[index].append(item)
+        return copies
+
+    def training_items(self, items: Sequence[Any], copies: Sequence[Sequence[Any]] | None, *,
+                       seed: int) -> TrainingItems:
+        """The training set as each epoch sees it: the items, their augmented copies and
+        SpecAugment masks (fastser.train.kit.augment.TrainingItems)."""
+        return TrainingItems(items, copies, seed=seed, augmentation=self.augmentation,
+                             features=self.item_features, with_features=self.with_features)
 
     def checked_item(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
                      words: Sequence[WordTiming] | None = None) -> Any:

@@ -1,6 +1,11 @@
 """The trainer every method shares: AMP on GPU, gradient clipping, warm-up + cosine schedule,
-early stopping on a validation split, seeds, progress bars, per-epoch JSON-lines metrics,
-atomic checkpoints and exact resumption, DistributedDataParallel under torchrun."""
+early stopping on a validation split, model selection (best validation epoch by UA, F1 or
+loss; last epoch; the mean of the last epochs' weights), class-balanced sampling,
+augmentation (the recipe's training items), seeds, progress bars, per-epoch JSON-lines
+metrics, atomic checkpoints and exact resumption, DistributedDataParallel under torchrun.
+
+Methods fitted in ``Recipe.fit_extra`` (``Recipe.gradient_trained = False``) run one epoch
+that only evaluates and checkpoints."""
 
 from __future__ import annotations
 
@@ -21,14 +26,23 @@ from torch import nn
 
 from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.errors import SettingsError, TrainingDiverged, UserError
+from fastser.train.averaging import WeightAverage
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
-from fastser.train.evaluation import evaluate
+from fastser.train.evaluation import evaluate, mean_loss
+from fastser.train.kit.balance import balanced_item_weights
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: Validation metrics model selection and early stopping can monitor ("loss": the recipe's
+#: training loss on the validation items, lower is better; the others higher is better).
+MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1", "loss")
+#: The final model: the best validation epoch by ``monitor`` (the last epoch without
+#: validation), the last epoch, or the mean of the last ``average_epochs`` epochs' weights.
+SELECTIONS = ("best", "last", "average")
+CLASS_BALANCE = ("none", "sampler")
 
 
 @dataclass
@@ -45,6 +59,10 @@ class TrainConfig:
     seed: int = 0
     patience: int | None = None
     monitor: str = "ua"
+    select: str = "best"
+    average_epochs: int = 5
+    class_balance: str = "none"
+    validation_speakers: int = 1
     eval_batch_size: int = 32
     device: str = "auto"
     progress: bool = True
@@ -62,6 +80,20 @@ class TrainConfig:
             raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.patience is not None and self.patience < 1:
             raise SettingsError(f"patience must be >= 1, got {self.patience}")
+        for name, choices in (("monitor", MONITORS), ("select", SELECTIONS),
+                              ("class_balance", CLASS_BALANCE)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{name} must be one of {', '.join(choices)}, got "
+                                    f"{getattr(self, name)!r}")
+        if self.average_epochs < 1:
+            raise SettingsError(f"average_epochs must be >= 1, got {self.average_epochs}")
+        if self.select == "average" and self.patience is not None:
+            raise SettingsError("select='average' averages the last average_epochs of the "
+                                "planned epochs, which early stopping (patience) would cut; "
+                                "use one of them")
+        if self.validation_speakers < 0:
+            raise SettingsError(f"validation_speakers must be >= 0, got "
+                                f"{self.validation_speakers}")
 
 
 @dataclass
@@ -139,28 +171,30 @@ class Trainer:
         }
 
     def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,
-            resume: bool = False) -> FitResult:
-        """Train for ``config.epochs`` epochs (fewer with early stopping).  ``resume=True``
-        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would."""
+            resume: bool = False, train_copies: Sequence[Sequence[Any]] | None = None
+            ) -> FitResult:
+        """Train for ``config.epochs`` epochs (fewer with early stopping; one for a method
+        fitted in ``fit_extra``).  ``train_copies``: each training item's augmented copies
+        (``Recipe.augmented_copies``).  ``resume=True`` continues from ``out_dir/last.pt`` and
+        ends where an uninterrupted run would.  ``best.pt`` holds the selected model."""
         cfg, recipe, dist = self.config, self.recipe, self.dist
         if len(train_items) == 0:
             raise UserError("fit: the training split is empty")
+        started = time.perf_counter()
         seed_everything(cfg.seed)
         recipe.fit_extra(train_items)
         model = recipe.build_model().to(self.device)
-        if dist.enabled:
+        if dist.enabled and recipe.gradient_trained:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        batches = recipe.train_batches(train_items, cfg.batch_size, seed=cfg.seed,
-                                       rank=dist.rank, world_size=dist.world_size)
-        if batches is None:
-            batches = UtteranceBatches(recipe, train_items, GlobalBatchSampler(
-                len(train_items), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
-                world_size=dist.world_size))
-        total_steps = cfg.epochs * len(batches)
+        training = recipe.training_items(train_items, train_copies, seed=cfg.seed)
+        batches = self._batches(training, train_items)
+        epochs = cfg.epochs if recipe.gradient_trained else 1
+        total_steps = epochs * len(batches)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        average = WeightAverage() if cfg.select == "average" else None
 
         start_epoch, step, history, best = 0, 0, [], None
         if resume and self.last_path.exists():
@@ -171,6 +205,8 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
             start_epoch, step = state["epoch"] + 1, state["step"]
             history, best = list(state["history"]), state["best"]
+            if average is not None:
+                average.load_state(state["average"])
             set_rng_state(state["rng"])
             if dist.is_main:
                 self._rewrite_metrics(history)
@@ -178,39 +214,108 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._rewrite_metrics([])
 
-        started = time.perf_counter()
         stopped_early = False
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, epochs):
             patience_spent = (best is not None and cfg.patience is not None
                               and epoch - best["epoch"] > cfg.patience)
             if dist.broadcast_flag(patience_spent):
                 stopped_early = True
                 break
             batches.set_epoch(epoch)
-            record, step = self._train_epoch(model, batches, optimizer, scheduler, scaler,
-                                             epoch, step)
+            training.set_epoch(epoch)
+            if recipe.gradient_trained:
+                record, step = self._train_epoch(model, batches, optimizer, scheduler, scaler,
+                                                 epoch, step)
+            else:
+                record = self._fitted_epoch(model, train_items)
+            if average is not None and epoch >= epochs - cfg.average_epochs:
+                average.add(_unwrap(model))
             if val_items is not None and dist.is_main:
-                record["val"] = evaluate(recipe, _unwrap(model), val_items,
-                                         batch_size=cfg.eval_batch_size)
-                if best is None or record["val"][cfg.monitor] > best[cfg.monitor]:
+                record["val"] = self._validate(model, val_items)
+                if best is None or self._better(record["val"], best):
                     best = {"epoch": epoch, **record["val"]}
-                    save_checkpoint(self._checkpoint_payload(
-                        model, optimizer, scheduler, scaler, epoch, step, history + [record],
-                        best), self.best_path)
+                    if cfg.select == "best":
+                        save_checkpoint(self._checkpoint_payload(
+                            model, optimizer, scheduler, scaler, epoch, step,
+                            history + [record], best), self.best_path)
             history.append(record)
             if dist.is_main:
-                save_checkpoint(self._checkpoint_payload(model, optimizer, scheduler, scaler,
-                                                         epoch, step, history, best),
-                                self.last_path)
+                payload = self._checkpoint_payload(model, optimizer, scheduler, scaler, epoch,
+                                                   step, history, best)
+                if average is not None:
+                    payload["average"] = average.state()
+                save_checkpoint(payload, self.last_path)
                 with open(self.metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
             dist.barrier()
 
         model = _unwrap(model)
-        if best is not None and self.best_path.exists() and dist.is_main:
-            model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
-                                                  map_location=self.device)["model"])
+        if cfg.select == "best" and best is not None:
+            if self.best_path.exists() and dist.is_main:
+                model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
+                                                      map_location=self.device)["model"])
+        else:
+            best = self._select_final(model, average, val_items, history, best)
+            if dist.is_main:
+                save_checkpoint(self._checkpoint_payload(
+                    model, optimizer, scheduler, scaler, len(history) - 1, step, history,
+                    best), self.best_path)
         return FitResult(history, best, model, time.perf_counter() - started, stopped_early)
+
+    def _batches(self, training: Sequence[Any], train_items: Sequence[Any]) -> TrainBatches:
+        """The recipe's own training steps, or shuffled (or class-balanced) utterance
+        batches of ``training``."""
+        cfg, recipe, dist = self.config, self.recipe, self.dist
+        batches = recipe.train_batches(training, cfg.batch_size, seed=cfg.seed,
+                                       rank=dist.rank, world_size=dist.world_size)
+        if batches is not None:
+            if cfg.class_balance == "sampler":
+                raise SettingsError(f"{recipe.name} samples its own training batches, so "
+                                    "class_balance='sampler' does not apply to it")
+            return batches
+        weights = None
+        if cfg.class_balance == "sampler":
+            weights = balanced_item_weights([recipe.item_label(i) for i in train_items],
+                                            recipe.num_classes)
+        return UtteranceBatches(recipe, training, GlobalBatchSampler(
+            len(training), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
+            world_size=dist.world_size, weights=weights))
+
+    def _validate(self, model: nn.Module, val_items: Sequence[Any]) -> dict[str, Any]:
+        """Validation metrics (and the validation loss when it is monitored)."""
+        cfg, recipe = self.config, self.recipe
+        metrics = evaluate(recipe, _unwrap(model), val_items, batch_size=cfg.eval_batch_size)
+        if cfg.monitor == "loss":
+            metrics["loss"] = mean_loss(recipe, _unwrap(model), val_items,
+                                        batch_size=cfg.eval_batch_size)
+        return metrics
+
+    def _better(self, metrics: dict[str, Any], best: dict[str, Any]) -> bool:
+        key = self.config.monitor
+        return metrics[key] < best[key] if key == "loss" else metrics[key] > best[key]
+
+    def _select_final(self, model: nn.Module, average: WeightAverage | None,
+                      val_items: Sequence[Any] | None, history: list[dict[str, Any]],
+                      best: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Load the final model of select="last" / "average" (or of "best" without
+        validation) into ``model``; its validation metrics (None without validation)."""
+        if average is not None:
+            average.apply(model)
+        if val_items is None or not self.dist.is_main or not history:
+            return None if val_items is None else best
+        last = len(history) - 1
+        if average is None and "val" in history[-1]:
+            return {"epoch": last, **history[-1]["val"]}
+        return {"epoch": last, "averaged_epochs": average.count if average else 1,
+                **self._validate(model, val_items)}
+
+    def _fitted_epoch(self, model: nn.Module, train_items: Sequence[Any]) -> dict[str, Any]:
+        """The one epoch of a method fitted in fit_extra: its training loss, no steps."""
+        started = time.perf_counter()
+        loss = mean_loss(self.recipe, _unwrap(model), train_items,
+                         batch_size=self.config.eval_batch_size)
+        return {"epoch": 1, "train_loss": loss, "seconds": time.perf_counter() - started,
+                "fitted": True}
 
     def _train_epoch(self, model, batches: TrainBatches, optimizer, scheduler, scaler, epoch,
                      step):

@@ -54,14 +54,16 @@ def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, proto
     (default: the corpus name)."""
     out_dir = Path(out_dir)
     data = data or corpus.name
-    splits = make_splits(corpus, protocol, seed=config.seed)
+    splits = make_splits(corpus, protocol, seed=config.seed,
+                         validation_speakers=config.validation_speakers)
     featurizer = make_recipe(corpus.labels)
     items = dict(zip((u.id for u in corpus), featurizer.featurize(list(corpus))))
+    copies: dict[str, list[Any]] = {}
     folds, total = [], None
     for index, split in enumerate(splits):
         run = run_fold(make_recipe(corpus.labels), items, split, config,
                        out_dir / f"fold{index + 1:02d}", data=data, protocol=protocol,
-                       fold=index + 1)
+                       fold=index + 1, copies=copies)
         result = run.result.to_dict()
         confusion = np.asarray(result["test"]["confusion"])
         total = confusion if total is None else total + confusion

@@ -35,7 +35,9 @@ def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: s
     else:
         if "protocol" not in run:
             raise UserError(f"checkpoint {path} holds no training split; use split='all'")
-        seed = trained.checkpoint["train_config"]["seed"]
-        utterances = list(pick_split(corpus, run["protocol"], run["fold"], seed).test)
+        train_config = trained.checkpoint["train_config"]
+        utterances = list(pick_split(corpus, run["protocol"], run["fold"], train_config["seed"],
+                                     validation_speakers=train_config.get(
+                                         "validation_speakers", 1)).test)
     items = trained.recipe.featurize(utterances)
     return evaluate(trained.recipe, trained.model, items, batch_size=batch_size)

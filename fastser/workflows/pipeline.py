@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 from fastser.data.corpus import Corpus, Utterance
 from fastser.data.protocols import Split, make_splits
@@ -60,9 +60,10 @@ class FoldRun:
     out_dir: Path
 
 
-def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int) -> Split:
+def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int, *,
+               validation_speakers: int = 1) -> Split:
     """Fold ``fold`` (1-based) of ``protocol`` on ``corpus``."""
-    splits = make_splits(corpus, protocol, seed=seed)
+    splits = make_splits(corpus, protocol, seed=seed, validation_speakers=validation_speakers)
     if not 1 <= fold <= len(splits):
         raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
     return splits[fold - 1]
@@ -74,20 +75,36 @@ def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
     return dict(zip((u.id for u in utterances), recipe.featurize(utterances)))
 
 
+def augmented_copies(recipe: Recipe, utterances: list[Utterance],
+                     copies: MutableMapping[str, list[Any]]) -> list[list[Any]]:
+    """The augmented training copies of ``utterances`` (``Recipe.augmented_copies``), made once
+    per utterance and kept in ``copies`` (by utterance id) for the next fold."""
+    missing = [u for u in utterances if u.id not in copies]
+    if missing:
+        copies.update(zip((u.id for u in missing), recipe.augmented_copies(missing)))
+    return [copies[u.id] for u in utterances]
+
+
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
              out_dir: str | Path, *, data: str, protocol: str, fold: int,
-             resume: bool = False) -> FoldRun:
-    """Train ``recipe``'s model on ``split.train`` (early stopping on ``split.validation``),
-    test it on ``split.test``; ``items`` holds the featurised utterances by id. Writes the
-    checkpoints, metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a
-    torchrun job tests and writes; the others return empty test metrics)."""
+             resume: bool = False, copies: MutableMapping[str, list[Any]] | None = None
+             ) -> FoldRun:
+    """Train ``recipe``'s model on ``split.train`` (with the augmented copies the recipe's
+    settings ask for; model selection and early stopping on ``split.validation``), test it on
+    ``split.test``; ``items`` holds the featurised utterances by id, ``copies`` the augmented
+    copies made so far (shared by the folds of a cross-validation). Writes the checkpoints,
+    metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a torchrun job
+    tests and writes; the others return empty test metrics)."""
     out_dir = Path(out_dir)
     test_speakers = sorted({u.speaker for u in split.test})
     run_info = {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
                 "test_speakers": test_speakers}
     trainer = Trainer(recipe, config, out_dir, run_info=run_info)
-    fit = trainer.fit([items[u.id] for u in split.train],
-                      [items[u.id] for u in split.validation] or None, resume=resume)
+    train = list(split.train)
+    fit = trainer.fit([items[u.id] for u in train],
+                      [items[u.id] for u in split.validation] or None, resume=resume,
+                      train_copies=augmented_copies(recipe, train,
+                                                    {} if copies is None else copies))
     result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
                         recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
                         len(fit.history))
@@ -108,7 +125,8 @@ def train_model(model_name: str, source: str, out_dir: str | Path, config: Train
     """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
     :func:`run_fold`."""
     corpus = corpus or open_corpus(source)
-    split = pick_split(corpus, protocol, fold, config.seed)
+    split = pick_split(corpus, protocol, fold, config.seed,
+                       validation_speakers=config.validation_speakers)
     recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
     return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
                     data=source, protocol=protocol, fold=fold, resume=resume)

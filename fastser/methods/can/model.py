@@ -166,11 +166,15 @@ def fuse_predictions(logits: Tensor, logits_text: Tensor, logits_audio: Tensor,
 
 
 def can_loss(logits: Tensor, logits_text: Tensor, logits_audio: Tensor, labels: Tensor,
-             alpha: float) -> Tensor:
-    """CE(ŷ) + α (CE(ŷ_T) + CE(ŷ_A)), each a mean over the batch."""
-    return (F.cross_entropy(logits, labels)
-            + alpha * (F.cross_entropy(logits_text, labels)
-                       + F.cross_entropy(logits_audio, labels)))
+             alpha: float, weight: Tensor | None = None) -> Tensor:
+    """CE(ŷ) + α (CE(ŷ_T) + CE(ŷ_A)), each a mean over the batch (class-weighted by
+    ``weight`` (C,) when given)."""
+    if weight is not None:
+        logits, logits_text = logits.float(), logits_text.float()
+        logits_audio = logits_audio.float()
+    return (F.cross_entropy(logits, labels, weight=weight)
+            + alpha * (F.cross_entropy(logits_text, labels, weight=weight)
+                       + F.cross_entropy(logits_audio, labels, weight=weight)))
 
 
 class CAN(nn.Module):

@@ -8,7 +8,8 @@ take this same path). ``segmentation="aligned"`` (default) cuts at the word boun
 (fastser.audio.alignment.aligned_segments: markers such as ``<s>``/``<sil>`` dropped, silences
 split at their midpoint, neighbours sharing ``overlap`` of their duration);
 ``segmentation="equal"`` is the paper's ablation: as many equal pieces as words
-(equal_segments), the word times ignored. With ``speaker_norm``, the frames of an item (its
+(equal_segments), the word times ignored, so an utterance without word timings but with a
+transcript (EmoDB) takes the transcript's words. With ``speaker_norm``, the frames of an item (its
 word segments back to back) are standardised with its speaker's statistics.
 
 CAN needs word timings also to predict on a new recording:
@@ -44,12 +45,13 @@ from fastser.audio.alignment import (MARKERS, WordTiming, aligned_segments, equa
 from fastser.audio.features import MFCC
 from fastser.audio.io import SAMPLE_RATE
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import SettingsError, UserError
 from fastser.methods.can.model import CAN, CANInference, N_MFCC, can_loss, fuse_predictions
 from fastser.methods.can.text import (PAD, PAD_ID, UNK, UNK_ID, GloveCoverage, Vocabulary,
-                                      load_glove, normalize_word)
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+                                      load_glove, normalize_word, transcript_words)
+from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
+                               class_weights, setting)
 from fastser.train.recipe import Batch, Predictions, Recipe
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class WordTimingsError(UserError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CanSettings(Settings):
+class CanSettings(AugmentSettings, ClassWeightSettings):
     embed_dim: int = setting(300, "word embedding size (the vectors' size when glove is set)",
                              low=1)
     hidden: int = setting(128, "hidden units per direction of the text BLSTM and the "
@@ -95,6 +97,7 @@ class CanSettings(Settings):
                                                  "words of the training data)")
 
     def check(self, method: str) -> None:
+        super().check(method)
         if (2 * self.hidden) % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide the "
                                 f"encoders' output size 2 * hidden = {2 * self.hidden}")
@@ -138,6 +141,7 @@ class CanRecipe(Recipe):
         words = self.settings.vocabulary
         self.vocabulary = None if words is None else Vocabulary(words)
         self.feature_stats: FeatureStats | None = None
+        self.class_weights: Tensor | None = None
         self.glove_coverage: GloveCoverage | None = None
         self.mfcc = MFCC(SAMPLE_RATE, N_MFCC, win_ms=WIN_MS, hop_ms=HOP_MS)
         self._tokens_seen = self._tokens_unknown = 0
@@ -155,17 +159,32 @@ class CanRecipe(Recipe):
                                        "FILE)")
             timings = words
         else:
-            if not utterance.words:
+            timings = utterance.words or self._untimed_words(utterance)
+            if not timings:
                 raise WordTimingsError("no word timings (Utterance.words): CAN cuts the audio "
                                        "at word boundaries and needs a forced alignment (e.g. "
-                                       "IEMOCAP's .wdseg files)")
-            timings = utterance.words
+                                       "IEMOCAP's .wdseg files), or segmentation=equal and a "
+                                       "transcript")
         label = self.label_of(utterance)
         try:
             starts, ends, kept = self._segments(timings, waveform.shape[0])
         except ValueError as error:  # word timings that do not fit the audio
             raise WordTimingsError(str(error)) from None
         return self._item(waveform, starts, ends, kept, label)
+
+    def _untimed_words(self, utterance: Utterance) -> tuple[WordTiming, ...]:
+        """The transcript's words with zero-length timings, for equal segmentation (which
+        ignores the times); none for aligned segmentation or without a transcript."""
+        if self.settings.segmentation != "equal" or not utterance.transcript:
+            return ()
+        return tuple(WordTiming(word, 0.0, 0.0) for word in transcript_words(utterance.transcript))
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        missing = sum(1 for u in corpus if not (u.words or self._untimed_words(u)))
+        if not missing:
+            return []
+        return [f"{missing} of {len(corpus)} utterances have no word timings (CAN cuts the audio "
+                "at word boundaries; with transcripts, segmentation=equal needs only the words)"]
 
     def _segments(self, words: Sequence[WordTiming],
                   num_samples: int) -> tuple[Tensor, Tensor, list[str]]:
@@ -199,7 +218,8 @@ class CanRecipe(Recipe):
 
     # -- vocabulary and statistics -------------------------------------------------------------
     def fit_extra(self, train_items: Sequence[CanItem]) -> None:
-        """The vocabulary (unless set) and the MFCC mean/std of the training items."""
+        """The vocabulary (unless set), the MFCC mean/std of the training items and the class
+        weights of their labels (``class_weighted``)."""
         if self.settings.vocabulary is None:
             self.vocabulary = Vocabulary.build((item.words for item in train_items),
                                                self.settings.min_count)
@@ -208,6 +228,9 @@ class CanRecipe(Recipe):
                                     f"min_count = {self.settings.min_count} times; lower "
                                     "min_count")
         self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
+        if self.settings.class_weighted:
+            self.class_weights = class_weights([item.label for item in train_items],
+                                               self.num_classes)
 
     def extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -215,12 +238,15 @@ class CanRecipe(Recipe):
             extra["vocabulary"] = list(self.vocabulary.words)
         if self.feature_stats is not None:
             extra.update(self.feature_stats.state())
+        if self.class_weights is not None:
+            extra["class_weights"] = self.class_weights
         return extra
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "vocabulary" in state:
             self.vocabulary = Vocabulary(state["vocabulary"])
         self.feature_stats = FeatureStats.from_state(state)
+        self.class_weights = state.get("class_weights")
 
     def example_batch(self) -> Batch:
         """Two utterances of low noise (3 s, 2.5 s) with evenly spaced words of the
@@ -298,7 +324,9 @@ class CanRecipe(Recipe):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits, logits_text, logits_audio = model(*self._inputs(batch))
-        return can_loss(logits, logits_text, logits_audio, batch["labels"], self.settings.alpha)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return can_loss(logits, logits_text, logits_audio, batch["labels"], self.settings.alpha,
+                        weight=weight)
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(fuse_predictions(*model(*self._inputs(batch)), self.settings.alpha))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -23,6 +24,12 @@ from fastser.methods.can.layers import PackedBLSTM
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+
+
+def transcript_words(transcript: str) -> list[str]:
+    """The words of a transcript: runs of letters, digits, apostrophes and hyphens
+    (punctuation dropped)."""
+    return re.findall(r"[\w'-]+", transcript)
 
 
 def normalize_word(word: str) -> str:

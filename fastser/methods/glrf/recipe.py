@@ -44,12 +44,12 @@ from fastser.methods.glrf.model import GLRF, GLRFInference, utterance_scores
 from fastser.methods.glrf.streaming import GLRFStreamingFeatures
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.train.kit import AugmentSettings, FeatureStats, Preset, setting
 from fastser.train.recipe import Batch, Predictions, Recipe, StreamingFeatures
 
 
 @dataclass(frozen=True, kw_only=True)
-class GLRFSettings(Settings):
+class GLRFSettings(AugmentSettings):
     n_mfcc: int = setting(40, "MFCC coefficients per 25 ms frame (10 ms hop)", low=1)
     window: float = setting(2.0, "segment length in seconds", low=0.025)
     train_hop: float = setting(0.2, "seconds between segment starts in training (a multiple "
@@ -70,6 +70,7 @@ class GLRFSettings(Settings):
                                   "an emotional segment (null: no neutral class)")
 
     def check(self, method: str) -> None:
+        super().check(method)
         if self.channels % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide channels "
                                 f"({self.channels})")

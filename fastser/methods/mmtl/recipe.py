@@ -39,7 +39,7 @@ from fastser.audio.features import LogSpectrogram
 from fastser.audio.io import SAMPLE_RATE
 from fastser.audio.segmentation import equal_pieces, piece_bounds, seconds_to_samples
 from fastser.data.collate import pack_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import CorpusError, SettingsError
 from fastser.methods.mmtl.adaptation import speaker_adapted_logits
 from fastser.methods.mmtl.episodes import SpeakerEpisodes
@@ -48,7 +48,7 @@ from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_a
                                        weighted_cross_entropy)
 from fastser.methods.mmtl.model import (TABLE1_CONV, MMTLNet, SegmentPosteriorMean,
                                         utterance_posteriors)
-from fastser.train.kit import Preset, Settings, setting
+from fastser.train.kit import AugmentSettings, Preset, setting
 from fastser.train.recipe import (Batch, Predictions, Recipe, StepGradients, TrainBatches)
 
 #: The paper's log-power spectrogram (300 frames of 40 ms every 10 ms, 200 bins up to 4 kHz).
@@ -56,7 +56,7 @@ SPECTROGRAM = LogSpectrogram(SAMPLE_RATE)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpectrogramSettings(Settings):
+class SpectrogramSettings(AugmentSettings):
     """Settings of "stl", "mtl" and "mmtl": the input and the CNN-LSTM (Table 1 by default).
     ``implementation`` only matters to "mmtl" (its outer step)."""
 
@@ -74,6 +74,7 @@ class SpectrogramSettings(Settings):
                                   low_open=True)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if not self.conv:
             raise SettingsError(f"{method}: setting conv needs at least one layer")
 
@@ -98,6 +99,13 @@ class MMTLSettings(SpectrogramSettings):
         None, "speakers per vmap chunk of the batched outer step (null: all at once; k bounds "
         "its memory, which grows with speakers x segments per speaker)", low=1)
 
+    def check(self, method: str) -> None:
+        super().check(method)
+        if self.speed_perturb:
+            raise SettingsError(f"{method}: setting speed_perturb changes how many pieces an "
+                                "utterance has, which the speaker episodes index once; use "
+                                "noise_snr or the masks")
+
 
 @dataclass
 class SegmentItem:
@@ -112,6 +120,15 @@ class SegmentItem:
     speaker: str
     utterance: str
     valid_frames: Tensor
+
+
+def affect_requirements(corpus: Corpus) -> list[str]:
+    """Why a method with affect (auxiliary) tasks cannot train on ``corpus``: no utterance
+    with valence, arousal and dominance."""
+    if any(all(getattr(u, name) is not None for name in AFFECT_NAMES) for u in corpus):
+        return []
+    return [f"no utterance has affect labels ({', '.join(AFFECT_NAMES)}), which the auxiliary "
+            "tasks need"]
 
 
 def affect_classes(utterance: Utterance) -> Tensor | None:
@@ -254,6 +271,9 @@ class MMTLRecipe(SpectrogramRecipe):
 
     def build_model(self) -> nn.Module:
         return MMTLNet(self.num_classes, **self.encoder_config())
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return affect_requirements(corpus)
 
     def train_batches(self, train_items: Sequence[SegmentItem], batch_size: int, *, seed: int,
                       rank: int, world_size: int) -> TrainBatches:

@@ -41,7 +41,8 @@ from fastser.data.corpus import Utterance
 from fastser.errors import SettingsError
 from fastser.methods.mstr.model import MSTR
 from fastser.methods.mstr.transformer import ClassProbabilities, VanillaTransformer
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
+                               class_weights, setting)
 from fastser.train.recipe import Batch, Predictions, Recipe
 
 #: The MFCC analysis window; an utterance needs at least one.
@@ -51,7 +52,7 @@ N_MELS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransformerSettings(Settings):
+class TransformerSettings(AugmentSettings, ClassWeightSettings):
     """The settings of the vanilla-Transformer baseline (and, with p and levels, of MSTR)."""
 
     n_mfcc: int = setting(40, f"MFCC coefficients per {WINDOW_MS:g} ms frame (at most the "
@@ -69,6 +70,7 @@ class TransformerSettings(Settings):
         low=1)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
             raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
                                 f"sample at {SAMPLE_RATE} Hz")
@@ -123,6 +125,7 @@ class TransformerRecipe(Recipe):
         self.mfcc = MFCC(SAMPLE_RATE, self.settings.n_mfcc, win_ms=WINDOW_MS,
                          hop_ms=self.settings.hop_ms, n_mels=N_MELS)
         self.feature_stats: FeatureStats | None = None
+        self.class_weights: Tensor | None = None
 
     # -- features ------------------------------------------------------------------------------
     def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
@@ -137,14 +140,22 @@ class TransformerRecipe(Recipe):
         return item._replace(frames=features)
 
     def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
-        """Per-coefficient mean and standard deviation of every training frame."""
+        """Per-coefficient mean and standard deviation of every training frame, and the class
+        weights of the training labels (``class_weighted``)."""
         self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
+        if self.settings.class_weighted:
+            self.class_weights = class_weights([item.label for item in train_items],
+                                               self.num_classes)
 
     def extra_state(self) -> dict[str, Any]:
-        return {} if self.feature_stats is None else self.feature_stats.state()
+        extra = {} if self.feature_stats is None else self.feature_stats.state()
+        if self.class_weights is not None:
+            extra["class_weights"] = self.class_weights
+        return extra
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.feature_stats = FeatureStats.from_state(state)
+        self.class_weights = state.get("class_weights")
 
     # -- model ---------------------------------------------------------------------------------
     def model_settings(self) -> dict[str, Any]:
@@ -166,7 +177,11 @@ class TransformerRecipe(Recipe):
                 "labels": torch.tensor([item.label for item in items], dtype=torch.long)}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return F.cross_entropy(model(batch["features"], batch["lengths"]), batch["labels"])
+        logits = model(batch["features"], batch["lengths"])
+        if self.class_weights is None:
+            return F.cross_entropy(logits, batch["labels"])
+        return F.cross_entropy(logits.float(), batch["labels"],
+                               weight=self.class_weights.to(logits.device))
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(model(batch["features"], batch["lengths"]).softmax(dim=1))

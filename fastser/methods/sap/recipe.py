@@ -42,11 +42,11 @@ from fastser.audio.ssl import (CACHE_DTYPES, LAYER_MODES, SSL_KINDS, SSLFrontEnd
                                WeightedLayerSum, cached_features, speech_mask)
 from fastser.audio.vad import SSL_RECEPTIVE_FIELD, VAD_FRAME_MS
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.data.synthetic import default_cache_dir
 from fastser.errors import CheckpointError, CorpusError, SettingsError, UserError
 from fastser.methods.sap.model import SAPHead, SAPModel
-from fastser.train.kit import Preset, Settings, setting
+from fastser.train.kit import AugmentSettings, Preset, class_weights, setting
 from fastser.train.recipe import Batch, Predictions, Recipe
 
 _COMMON = {"layerdrop": 0.0, "mask_time_prob": 0.0, "feat_extract_norm": "layer",
@@ -66,7 +66,7 @@ SSL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class SAPSettings(Settings):
+class SAPSettings(AugmentSettings):
     ssl_kind: str = setting("wavlm", "SSL model family of the front end",
                             choices=tuple(SSL_KINDS))
     ssl_path: str | None = setting(None, "local folder of pretrained SSL weights written by "
@@ -107,6 +107,7 @@ class SAPSettings(Settings):
         "MAE (CE > 0)", low=0.0)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if self.ssl_path is None and isinstance(self.ssl_config, str) \
                 and self.ssl_config not in SSL_PRESETS:
             raise SettingsError(f"{method}: setting ssl_config must be a JSON object or one of "
@@ -117,6 +118,9 @@ class SAPSettings(Settings):
         if self.speaker_norm and not self.frozen:
             raise SettingsError(f"{method}: setting speaker_norm standardises cached SSL "
                                 "features, so it needs a frozen front end (frozen=True)")
+        if (self.time_masks or self.feature_masks) and not self.frozen:
+            raise SettingsError(f"{method}: settings time_masks / feature_masks mask SSL "
+                                "feature frames, so they need a frozen front end (frozen=True)")
         hidden = self.hidden_size()
         if hidden is not None and hidden % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide the SSL "
@@ -177,6 +181,12 @@ class SAPRecipe(Recipe):
         weights = self.settings.loss_weights
         return self.settings.regression and (weights[1] > 0 or weights[2] > 0)
 
+    def requirements(self, corpus: Corpus) -> list[str]:
+        if self.settings.ssl_path is not None:
+            return []
+        return ["no pretrained SSL weights (setting ssl_path): a random-weight front end is a "
+                "smoke-test setting, not meaningful on real speech"]
+
     @property
     def vad(self) -> VADSettings:
         return VADSettings(self.settings.vad_frame_ms, self.settings.vad_aggressiveness)
@@ -225,12 +235,8 @@ class SAPRecipe(Recipe):
         """Class weights N / (C · n_c) of the training labels (0 for a class with no training
         utterance), training V/A means (the regressor's initial bias); every training
         utterance must have V/A when the loss uses them."""
-        labels = np.array([item.label for item in train_items])
-        if labels.size == 0 or (labels < 0).any():
-            raise ValueError("sap: fit_extra needs labelled training items")
-        counts = np.bincount(labels, minlength=self.num_classes).astype(np.float64)
-        weights = np.where(counts > 0, len(labels) / (self.num_classes * np.maximum(counts, 1)), 0.0)
-        self.class_weights = weights.tolist()
+        self.class_weights = class_weights([item.label for item in train_items],
+                                           self.num_classes).tolist()
         if self.regression:
             missing = [item.id for item in train_items if _missing_va(item)]
             _raise_missing_va(missing)

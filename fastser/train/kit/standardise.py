@@ -38,6 +38,20 @@ def standardise_by_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) ->
     return out
 
 
+def typical_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) -> "FeatureStats":
+    """The statistics of a typical speaker of ``frames`` (T_i, *feature_shape) with their
+    ``speakers``: the mean of the speakers' means and the root mean of their variances. For
+    features that give a recording no statistics of its own (one vector per utterance), a
+    lone recording is standardised with these."""
+    groups: dict[str, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(index)
+    stats = [frame_statistics([frames[i] for i in indices]) for indices in groups.values()]
+    mean = torch.stack([m for m, _ in stats]).mean(0)
+    std = torch.stack([s for _, s in stats]).double().pow(2).mean(0).sqrt().float()
+    return FeatureStats(mean, std)
+
+
 @dataclass
 class FeatureStats:
     """Per-coefficient mean and standard deviation (*feature_shape) of the training frames."""
