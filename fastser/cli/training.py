@@ -1,4 +1,5 @@
-"""``fastser train``, ``cv``, ``eval`` and ``settings``: training runs and method settings."""
+"""``fastser train``, ``cv``, ``eval`` and ``settings``: training runs and method settings.
+``fastser cv --model all`` (or a comma-separated list of methods) is the leaderboard."""
 
 from __future__ import annotations
 
@@ -8,40 +9,85 @@ from pathlib import Path
 from typing import Any
 
 from fastser.cli._common import CommandError, method_names, print_metrics
+from fastser.train.trainer import CLASS_BALANCE, MONITORS, SELECTIONS
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
-                 "amp", "seed", "patience", "device")
+                 "amp", "seed", "patience", "monitor", "select", "average_epochs",
+                 "class_balance", "validation_speakers", "device")
 
 
-def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
-    """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
-    settings: dict[str, Any] = {}
+def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
+    """--set KEY=VALUE pairs as (KEY, VALUE)."""
+    parsed = []
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        settings[key] = recipe_cls.Settings.parse(recipe_cls.name, key, value)
-    return settings
+        parsed.append((key, value))
+    return parsed
 
 
-def _train_config(args: argparse.Namespace):
-    """(TrainConfig, method settings) from the preset (if any), the options and --set."""
+def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """--set pairs, each value parsed and checked by the method's settings."""
+    return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value) for key, value in pairs}
+
+
+def _train_config(args: argparse.Namespace, model: str, pairs: list[tuple[str, str]], *,
+                  preset_required: bool = True):
+    """(TrainConfig, method settings) of ``model`` from the preset (if any; a method without
+    it starts from its defaults unless ``preset_required``), the options and ``pairs``."""
     from fastser.methods import recipe_class
     from fastser.train.trainer import TrainConfig
 
-    cls = recipe_class(args.model)
+    cls = recipe_class(model)
     preset_name = "demo" if args.demo_settings else args.preset
-    if preset_name is not None and preset_name not in cls.presets:
-        raise CommandError(f"--preset {preset_name}: {args.model} has the presets "
+    if preset_required and preset_name is not None and preset_name not in cls.presets:
+        raise CommandError(f"--preset {preset_name}: {model} has the presets "
                            f"{', '.join(sorted(cls.presets)) or 'none'}")
     preset = cls.presets.get(preset_name) if preset_name else None
     training: dict[str, Any] = dict(preset.training) if preset else {}
     training.update({k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None})
     training["progress"] = not args.no_progress
     settings = dict(preset.settings) if preset else {}
-    settings.update(_method_settings(cls, args.set))
+    settings.update(_method_settings(cls, pairs))
     cls.Settings.build(cls.name, settings)  # every setting checked before any work
     return TrainConfig(**training), settings
+
+
+def _models(text: str) -> list[str]:
+    """--model of cv: one method, a comma-separated list, or "all"."""
+    names = method_names()
+    models = names if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in models if m not in names]
+    if unknown or not models:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or text!r}; "
+                                         f"choose from {', '.join(names)}, a comma-separated "
+                                         "list of them, or all")
+    return models
+
+
+def _leaderboard_settings(models: list[str], pairs: list[tuple[str, str]]
+                          ) -> dict[str, list[tuple[str, str]]]:
+    """The --set pairs of each method: MODEL.KEY=VALUE for one method, KEY=VALUE for every
+    method that has the setting (at least one must)."""
+    from fastser.methods import recipe_class
+
+    per_method: dict[str, list[tuple[str, str]]] = {m: [] for m in models}
+    for key, value in pairs:
+        model, dot, name = key.partition(".")
+        if dot and model in per_method:
+            per_method[model].append((name, value))
+            continue
+        if dot:
+            raise CommandError(f"--set {key}=...: {model!r} is not one of the methods run "
+                               f"({', '.join(models)})")
+        having = [m for m in models if key in recipe_class(m).Settings.fields()]
+        if not having:
+            raise CommandError(f"--set {key}=...: none of {', '.join(models)} has a setting "
+                               f"{key} (`fastser settings MODEL` lists them)")
+        for m in having:
+            per_method[m].append((key, value))
+    return per_method
 
 
 def _fresh_out_dir(path: str, resume: bool) -> Path:
@@ -58,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     from fastser.train.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
-    config, settings = _train_config(args)
+    config, settings = _train_config(args, args.model, _set_pairs(args.set))
     out = _fresh_out_dir(args.out, args.resume)
     try:
         run = train_model(args.model, args.data, out, config, settings=settings,
@@ -89,18 +135,42 @@ def _cv(args: argparse.Namespace) -> int:
     from fastser.methods import make_recipe
     from fastser.workflows.cv import run_cv
 
-    config, settings = _train_config(args)
+    if len(args.model) > 1:
+        return _leaderboard(args)
+    model = args.model[0]
+    config, settings = _train_config(args, model, _set_pairs(args.set))
     out = Path(args.out)
     if (out / "cv.json").exists():
         raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
                            "--out (nothing was overwritten)")
     corpus = open_corpus(args.data)
-    result = run_cv(lambda labels: make_recipe(args.model, labels, **settings), corpus,
+    result = run_cv(lambda labels: make_recipe(model, labels, **settings), corpus,
                     args.protocol, config, out, data=args.data)
-    print(f"\n{args.protocol} cross-validation of {args.model} on {args.data}, "
+    print(f"\n{args.protocol} cross-validation of {model} on {args.data}, "
           f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
     for name, stat in result.summary.items():
         print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from fastser.data.sources import open_corpus
+    from fastser.workflows.leaderboard import format_table, run_leaderboard
+
+    pairs = _leaderboard_settings(args.model, _set_pairs(args.set))
+    configs, settings = {}, {}
+    for model in args.model:
+        configs[model], settings[model] = _train_config(args, model, pairs[model],
+                                                        preset_required=False)
+    out = Path(args.out)
+    if (out / "leaderboard.json").exists():
+        raise CommandError(f"{out} already holds a leaderboard (leaderboard.json); choose "
+                           "another --out (nothing was overwritten)")
+    corpus = open_corpus(args.data)
+    entries = run_leaderboard(args.model, corpus, args.protocol, configs, settings, out,
+                              data=args.data)
+    print("\n" + format_table(entries, f"{args.protocol} cross-validation on {args.data}"))
+    print(f"tables, plot and each method's folds in {out}")
     return 0
 
 
@@ -126,8 +196,14 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, choices=method_names(), help="the method")
+def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        p.add_argument("--model", required=True, type=_models, metavar="MODEL",
+                       help="a method, a comma-separated list of methods or all: several give "
+                            "one leaderboard of every method that can run on the corpus "
+                            f"(methods: {', '.join(method_names())})")
+    else:
+        p.add_argument("--model", required=True, choices=method_names(), help="the method")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
@@ -140,13 +216,27 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
     p.add_argument("--grad-clip", dest="grad_clip", type=float)
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
-                                                "validation UA")
+                                                "validation --monitor")
+    p.add_argument("--monitor", choices=MONITORS,
+                   help="validation metric of model selection and early stopping (default "
+                        "ua; loss: the validation loss, lower is better)")
+    p.add_argument("--select", choices=SELECTIONS,
+                   help="the final model: best (validation epoch by --monitor; default), last "
+                        "(epoch) or average (of the last --average-epochs epochs' weights)")
+    p.add_argument("--average-epochs", dest="average_epochs", type=int,
+                   help="epochs whose weights --select average averages (default 5)")
+    p.add_argument("--class-balance", dest="class_balance", choices=CLASS_BALANCE,
+                   help="sampler: draw training batches class-balanced (default none)")
+    p.add_argument("--validation-speakers", dest="validation_speakers", type=int,
+                   help="validation speakers drawn from each fold's training speakers "
+                        "(session and speaker protocols; default 1, 0: none)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on GPU, off on CPU)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting (repeatable), e.g. --set k=0.7; `fastser settings "
-                        "MODEL` lists them")
+                        "MODEL` lists them" + ("; with several methods, MODEL.KEY=VALUE sets "
+                                               "one method's" if several else ""))
     p.add_argument("--preset", metavar="NAME",
                    help="start from one of the method's presets (settings and training "
                         "options), e.g. demo")
@@ -180,8 +270,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cv", help="cross-validation over a protocol",
                        description="One model per fold; per-fold and mean ± 95% CI of WA, UA, "
-                                   "F1 (and pure accuracy), confusion matrices.")
-    _add_training_options(p)
+                                   "F1 (and pure accuracy), confusion matrices. With several "
+                                   "methods (--model all): one cross-validation each and a "
+                                   "leaderboard (Markdown, CSV, plot); methods that cannot run "
+                                   "on the corpus are skipped with the reason.")
+    _add_training_options(p, several=True)
     p.add_argument("--protocol", default="session", choices=("session", "speaker", "random"),
                    help="leave-one-session-out (default), leave-one-speaker-out, or one "
                         "random speaker split")

@@ -17,7 +17,7 @@ from fastser.data.protocols import make_splits
 from fastser.train import metrics
 from fastser.train.recipe import Recipe
 from fastser.train.trainer import TrainConfig
-from fastser.workflows.pipeline import run_fold
+from fastser.workflows.pipeline import run_fold, validation_speakers
 
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
 
@@ -54,9 +54,9 @@ def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, proto
     (default: the corpus name)."""
     out_dir = Path(out_dir)
     data = data or corpus.name
-    splits = make_splits(corpus, protocol, seed=config.seed,
-                         validation_speakers=config.validation_speakers)
     featurizer = make_recipe(corpus.labels)
+    splits = make_splits(corpus, protocol, seed=config.seed,
+                         validation_speakers=validation_speakers(featurizer, config))
     items = dict(zip((u.id for u in corpus), featurizer.featurize(list(corpus))))
     copies: dict[str, list[Any]] = {}
     folds, total = [], None

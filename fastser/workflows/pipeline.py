@@ -69,6 +69,13 @@ def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int, *,
     return splits[fold - 1]
 
 
+def validation_speakers(recipe: Recipe, config: TrainConfig) -> int:
+    """Speakers per fold held out for validation: ``config.validation_speakers``, or none for
+    a method fitted in ``fit_extra`` (no epochs to select among: every non-test speaker
+    trains)."""
+    return config.validation_speakers if recipe.gradient_trained else 0
+
+
 def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
     """Items of every utterance of ``split``, by utterance id."""
     utterances: list[Utterance] = [*split.train, *split.validation, *split.test]
@@ -125,8 +132,8 @@ def train_model(model_name: str, source: str, out_dir: str | Path, config: Train
     """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
     :func:`run_fold`."""
     corpus = corpus or open_corpus(source)
-    split = pick_split(corpus, protocol, fold, config.seed,
-                       validation_speakers=config.validation_speakers)
     recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
+    split = pick_split(corpus, protocol, fold, config.seed,
+                       validation_speakers=validation_speakers(recipe, config))
     return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
                     data=source, protocol=protocol, fold=fold, resume=resume)

@@ -15,11 +15,11 @@ recipe interface that uses all of them is :class:`fastser.train.recipe.Recipe`.
 from fastser.train.kit.augment import AugmentSettings
 from fastser.train.kit.balance import (ClassWeightSettings, balanced_item_weights,
                                        class_weights)
-from fastser.train.kit.settings import IMPLEMENTATIONS, Preset, Settings, setting
+from fastser.train.kit.settings import IMPLEMENTATIONS, Preset, Settings, redefault, setting
 from fastser.train.kit.standardise import (FeatureStats, frame_statistics,
                                            standardise_by_speaker, typical_speaker)
 from fastser.train.kit.waveforms import check_waveform
 
 __all__ = ["IMPLEMENTATIONS", "AugmentSettings", "ClassWeightSettings", "FeatureStats", "Preset", "Settings",
            "balanced_item_weights", "check_waveform", "class_weights", "frame_statistics",
-           "setting", "standardise_by_speaker", "typical_speaker"]
+           "redefault", "setting", "standardise_by_speaker", "typical_speaker"]

@@ -42,5 +42,5 @@ def balanced_item_weights(labels: Sequence[int] | Tensor, num_classes: int) -> T
 class ClassWeightSettings(Settings):
     """The class-balanced loss setting of a cross-entropy method."""
 
-    class_weighted: bool = setting(False, "weight each class's cross-entropy by N / (C · n_c) "
-                                   "of the training labels (a class-balanced loss)")
+    class_weighted: bool = setting(False, "weight each class in the loss by N / (C · n_c) of "
+                                   "the training labels (a class-balanced loss)")
