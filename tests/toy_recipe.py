@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastser.train.kit import Settings, setting
+from fastser.train.kit import AugmentSettings, Settings, setting
 from fastser.train.recipe import Predictions, Recipe, StepGradients, TrainBatches, TrainStep
 
 
@@ -34,6 +34,9 @@ class ToyRecipe(Recipe):
 
     def with_features(self, item, features):
         return features[0], item[1]
+
+    def item_label(self, item):
+        return item[1]
 
     def export_module(self, model):
         return nn.Sequential(model, nn.Softmax(dim=1))
@@ -99,3 +102,58 @@ class SlicedBatches(TrainBatches):
             self.served.append((self.epoch, start))
             chunk = self.items[start:start + self.batch_size]
             yield TrainStep(self.recipe.collate(chunk), 1.0, len(chunk))
+
+
+class FittedToyRecipe(ToyRecipe):
+    """The toy data through a model fitted in fit_extra (nearest class mean as a linear layer
+    that gradient descent does not touch)."""
+
+    name = "toy_fitted"
+    gradient_trained = False
+
+    def fit_extra(self, train_items):
+        x = torch.stack([x for x, _ in train_items])
+        y = torch.tensor([label for _, label in train_items])
+        self.means = torch.stack([x[y == c].mean(0) for c in range(self.num_classes)])
+
+    def build_model(self):
+        model = nn.Linear(8, self.num_classes)
+        model.requires_grad_(False)
+        with torch.no_grad():  # argmax of -|x - mean|^2 / 2
+            model.weight.copy_(self.means)
+            model.bias.copy_(-0.5 * self.means.pow(2).sum(1))
+        return model
+
+
+@dataclass(frozen=True, kw_only=True)
+class FramesToySettings(AugmentSettings):
+    hidden: int = setting(16, "hidden units", low=1)
+
+
+class FramesToyRecipe(ToyRecipe):
+    """Toy items with feature frames (T, 8), averaged over time by the model; its settings
+    take the augmentation settings."""
+
+    name = "toy_frames"
+    Settings = FramesToySettings
+
+    def build_model(self):
+        return nn.Sequential(MeanOverTime(), *super().build_model())
+
+    def item_features(self, item):
+        return item[0]
+
+    def with_features(self, item, features):
+        return features, item[1]
+
+
+class MeanOverTime(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=1)
+
+
+def make_frame_items(n: int, num_classes: int = 3, seed: int = 0, frames: int = 6):
+    """Items (frames (T, 8), label): the toy vectors plus noise per frame."""
+    gen = torch.Generator().manual_seed(seed + 100)
+    return [(x + 0.5 * torch.randn(frames, 8, generator=gen), label)
+            for x, label in make_items(n, num_classes, seed)]

@@ -24,7 +24,8 @@ def _counts(labels: Sequence[int] | Tensor, num_classes: int) -> Tensor:
 
 def class_weights(labels: Sequence[int] | Tensor, num_classes: int) -> Tensor:
     """w_c = N / (C · n_c) for int labels (N,) in [0, C) -> float32 (C,); 0 for a class with
-    no label (it is never a target). scikit-learn's ``class_weight="balanced"``."""
+    no label (it is never a target). scikit-learn's ``class_weight="balanced"`` when every
+    class occurs (it counts only the classes present)."""
     counts = _counts(labels, num_classes)
     weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)),
                           torch.zeros_like(counts))
