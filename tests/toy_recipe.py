@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastser.errors import CorpusError
 from fastser.train.kit import AugmentSettings, Settings, setting
 from fastser.train.recipe import Predictions, Recipe, StepGradients, TrainBatches, TrainStep
 
@@ -136,6 +137,13 @@ class FramesToyRecipe(ToyRecipe):
 
     name = "toy_frames"
     Settings = FramesToySettings
+    min_samples = 32
+
+    def make_item(self, waveform, utterance, *, words=None):
+        """4 frames: the toy features of each quarter of the waveform."""
+        quarters = waveform[: len(waveform) // 4 * 4].reshape(4, -1)
+        return (torch.stack([super(FramesToyRecipe, self).make_item(q, None)[0]
+                             for q in quarters]), self.label_of(utterance))
 
     def build_model(self):
         return nn.Sequential(MeanOverTime(), *super().build_model())
@@ -157,3 +165,21 @@ def make_frame_items(n: int, num_classes: int = 3, seed: int = 0, frames: int = 
     gen = torch.Generator().manual_seed(seed + 100)
     return [(x + 0.5 * torch.randn(frames, 8, generator=gen), label)
             for x, label in make_items(n, num_classes, seed)]
+
+
+class NeedyToyRecipe(ToyRecipe):
+    """A toy method that cannot run on any corpus (for the leaderboard's skip rule)."""
+
+    name = "toy_needy"
+
+    def requirements(self, corpus):
+        return [f"{corpus.name} lacks what toy_needy needs"]
+
+
+class FailingToyRecipe(ToyRecipe):
+    """A toy method whose training stops on a user error (a corpus it cannot use)."""
+
+    name = "toy_failing"
+
+    def fit_extra(self, train_items):
+        raise CorpusError("toy_failing: this corpus has no such annotation")

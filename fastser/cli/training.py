@@ -60,7 +60,8 @@ def _models(text: str) -> list[str]:
     models = names if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in models if m not in names]
     if unknown or not models:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or text!r}; "
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise argparse.ArgumentTypeError(f"unknown model(s) {named}; "
                                          f"choose from {', '.join(names)}, a comma-separated "
                                          "list of them, or all")
     return models

@@ -182,8 +182,8 @@ class EgemapsRecipe(Recipe):
         else:
             model = SVC(kernel="linear", C=c, class_weight=balance)
         model.fit(inputs, labels)
-        weight = torch.as_tensor(model.coef_, dtype=torch.float32)
-        bias = torch.as_tensor(np.atleast_1d(model.intercept_), dtype=torch.float32)
+        weight = torch.tensor(np.array(model.coef_), dtype=torch.float32)
+        bias = torch.tensor(np.atleast_1d(model.intercept_), dtype=torch.float32)
         if len(model.classes_) == 2:  # one binary score s, > 0 for the second class
             if s.classifier == "svc":  # the pair's score, > 0 for its first class
                 weight, bias = -weight, -bias

@@ -12,7 +12,7 @@ import optest
 from fastser.audio.alignment import WordTiming, aligned_segments, word_frame_ranges
 from fastser.audio.features import MFCC
 from fastser.audio.io import load_audio
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.data.iemocap import read_iemocap
 from fastser.errors import AudioError, SettingsError
 from fastser.methods import make_recipe, recipe_class
@@ -436,3 +436,35 @@ def test_old_import_paths_still_work_with_a_deprecation_warning(old, new):
     with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+def test_equal_segmentation_takes_the_transcript_words_without_timings():
+    untimed = Utterance(id="u1", path="x.wav", label="sad", speaker="s", session="s",
+                        transcript="Der Lappen liegt auf dem Eisschrank.")
+    equal = CanRecipe(LABELS, segmentation="equal")
+    item = equal.item_from_audio(torch.zeros(32000), untimed)
+    assert item.words == ("Der", "Lappen", "liegt", "auf", "dem", "Eisschrank")
+    assert item.frame_counts.shape == (6,)
+    corpus = Corpus("c", LABELS, (untimed,))
+    assert equal.requirements(corpus) == []
+    aligned = CanRecipe(LABELS)
+    with pytest.raises(WordTimingsError, match="segmentation=equal and a transcript"):
+        aligned.item_from_audio(torch.zeros(32000), untimed)
+    assert "1 of 1 utterances have no word timings" in aligned.requirements(corpus)[0]
+
+
+def test_class_weighted_loss_weights_each_class_by_its_training_rarity(items):
+    recipe = fitted(items, class_weighted=True)
+    labels = torch.tensor([item.label for item in items])
+    counts = torch.bincount(labels, minlength=4).double()
+    expected = counts.sum() / (4 * counts)
+    torch.testing.assert_close(recipe.class_weights.double(), expected)
+    model = recipe.build_model().eval()
+    batch = recipe.collate(items[:8])
+    logits, text, audio = model(*recipe._inputs(batch))
+    weight = expected.float()
+    reference = sum(scale * torch.nn.functional.cross_entropy(out, batch["labels"], weight=weight)
+                    for scale, out in ((1.0, logits), (0.1, text), (0.1, audio)))
+    torch.testing.assert_close(recipe.loss(model, batch), reference)
+    restored = CanRecipe.from_state(recipe.state())
+    torch.testing.assert_close(restored.class_weights, recipe.class_weights)

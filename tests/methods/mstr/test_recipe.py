@@ -314,3 +314,22 @@ def test_old_import_paths_still_work_with_a_warning(old, new, monkeypatch):
     with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("cls", RECIPES)
+def test_class_weighted_cross_entropy(cls, items):
+    plain, weighted = fitted(cls, items), fitted(cls, items, class_weighted=True)
+    assert plain.class_weights is None and "class_weights" not in plain.state()["extra"]
+    labels = torch.tensor([item.label for item in items])
+    counts = torch.bincount(labels, minlength=len(LABELS)).double()
+    torch.testing.assert_close(weighted.class_weights.double(),
+                               counts.sum() / (len(LABELS) * counts))
+    model = weighted.build_model().eval()
+    batch = weighted.collate(items[:8])
+    logits = model(batch["features"], batch["lengths"])
+    nll = -logits.log_softmax(1).double()[torch.arange(8), batch["labels"]]
+    w = weighted.class_weights.double()[batch["labels"]]
+    torch.testing.assert_close(weighted.loss(model, batch).double(), (w * nll).sum() / w.sum(),
+                               rtol=1e-5, atol=1e-6)
+    restored = cls.from_state(weighted.state())
+    torch.testing.assert_close(restored.class_weights, weighted.class_weights)
