@@ -32,13 +32,16 @@ def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]
     return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value) for key, value in pairs}
 
 
-def _train_config(args: argparse.Namespace, model: str, pairs: list[tuple[str, str]], *,
-                  preset_required: bool = True):
-    """(TrainConfig, method settings) of ``model`` from the preset (if any; a method without
-    it starts from its defaults unless ``preset_required``), the options and ``pairs``."""
+def _train_config(args: argparse.Namespace, model: str | None = None,
+                  pairs: list[tuple[str, str]] | None = None, *, preset_required: bool = True):
+    """(TrainConfig, method settings) of ``model`` (default: --model) from the preset (if any;
+    a method without it starts from its defaults unless ``preset_required``), the options and
+    ``pairs`` (default: --set)."""
     from fastser.methods import recipe_class
     from fastser.train.trainer import TrainConfig
 
+    model = args.model if model is None else model
+    pairs = _set_pairs(args.set) if pairs is None else pairs
     cls = recipe_class(model)
     preset_name = "demo" if args.demo_settings else args.preset
     if preset_required and preset_name is not None and preset_name not in cls.presets:
@@ -105,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     from fastser.train.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
-    config, settings = _train_config(args, args.model, _set_pairs(args.set))
+    config, settings = _train_config(args)
     out = _fresh_out_dir(args.out, args.resume)
     try:
         run = train_model(args.model, args.data, out, config, settings=settings,
@@ -139,7 +142,7 @@ def _cv(args: argparse.Namespace) -> int:
     if len(args.model) > 1:
         return _leaderboard(args)
     model = args.model[0]
-    config, settings = _train_config(args, model, _set_pairs(args.set))
+    config, settings = _train_config(args, model)
     out = Path(args.out)
     if (out / "cv.json").exists():
         raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
