@@ -118,7 +118,8 @@ class Recipe(abc.ABC):
     here and in :mod:`fastser.train.kit`: typed settings (``Settings``, one dataclass per
     method, checked before any work), presets, waveform checks, label lookup, per-speaker
     standardisation (the ``speaker_norm`` setting, through :meth:`item_features` /
-    :meth:`with_features`) and the empty-batch guard. A subclass implements
+    :meth:`with_features`), training augmentation (:meth:`augmented_copies`,
+    :meth:`training_items`) and the empty-batch guard. A subclass implements
     :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
     :meth:`export_module` and :meth:`export_inputs`."""
 
@@ -223,7 +224,7 @@ class Recipe(abc.ABC):
         """One item from a 16 kHz mono waveform (N,).  ``utterance`` supplies the label, the
         word timings and other annotations when known; without it (prediction on a new
         recording) the item's label is -1 and ``words`` gives the word timings, for methods
-        that need them.  With ``speaker_norm`` the recording is its own speaker."""
+        that need them.  With ``speaker_norm``, :meth:`standardise_recording`."""
         item = self.checked_item(waveform, utterance, words=words)
         if self.settings.speaker_norm:
             item = self.with_features(item, self.standardise_recording(self.item_features(item)))
