@@ -20,6 +20,6 @@ from fastser.train.kit.standardise import (FeatureStats, frame_statistics,
                                            standardise_by_speaker, typical_speaker)
 from fastser.train.kit.waveforms import check_waveform
 
-__all__ = ["IMPLEMENTATIONS", "AugmentSettings", "ClassWeightSettings", "FeatureStats", "Preset", "Settings",
-           "balanced_item_weights", "check_waveform", "class_weights", "frame_statistics",
+__all__ = ["IMPLEMENTATIONS", "AugmentSettings", "ClassWeightSettings", "FeatureStats", "Preset",
+           "Settings", "balanced_item_weights", "check_waveform", "class_weights", "frame_statistics",
            "redefault", "setting", "standardise_by_speaker", "typical_speaker"]
