@@ -35,7 +35,6 @@ from torch.func import functional_call, grad, grad_and_value, vjp, vmap
 
 from fastser.errors import CorpusError
 from fastser.methods.mmtl.model import MMTLNet
-from fastser.train.kit.balance import class_weights as balanced_class_weights
 
 #: The affect dimensions, each an auxiliary task of the meta learner.
 AFFECT_NAMES = ("valence", "arousal", "dominance")
@@ -67,11 +66,17 @@ def discretise_affect(values: Sequence[float]) -> list[int]:
 
 def class_weights(labels: Tensor, num_classes: int) -> Tensor:
     """Class weights w_c = N / N_c normalised by their maximum, float32 (num_classes,), from
-    int64 labels (N,) in [0, num_classes): the kit's class weights
-    (:func:`fastser.train.kit.class_weights`) rescaled. A class absent from ``labels`` gets
-    weight 0 (it never occurs as a target, so it never enters the loss)."""
-    weights = balanced_class_weights(labels, num_classes)
-    return weights / weights.max()
+    int64 labels (N,) in [0, num_classes). A class absent from ``labels`` gets weight 0 (it
+    never occurs as a target, so it never enters the loss)."""
+    if labels.numel() == 0:
+        raise ValueError("class_weights: no labels to count")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"class_weights: labels must lie in [0, {num_classes}), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    counts = torch.bincount(labels.flatten(), minlength=num_classes).float()
+    inverse = torch.where(counts > 0, labels.numel() / counts.clamp(min=1),
+                          torch.zeros_like(counts))
+    return inverse / inverse.max()
 
 
 def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
