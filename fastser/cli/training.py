@@ -10,7 +10,7 @@ from typing import Any
 from fastser.cli._common import CommandError, method_names, print_metrics
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
-                 "amp", "seed", "patience", "device")
+                 "optimizer", "schedule", "monitor", "amp", "seed", "patience", "device")
 
 
 def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
@@ -139,8 +139,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
     p.add_argument("--grad-clip", dest="grad_clip", type=float)
+    p.add_argument("--optimizer", help="adamw (decoupled weight decay) or adam (default adamw)")
+    p.add_argument("--schedule", help="learning rate after the warm-up: warmup_cosine (cosine "
+                                      "decay) or constant (default warmup_cosine)")
+    p.add_argument("--monitor", help="validation metric that picks the best epoch and drives "
+                                     "early stopping: ua, wa, micro_f1, macro_f1, weighted_f1, "
+                                     "or loss (the method's loss, lower is better; default ua)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
-                                                "validation UA")
+                                                "validation --monitor")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on GPU, off on CPU)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")

@@ -22,18 +22,29 @@ from torch import nn
 from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
-from fastser.train.evaluation import evaluate
+from fastser.train.evaluation import evaluate, mean_loss
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
-from fastser.train.schedule import warmup_cosine
+from fastser.train.schedule import SCHEDULES, make_schedule
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: adamw: decoupled weight decay (torch.optim.AdamW); adam: torch.optim.Adam (weight decay, if
+#: any, as an L2 term in the gradient).
+OPTIMIZERS = ("adamw", "adam")
+#: Validation metrics early stopping and model selection can monitor: the first five higher
+#: is better; "loss" (the recipe's loss averaged over the validation batches) lower is better.
+MONITORS = ("ua", "wa", "micro_f1", "macro_f1", "weighted_f1", "loss")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the method's own settings live in its recipe)."""
+    """Optimisation settings (the method's own settings live in its recipe): ``optimizer``
+    (one of :data:`OPTIMIZERS`) at learning rate ``lr`` under ``schedule`` (warm-up over
+    ``warmup_fraction`` of the steps, then cosine decay or constant), ``grad_clip`` (global
+    norm; None: none), and the validation metric ``monitor`` (one of :data:`MONITORS`) that
+    picks the best epoch and drives early stopping after ``patience`` epochs without a better
+    one."""
 
     epochs: int = 30
     batch_size: int = 16
@@ -41,6 +52,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1
     grad_clip: float | None = 5.0
+    optimizer: str = "adamw"
+    schedule: str = "warmup_cosine"
     amp: str = "auto"
     seed: int = 0
     patience: int | None = None
@@ -62,6 +75,25 @@ class TrainConfig:
             raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.patience is not None and self.patience < 1:
             raise SettingsError(f"patience must be >= 1, got {self.patience}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingsError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise SettingsError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.monitor not in MONITORS:
+            raise SettingsError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+
+    def better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """Whether validation ``metrics`` beat ``best`` (None: nothing yet) on ``monitor``."""
+        if best is None:
+            return True
+        if self.monitor == "loss":
+            return metrics["loss"] < best["loss"]
+        return metrics[self.monitor] > best[self.monitor]
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The optimiser of ``params`` at ``lr`` with ``weight_decay``."""
+        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return kind(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 @dataclass
@@ -158,8 +190,9 @@ class Trainer:
                 len(train_items), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
                 world_size=dist.world_size))
         total_steps = cfg.epochs * len(batches)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
+        optimizer = cfg.make_optimizer(model.parameters())
+        scheduler = make_schedule(cfg.schedule, optimizer, total_steps,
+                                  int(cfg.warmup_fraction * total_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
 
         start_epoch, step, history, best = 0, 0, [], None
@@ -192,7 +225,10 @@ class Trainer:
             if val_items is not None and dist.is_main:
                 record["val"] = evaluate(recipe, _unwrap(model), val_items,
                                          batch_size=cfg.eval_batch_size)
-                if best is None or record["val"][cfg.monitor] > best[cfg.monitor]:
+                if cfg.monitor == "loss":
+                    record["val"]["loss"] = mean_loss(recipe, _unwrap(model), val_items,
+                                                      batch_size=cfg.eval_batch_size)
+                if cfg.better(record["val"], best):
                     best = {"epoch": epoch, **record["val"]}
                     save_checkpoint(self._checkpoint_payload(
                         model, optimizer, scheduler, scaler, epoch, step, history + [record],
