@@ -29,9 +29,11 @@ RESULTS = "results.json"
 
 @dataclass
 class FoldResult:
-    """What one train-then-test run gives: the run (method, data, split, settings, training
-    options), training (best validation metrics, seconds, epochs) and the test metrics (UA,
-    WA, F1s, confusion matrix, pure accuracy for segment methods). Written as results.json."""
+    """What one train-then-test run gives: the run (method, data and its reader options, split,
+    settings, training options), training (best validation metrics, seconds, epochs) and the
+    test metrics (UA, WA, F1s, confusion matrix, pure accuracy for segment methods). Written as
+    results.json. ``speaker_dependent``: the split shares speakers between training and test
+    (the utterance-level k-fold protocols)."""
 
     model: str
     data: str
@@ -45,6 +47,9 @@ class FoldResult:
     train_seconds: float
     epochs_run: int
     test: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    num_folds: int | None = None
+    speaker_dependent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,9 +65,11 @@ class FoldRun:
     out_dir: Path
 
 
-def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int) -> Split:
-    """Fold ``fold`` (1-based) of ``protocol`` on ``corpus``."""
-    splits = make_splits(corpus, protocol, seed=seed)
+def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int,
+               num_folds: int | None = None) -> Split:
+    """Fold ``fold`` (1-based) of ``protocol`` (``num_folds``: of the utterance-level k-fold
+    protocols) on ``corpus``."""
+    splits = make_splits(corpus, protocol, seed=seed, num_folds=num_folds)
     if not 1 <= fold <= len(splits):
         raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
     return splits[fold - 1]
@@ -76,21 +83,27 @@ def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
 
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
              out_dir: str | Path, *, data: str, protocol: str, fold: int,
-             resume: bool = False) -> FoldRun:
+             resume: bool = False, data_options: Mapping[str, Any] | None = None,
+             num_folds: int | None = None) -> FoldRun:
     """Train ``recipe``'s model on ``split.train`` (early stopping on ``split.validation``),
     test it on ``split.test``; ``items`` holds the featurised utterances by id. Writes the
     checkpoints, metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a
-    torchrun job tests and writes; the others return empty test metrics)."""
+    torchrun job tests and writes; the others return empty test metrics). ``data_options``
+    (the corpus reader's) and ``num_folds`` are recorded, so that ``fastser eval`` rebuilds
+    the split."""
     out_dir = Path(out_dir)
     test_speakers = sorted({u.speaker for u in split.test})
+    data_options = dict(data_options or {})
     run_info = {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
-                "test_speakers": test_speakers}
+                "test_speakers": test_speakers, "data_options": data_options,
+                "num_folds": num_folds}
     trainer = Trainer(recipe, config, out_dir, run_info=run_info)
     fit = trainer.fit([items[u.id] for u in split.train],
                       [items[u.id] for u in split.validation] or None, resume=resume)
     result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
                         recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
-                        len(fit.history))
+                        len(fit.history), data_options=data_options, num_folds=num_folds,
+                        speaker_dependent=split.speaker_dependent)
     if not trainer.dist.is_main:
         return FoldRun(fit, result, out_dir)
     result.test = evaluate(recipe, fit.model, [items[u.id] for u in split.test],
@@ -104,11 +117,14 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
 
 def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
                 settings: dict[str, Any] | None = None, protocol: str = "random",
-                fold: int = 1, resume: bool = False, corpus: Corpus | None = None) -> FoldRun:
-    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
-    :func:`run_fold`."""
-    corpus = corpus or open_corpus(source)
-    split = pick_split(corpus, protocol, fold, config.seed)
+                fold: int = 1, resume: bool = False, corpus: Corpus | None = None,
+                data_options: Mapping[str, Any] | None = None,
+                num_folds: int | None = None) -> FoldRun:
+    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` (opened with
+    its reader's ``data_options``) through :func:`run_fold`."""
+    corpus = corpus or open_corpus(source, **(data_options or {}))
+    split = pick_split(corpus, protocol, fold, config.seed, num_folds)
     recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
     return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
-                    data=source, protocol=protocol, fold=fold, resume=resume)
+                    data=source, protocol=protocol, fold=fold, resume=resume,
+                    data_options=data_options, num_folds=num_folds)
