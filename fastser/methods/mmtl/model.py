@@ -14,11 +14,11 @@ of at most 3 s, (S, frames, bins) = (S, 300, 200) by default (time x frequency):
                                                               discretised affect tasks
                                                               (valence, arousal, dominance)
 
-Kernels are (time x frequency) with 'same' zero padding (PyTorch's convention for even sizes:
-the extra row/column of padding goes after). The transfer learner is one FC layer (FC_3) to
-the emotion classes, reading FC_2's 4 affect logits as in Table 1 (``transfer_input=
-"affect_logits"``) or the 64-d representation (``"representation"``, fastser 0.1). The baselines' networks, built from the same
-:class:`CNNLSTMEncoder`, are in :mod:`fastser.methods.mmtl.baselines`.
+Kernels are (time x frequency) with 'same' zero padding (PyTorch's convention for even sizes: the
+extra row/column of padding goes after). The transfer learner is one FC layer (FC_3) to the emotion
+classes, reading FC_2's 4 affect logits as in Table 1 (``transfer_input="affect_logits"``) or the
+64-d representation (``"representation"``, fastser 0.1). The baselines' networks, built from the
+same :class:`CNNLSTMEncoder`, are in :mod:`fastser.methods.mmtl.baselines`.
 
 The LSTM is :class:`BiLSTM`, an explicit cell unrolled over time with batched matmuls, so
 ``torch.func.vmap`` can run it over stacked per-speaker parameters; it holds the parameters of

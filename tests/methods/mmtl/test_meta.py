@@ -122,8 +122,9 @@ def test_aggregate_adds_the_stage_gradients_to_the_maml_gradient():
 
 
 def test_outer_gradient_is_first_order_at_the_adapted_parameters():
-    """"maml" for one speaker, written out by hand: theta' by one step on the auxiliary loss, phi' by one
-    step on the emotion loss at theta', the gradient of the emotion loss at (theta', phi')."""
+    """"maml" for one speaker, written out by hand: theta' by one step on the auxiliary loss,
+    phi' by one step on the emotion loss at theta', the gradient of the emotion loss at
+    (theta', phi')."""
     torch.manual_seed(4)
     net = MMTLNet(3, **SMALL).double()
     ep = _episode(1, 5, 24, 16, 3, torch.float64, seed=1)
