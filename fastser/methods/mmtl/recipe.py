@@ -112,12 +112,12 @@ class MMTLSettings(SpectrogramSettings):
                                    choices=ADAPT_OPTIMIZERS)
     adapt_chunk: int = setting(64, "segments per gradient chunk of test-time adaptation "
                                "(bounds memory; the same gradient)", low=1)
-
-    #: fastser 0.1 took the outer gradient of Eq. 6-7 alone.
-    defaults_0_1 = {"outer_update": "maml"}
     speaker_chunk: int | None = setting(
         None, "speakers per vmap chunk of the batched outer step (null: all at once; k bounds "
         "its memory, which grows with speakers x segments per speaker)", low=1)
+
+    #: fastser 0.1 took the outer gradient of Eq. 6-7 alone.
+    defaults_0_1 = {"outer_update": "maml"}
 
 
 DEMO = Preset("smaller input (75 x 50) and network for the synthetic corpus",
