@@ -9,7 +9,7 @@ The affect tasks are valence, arousal and dominance, each discretised into 4 cla
 One outer step over m speakers (tasks) with parameters theta (meta learner, ``net.meta``) and
 phi (transfer learner, ``net.transfer``) of an :class:`~fastser.methods.mmtl.model.MMTLNet`:
 
-    theta'_i = theta - (alpha / k) sum_j grad L^{S,j}_i(theta)       k = 3 affect tasks (Eq. 4)
+    theta'_i = theta - (alpha / k) sum_j grad L^{S,j}_i(theta)       k affect tasks (Eq. 4)
     phi'_i   = phi - beta grad_phi L^Q_i(theta'_i, phi)               emotion, query batch (Eq. 5)
 
 and the outer gradient g, applied by the caller's optimiser with learning rate gamma, one of
@@ -30,7 +30,7 @@ representation, FC_2 gets no gradient at all (it only enters theta'_i).
 
 An episode (one step's batch) stacks equal-size per-speaker batches:
 
-    support (m, n_s, frames, bins), support_affect (m, n_s, 3) int64, affect_weights (m, 3, 4),
+    support (m, n_s, frames, bins), support_affect (m, n_s, k) int64, affect_weights (m, k, 4),
     query (m, n_q, frames, bins), query_labels (m, n_q) int64, emotion_weights (m, C)
 """
 
@@ -123,12 +123,24 @@ def _check_episode(net: MMTLNet, episode: Mapping[str, Tensor]) -> None:
         if episode[key].shape[0] != m:
             raise ValueError(f"MMTL episode: {key} has {episode[key].shape[0]} speakers, "
                              f"support has {m}")
-    if episode["support_affect"].shape[-1] != len(AFFECT_NAMES):
-        raise ValueError(f"MMTL episode: support_affect must be (m, n_s, 3), got "
-                         f"{list(episode['support_affect'].shape)}")
+    tasks = episode["support_affect"].shape[-1]
+    if not 1 <= tasks <= len(AFFECT_NAMES) or episode["affect_weights"].shape[1] != tasks:
+        raise ValueError(f"MMTL episode: support_affect must be (m, n_s, k) and affect_weights "
+                         f"(m, k, 4) with k in 1..{len(AFFECT_NAMES)} affect tasks, got "
+                         f"{list(episode['support_affect'].shape)} and "
+                         f"{list(episode['affect_weights'].shape)}")
     if episode["emotion_weights"].shape[-1] != net.transfer.out_features:
         raise ValueError(f"MMTL episode: emotion_weights has {episode['emotion_weights'].shape[-1]}"
                          f" classes, the transfer learner {net.transfer.out_features}")
+
+
+def select_tasks(episode: Mapping[str, Tensor], tasks: Sequence[int]) -> dict[str, Tensor]:
+    """``episode`` with the auxiliary tasks ``tasks`` (indices into :data:`AFFECT_NAMES`)
+    only: support_affect (m, n_s, k) and affect_weights (m, k, 4) (Table 3's task
+    selection)."""
+    index = torch.tensor(list(tasks), device=episode["support_affect"].device)
+    return {**episode, "support_affect": episode["support_affect"].index_select(-1, index),
+            "affect_weights": episode["affect_weights"].index_select(1, index)}
 
 
 def _gradient_list(net: MMTLNet, theta_grads: Params, phi_grads: Params) -> list[Tensor]:

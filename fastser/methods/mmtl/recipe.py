@@ -46,7 +46,8 @@ from fastser.methods.mmtl.adaptation import ADAPT_OPTIMIZERS, SpeakerAdaptedNet,
 from fastser.methods.mmtl.episodes import EPISODE_DRAWS, SpeakerEpisodes
 from fastser.methods.mmtl.meta import (AFFECT_NAMES, OUTER_UPDATES, class_weights,
                                        discretise_affect, outer_gradients,
-                                       outer_gradients_sequential, weighted_cross_entropy)
+                                       outer_gradients_sequential, select_tasks,
+                                       weighted_cross_entropy)
 from fastser.methods.mmtl.model import (LSTM_SUMMARIES, TABLE1_CONV, TRANSFER_INPUTS, MMTLNet,
                                         SegmentPosteriorMean, utterance_posteriors)
 from fastser.train.kit import Preset, Settings, setting
@@ -94,6 +95,9 @@ class MMTLSettings(SpectrogramSettings):
         "it: the auxiliary gradients at theta and both stages' emotion gradients, first-order) "
         "or maml (Eq. 6-7 alone, first-order; fastser 0.1, which never trains FC_2 when the "
         "transfer learner reads the representation)", choices=OUTER_UPDATES)
+    auxiliary_tasks: tuple[str, ...] = setting(
+        AFFECT_NAMES, "the affect tasks of the meta learner, a non-empty selection of "
+        f"{', '.join(AFFECT_NAMES)} (Table 3)")
     episode_draws: str = setting(
         "independent", "a speaker's support and query batches: same (one draw of segments for "
         "both tasks, Eq. 1-3) or independent (two draws)", choices=EPISODE_DRAWS)
@@ -118,6 +122,14 @@ class MMTLSettings(SpectrogramSettings):
 
     #: fastser 0.1 took the outer gradient of Eq. 6-7 alone.
     defaults_0_1 = {"outer_update": "maml"}
+
+    def check(self, method: str) -> None:
+        super().check(method)
+        tasks = self.auxiliary_tasks
+        if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(AFFECT_NAMES):
+            raise SettingsError(f"{method}: setting auxiliary_tasks must be a non-empty "
+                                f"selection of {list(AFFECT_NAMES)} without repeats, got "
+                                f"{list(tasks)}")
 
 
 DEMO = Preset("smaller input (75 x 50) and network for the synthetic corpus",
@@ -308,8 +320,15 @@ class MMTLRecipe(SpectrogramRecipe):
                                world_size=world_size, draws=self.settings.episode_draws,
                                name=self.name)
 
+    @property
+    def task_indices(self) -> list[int]:
+        """The selected auxiliary tasks as indices into :data:`AFFECT_NAMES`."""
+        return [AFFECT_NAMES.index(task) for task in self.settings.auxiliary_tasks]
+
     def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients:
         s = self.settings
+        if len(self.task_indices) < len(AFFECT_NAMES):
+            batch = select_tasks(batch, self.task_indices)
         if s.implementation == "reference":
             loss, gradients = outer_gradients_sequential(model, batch, alpha=s.alpha,
                                                          beta=s.beta, update=s.outer_update)
@@ -321,9 +340,9 @@ class MMTLRecipe(SpectrogramRecipe):
 
     def adapt(self, model: nn.Module, items: Sequence[SegmentItem]) -> nn.Module:
         """Test-time adaptation: the meta learner adapted to each speaker of ``items`` on all
-        of that speaker's affect-labelled items (``adapt_steps`` steps of ``adapt_optimizer``
-        at ``adapt_lr``), as a :class:`SpeakerAdaptedNet`; ``model`` itself when there is
-        nothing to adapt."""
+        of that speaker's affect-labelled items, on the ``auxiliary_tasks`` (``adapt_steps``
+        steps of ``adapt_optimizer`` at ``adapt_lr``), as a :class:`SpeakerAdaptedNet`;
+        ``model`` itself when there is nothing to adapt."""
         s = self.settings
         by_speaker: dict[str, list[SegmentItem]] = {}
         for item in items:
@@ -335,7 +354,8 @@ class MMTLRecipe(SpectrogramRecipe):
         adapted = {}
         for speaker, mine in by_speaker.items():
             segments = torch.cat([it.segments for it in mine]).to(device)
-            affect = torch.cat([it.affect.expand(len(it.segments), -1) for it in mine])
+            affect = torch.cat([it.affect[self.task_indices].expand(len(it.segments), -1)
+                                for it in mine])
             adapted[speaker] = adapt_meta(model, segments, affect.to(device), lr=s.adapt_lr,
                                           steps=s.adapt_steps, chunk=s.adapt_chunk,
                                           optimizer=s.adapt_optimizer)

@@ -153,6 +153,29 @@ def test_outer_gradient_is_first_order_at_the_adapted_parameters():
         torch.testing.assert_close(g, e)
 
 
+def test_selected_tasks_are_the_episode_restricted_to_them():
+    """Table 3's task selection: the auxiliary loss averages over the selected tasks only."""
+    from fastser.methods.mmtl.meta import auxiliary_loss, select_tasks
+
+    torch.manual_seed(7)
+    net = MMTLNet(4, **SMALL).double()
+    ep = _episode(2, 4, 24, 16, 4, torch.float64, seed=3)
+    va = select_tasks(ep, [0, 1])
+    assert va["support_affect"].shape == (2, 4, 2) and va["affect_weights"].shape == (2, 2, 4)
+    torch.testing.assert_close(va["support_affect"], ep["support_affect"][..., :2])
+    logits = net.meta(ep["support"][0])
+    torch.testing.assert_close(
+        auxiliary_loss(logits, va["support_affect"][0], va["affect_weights"][0]),
+        sum(F.cross_entropy(logits, ep["support_affect"][0][:, j],
+                            weight=ep["affect_weights"][0][j]) for j in range(2)) / 2)
+    batched = outer_gradients(net, va, alpha=0.05, beta=0.2)[1]
+    sequential = outer_gradients_sequential(net, va, alpha=0.05, beta=0.2)[1]
+    for b, r in zip(batched, sequential):
+        torch.testing.assert_close(b, r)
+    every = outer_gradients(net, ep, alpha=0.05, beta=0.2)[1]
+    assert not all(torch.allclose(b, e) for b, e in zip(batched, every))
+
+
 def test_episode_errors():
     net = MMTLNet(4, **SMALL)
     episode = _episode(2, 3, 24, 16, 4)

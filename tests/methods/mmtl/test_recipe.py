@@ -227,6 +227,39 @@ def test_speaker_episodes_cover_each_speaker_before_repeating(items):
     assert len({tuple(s.flatten()[:40].tolist()) for s in seen}) == pool
 
 
+def test_auxiliary_tasks_select_the_meta_learners_tasks_in_training_and_adaptation(corpus,
+                                                                                   items):
+    from fastser.methods.mmtl import adapt_meta
+    from fastser.methods.mmtl.meta import select_tasks
+
+    train, test = _split(items)
+    valence = MMTLRecipe(corpus.labels, auxiliary_tasks=("valence",), adapt_lr=0.1, **TINY)
+    every = MMTLRecipe(corpus.labels, adapt_lr=0.1, **TINY)
+    torch.manual_seed(0)
+    model = every.build_model()
+    batch = next(iter(SpeakerEpisodes(train, 2, 4, seed=0)))
+    got = valence.step_gradients(model, batch.batch).gradients
+    want = outer_gradients_for(model, select_tasks(batch.batch, [0]))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    assert not all(torch.allclose(g, e) for g, e in
+                   zip(got, every.step_gradients(model, batch.batch).gradients))
+    adapted = valence.adapt(model, test).adapted[test[0].speaker]
+    segments = torch.cat([it.segments for it in test])
+    affect = torch.cat([it.affect.expand(len(it.segments), 3) for it in test])[:, :1]
+    expected = adapt_meta(model, segments, affect, lr=0.1, steps=1)
+    for name, value in expected.items():
+        torch.testing.assert_close(adapted[name], value)
+    with pytest.raises(SettingsError, match="auxiliary_tasks must be a non-empty selection"):
+        MMTLRecipe(corpus.labels, auxiliary_tasks=("valence", "joy"))
+
+
+def outer_gradients_for(model, episode):
+    from fastser.methods.mmtl import outer_gradients
+
+    return outer_gradients(model, episode, alpha=0.01, beta=0.01)[1]
+
+
 def test_same_draws_give_support_and_query_the_same_segments(items):
     train, _ = _split(items)
     same = SpeakerEpisodes(train, 3, 4, seed=5, draws="same")
