@@ -12,8 +12,8 @@ from fastser.cli._common import CommandError, method_names, print_metrics
 from fastser.train.trainer import CLASS_BALANCE, MONITORS, SELECTIONS
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "grad_clip",
-                 "amp", "seed", "patience", "monitor", "select", "average_epochs",
-                 "class_balance", "validation_speakers", "device")
+                 "optimizer", "schedule", "amp", "seed", "patience", "monitor", "select",
+                 "average_epochs", "class_balance", "validation_speakers", "device")
 
 
 def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
@@ -30,6 +30,21 @@ def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
 def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """--set pairs, each value parsed and checked by the method's settings."""
     return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value) for key, value in pairs}
+
+
+def _data_options(pairs: list[str] | None) -> dict[str, Any]:
+    """--data-option KEY=VALUE pairs: the corpus reader's options, values read as JSON where
+    they are JSON (true, 7, ...), else as text."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--data-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def _train_config(args: argparse.Namespace, model: str | None = None,
@@ -112,11 +127,15 @@ def _train(args: argparse.Namespace) -> int:
     out = _fresh_out_dir(args.out, args.resume)
     try:
         run = train_model(args.model, args.data, out, config, settings=settings,
-                          protocol=args.protocol, fold=args.fold, resume=args.resume)
+                          protocol=args.protocol, fold=args.fold, resume=args.resume,
+                          data_options=_data_options(args.data_option),
+                          num_folds=args.num_folds)
     finally:
         shutdown_distributed()
     if run.result.test:
-        print(f"{args.model} on {args.data}: test speakers held out; results in {out}")
+        held_out = ("test utterances held out (speaker-dependent: their speakers also train)"
+                    if run.result.speaker_dependent else "test speakers held out")
+        print(f"{args.model} on {args.data}: {held_out}; results in {out}")
         print_metrics(run.result.test)
     return 0
 
@@ -125,7 +144,8 @@ def _eval(args: argparse.Namespace) -> int:
     from fastser.workflows.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
-                                 device=args.device or "cpu")
+                                 device=args.device or "cpu",
+                                 data_options=_data_options(args.data_option))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -135,31 +155,48 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _cv(args: argparse.Namespace) -> int:
+    from fastser.data.protocols import check_protocol
     from fastser.data.sources import open_corpus
     from fastser.methods import make_recipe
-    from fastser.workflows.cv import run_cv
+    from fastser.workflows.cv import parse_seeds, run_cv, run_seeds
 
+    check_protocol(args.protocol)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and args.seed is not None:
+        raise CommandError("--seed and --seeds: give one of them")
     if len(args.model) > 1:
-        return _leaderboard(args)
+        return _leaderboard(args, seeds)
     model = args.model[0]
     config, settings = _train_config(args, model)
     out = Path(args.out)
-    if (out / "cv.json").exists():
-        raise CommandError(f"{out} already holds a cross-validation (cv.json); choose another "
-                           "--out (nothing was overwritten)")
-    corpus = open_corpus(args.data)
-    result = run_cv(lambda labels: make_recipe(model, labels, **settings), corpus,
-                    args.protocol, config, out, data=args.data)
-    print(f"\n{args.protocol} cross-validation of {model} on {args.data}, "
-          f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
+    if (out / "cv.json").exists() or (out / "seeds.json").exists():
+        raise CommandError(f"{out} already holds a cross-validation; choose another --out "
+                           "(nothing was overwritten)")
+    options = _data_options(args.data_option)
+    corpus = open_corpus(args.data, **options)
+    recipe = lambda labels: make_recipe(model, labels, **settings)  # noqa: E731
+    common = dict(data=args.data, data_options=options, num_folds=args.num_folds)
+    if seeds is None:
+        result = run_cv(recipe, corpus, args.protocol, config, out, **common)
+        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, "
+              f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
+        dependent = any(f["speaker_dependent"] for f in result.folds)
+    else:
+        result = run_seeds(recipe, corpus, args.protocol, config, out, seeds, **common)
+        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, mean of "
+              f"{len(seeds)} seeds ± 95% CI over seeds (tables in {out}):")
+        dependent = any(f["speaker_dependent"] for run in result.runs.values()
+                        for f in run.folds)
+    if dependent:
+        print("  (speaker-dependent: the folds share speakers between training and test)")
     for name, stat in result.summary.items():
         print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
     return 0
 
 
-def _leaderboard(args: argparse.Namespace) -> int:
+def _leaderboard(args: argparse.Namespace, seeds: list[int] | None) -> int:
     from fastser.data.sources import open_corpus
-    from fastser.workflows.leaderboard import format_table, run_leaderboard
+    from fastser.workflows.leaderboard import format_table, leaderboard_title, run_leaderboard
 
     pairs = _leaderboard_settings(args.model, _set_pairs(args.set))
     configs, settings = {}, {}
@@ -170,10 +207,12 @@ def _leaderboard(args: argparse.Namespace) -> int:
     if (out / "leaderboard.json").exists():
         raise CommandError(f"{out} already holds a leaderboard (leaderboard.json); choose "
                            "another --out (nothing was overwritten)")
-    corpus = open_corpus(args.data)
+    options = _data_options(args.data_option)
+    corpus = open_corpus(args.data, **options)
     entries = run_leaderboard(args.model, corpus, args.protocol, configs, settings, out,
-                              data=args.data)
-    print("\n" + format_table(entries, f"{args.protocol} cross-validation on {args.data}"))
+                              data=args.data, data_options=options, num_folds=args.num_folds,
+                              seeds=seeds)
+    print("\n" + format_table(entries, leaderboard_title(args.protocol, args.data, seeds)))
     print(f"tables, plot and each method's folds in {out}")
     return 0
 
@@ -211,6 +250,10 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
+    _add_data_option(p)
+    p.add_argument("--num-folds", dest="num_folds", type=int,
+                   help="folds of the utterance-kfold protocols (default 5 for "
+                        "utterance-kfold, 10 for utterance-kfold-val)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and batches")
     p.add_argument("--epochs", type=int)
@@ -219,11 +262,15 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
     p.add_argument("--grad-clip", dest="grad_clip", type=float)
+    p.add_argument("--optimizer", help="adamw (decoupled weight decay) or adam (default adamw)")
+    p.add_argument("--schedule", help="learning rate after the warm-up: warmup_cosine (cosine "
+                                      "decay) or constant (default warmup_cosine)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation --monitor")
     p.add_argument("--monitor", choices=MONITORS,
-                   help="validation metric of model selection and early stopping (default "
-                        "ua; loss: the validation loss, lower is better)")
+                   help="validation metric that picks the best epoch (--select best) and "
+                        "drives early stopping (default ua; loss: the method's loss on the "
+                        "validation utterances, lower is better)")
     p.add_argument("--select", choices=SELECTIONS,
                    help="the final model: best (validation epoch by --monitor; default), last "
                         "(epoch) or average (of the last --average-epochs epochs' weights)")
@@ -248,6 +295,19 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+PROTOCOL_HELP = ("session (leave one session out), speaker (leave one speaker out), random "
+                 "(one random speaker split), session-speaker (MMTL's: leave one session out, "
+                 "one of its speakers validates, the other is tested), utterance-kfold / "
+                 "utterance-kfold-val (random utterance folds without / with a validation "
+                 "fold: speaker-dependent)")
+
+
+def _add_data_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
+                   help="an option of the corpus reader (repeatable), e.g. "
+                        "improvised_only=true, merge_excited=false or classes=7 for IEMOCAP")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, early-stop on validation voices, test on "
                                      "held-out voices",
@@ -255,9 +315,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "`torchrun --nproc_per_node=N -m fastser train ...` for "
                                    "DistributedDataParallel.")
     _add_training_options(p)
-    p.add_argument("--protocol", default="random", choices=("random", "session", "speaker"),
-                   help="split: random speaker split, or one fold of leave-one-session/"
-                        "speaker-out (default random)")
+    p.add_argument("--protocol", default="random",
+                   help=f"split: {PROTOCOL_HELP}; train runs one fold (default random)")
     p.add_argument("--fold", type=int, default=1, help="fold of --protocol (default 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(handler=_train)
@@ -266,7 +325,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint on its run's held-out speakers "
                                    "(--split test) or on a whole corpus (--split all).")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="corpus source (default: the one the run trained on)")
+    p.add_argument("--data", help="corpus source (default: the one the run trained on, with "
+                                  "its reader options)")
+    _add_data_option(p)
     p.add_argument("--split", default="test", choices=("test", "all"))
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
@@ -279,9 +340,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "leaderboard (Markdown, CSV, plot); methods that cannot run "
                                    "on the corpus are skipped with the reason.")
     _add_training_options(p, several=True)
-    p.add_argument("--protocol", default="session", choices=("session", "speaker", "random"),
-                   help="leave-one-session-out (default), leave-one-speaker-out, or one "
-                        "random speaker split")
+    p.add_argument("--protocol", default="session", help=f"{PROTOCOL_HELP} (default session)")
+    p.add_argument("--seeds", metavar="SEEDS",
+                   help="repeat the cross-validation for each seed and average, e.g. 0-9 or "
+                        "0,1,2 (instead of --seed); with several methods, each method's")
     p.set_defaults(handler=_cv)
 
     p = sub.add_parser("settings", help="a method's settings, their defaults and presets",

@@ -338,6 +338,13 @@ class Recipe(abc.ABC):
         default): the trainer back-propagates :meth:`loss`."""
         return None
 
+    def adapt(self, model: nn.Module, items: Sequence[Any]) -> nn.Module:
+        """Optional hook: the model that predicts ``items`` (evaluation calls it once per
+        evaluated set, before batching). The default is ``model`` itself; a transductive
+        method adapts it to the items' speakers first (MMTL's test-time adaptation), so that
+        no prediction depends on how the items are batched."""
+        return model
+
     def streaming_features(self) -> StreamingFeatures | None:
         """A fresh live-audio front end of a segment-level method (None: the method scores
         whole utterances and cannot stream)."""

@@ -1,8 +1,9 @@
-"""The trainer every method shares: AMP on GPU, gradient clipping, warm-up + cosine schedule,
-early stopping on a validation split, model selection (best validation epoch by UA, F1 or
-loss; last epoch; the mean of the last epochs' weights), class-balanced sampling,
-augmentation (the recipe's training items), seeds, progress bars, per-epoch JSON-lines
-metrics, atomic checkpoints and exact resumption, DistributedDataParallel under torchrun.
+"""The trainer every method shares: AdamW or Adam, AMP on GPU, gradient clipping, warm-up +
+cosine (or constant) schedule, early stopping on a validation split, model selection (best
+validation epoch by UA, F1 or loss; last epoch; the mean of the last epochs' weights),
+class-balanced sampling, augmentation (the recipe's training items), seeds, progress bars,
+per-epoch JSON-lines metrics, atomic checkpoints and exact resumption, DistributedDataParallel
+under torchrun.
 
 Methods fitted in ``Recipe.fit_extra`` (``Recipe.gradient_trained = False``) run one epoch
 that only evaluates and checkpoints."""
@@ -33,12 +34,16 @@ from fastser.train.kit.balance import balanced_item_weights
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
-from fastser.train.schedule import warmup_cosine
+from fastser.train.schedule import SCHEDULES, make_schedule
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-#: Validation metrics model selection and early stopping can monitor ("loss": the recipe's
-#: training loss on the validation items, lower is better; the others higher is better).
-MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1", "loss")
+#: adamw: decoupled weight decay (torch.optim.AdamW); adam: torch.optim.Adam (weight decay, if
+#: any, as an L2 term in the gradient).
+OPTIMIZERS = ("adamw", "adam")
+#: Validation metrics early stopping and model selection can monitor: the first five higher
+#: is better; "loss" (the recipe's loss over the validation items, the mean per utterance)
+#: lower is better.
+MONITORS = ("ua", "wa", "micro_f1", "macro_f1", "weighted_f1", "loss")
 #: The final model: the best validation epoch by ``monitor`` (the last epoch without
 #: validation), the last epoch, or the mean of the last ``average_epochs`` epochs' weights.
 SELECTIONS = ("best", "last", "average")
@@ -47,7 +52,12 @@ CLASS_BALANCE = ("none", "sampler")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the method's own settings live in its recipe)."""
+    """Optimisation settings (the method's own settings live in its recipe): ``optimizer``
+    (one of :data:`OPTIMIZERS`) at learning rate ``lr`` under ``schedule`` (warm-up over
+    ``warmup_fraction`` of the steps, then cosine decay or constant), ``grad_clip`` (global
+    norm; None: none), and the validation metric ``monitor`` (one of :data:`MONITORS`) that
+    picks the best epoch and drives early stopping after ``patience`` epochs without a better
+    one; ``select`` (one of :data:`SELECTIONS`) which model training returns."""
 
     epochs: int = 30
     batch_size: int = 16
@@ -55,6 +65,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1
     grad_clip: float | None = 5.0
+    optimizer: str = "adamw"
+    schedule: str = "warmup_cosine"
     amp: str = "auto"
     seed: int = 0
     patience: int | None = None
@@ -80,10 +92,11 @@ class TrainConfig:
             raise SettingsError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.patience is not None and self.patience < 1:
             raise SettingsError(f"patience must be >= 1, got {self.patience}")
-        for name, choices in (("monitor", MONITORS), ("select", SELECTIONS),
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("monitor", MONITORS), ("select", SELECTIONS),
                               ("class_balance", CLASS_BALANCE)):
             if getattr(self, name) not in choices:
-                raise SettingsError(f"{name} must be one of {', '.join(choices)}, got "
+                raise SettingsError(f"{name} must be one of {choices}, got "
                                     f"{getattr(self, name)!r}")
         if self.average_epochs < 1:
             raise SettingsError(f"average_epochs must be >= 1, got {self.average_epochs}")
@@ -94,6 +107,19 @@ class TrainConfig:
         if self.validation_speakers < 0:
             raise SettingsError(f"validation_speakers must be >= 0, got "
                                 f"{self.validation_speakers}")
+
+    def better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """Whether validation ``metrics`` beat ``best`` (None: nothing yet) on ``monitor``."""
+        if best is None:
+            return True
+        if self.monitor == "loss":
+            return metrics["loss"] < best["loss"]
+        return metrics[self.monitor] > best[self.monitor]
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The optimiser of ``params`` at ``lr`` with ``weight_decay``."""
+        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return kind(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 @dataclass
@@ -191,8 +217,9 @@ class Trainer:
         batches = self._batches(training, train_items)
         epochs = cfg.epochs if recipe.gradient_trained else 1
         total_steps = epochs * len(batches)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
+        optimizer = cfg.make_optimizer(model.parameters())
+        scheduler = make_schedule(cfg.schedule, optimizer, total_steps,
+                                  int(cfg.warmup_fraction * total_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         average = WeightAverage() if cfg.select == "average" else None
 
@@ -232,7 +259,7 @@ class Trainer:
                 average.add(_unwrap(model))
             if val_items is not None and dist.is_main:
                 record["val"] = self._validate(model, val_items)
-                if best is None or self._better(record["val"], best):
+                if cfg.better(record["val"], best):
                     best = {"epoch": epoch, **record["val"]}
                     if cfg.select == "best":
                         save_checkpoint(self._checkpoint_payload(
@@ -289,10 +316,6 @@ class Trainer:
             metrics["loss"] = mean_loss(recipe, _unwrap(model), val_items,
                                         batch_size=cfg.eval_batch_size)
         return metrics
-
-    def _better(self, metrics: dict[str, Any], best: dict[str, Any]) -> bool:
-        key = self.config.monitor
-        return metrics[key] < best[key] if key == "loss" else metrics[key] > best[key]
 
     def _select_final(self, model: nn.Module, average: WeightAverage | None,
                       val_items: Sequence[Any] | None, history: list[dict[str, Any]],

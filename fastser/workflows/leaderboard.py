@@ -7,7 +7,9 @@ labels or CAN's word timings; an optional extra; SAP without pretrained SSL weig
 its run stops on a user error (a corpus or setting it cannot use). Each method's folds go to
 ``out_dir/<method>/`` (cv.json, cv.md, confusion matrices); the table of mean ± 95% CI of UA,
 WA and macro-F1 per method goes to ``leaderboard.md``, ``leaderboard.csv`` and
-``leaderboard.json``, the comparison to ``leaderboard.png``.
+``leaderboard.json``, the comparison to ``leaderboard.png``. With several seeds each method's
+cross-validation is repeated per seed (:func:`fastser.workflows.cv.run_seeds`) and its row is
+the mean over seeds ± 95% CI over seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fastser.data.corpus import Corpus
 from fastser.errors import UserError
 from fastser.methods import make_recipe
 from fastser.train.trainer import TrainConfig
-from fastser.workflows.cv import run_cv
+from fastser.workflows.cv import run_cv, run_seeds
 
 #: The metrics of the table, in its column order.
 METRICS = ("ua", "wa", "macro_f1")
@@ -34,8 +36,10 @@ REFERENCE = "egemaps"
 
 @dataclass
 class Entry:
-    """One method's row: ``status`` "ran" (``summary``: metric -> {"mean", "ci95"}),
-    "skipped" or "failed" (``reason``)."""
+    """One method's row: ``status`` "ran" (``summary``: metric -> {"mean", "ci95"}, over
+    folds, or over ``seeds`` when there are several; ``folds``: per seed), "skipped" or
+    "failed" (``reason``). ``speaker_dependent``: its folds share speakers between training
+    and test."""
 
     method: str
     status: str
@@ -44,15 +48,21 @@ class Entry:
     folds: int = 0
     seconds: float = 0.0
     reason: str = ""
+    seeds: list[int] = field(default_factory=list)
+    speaker_dependent: bool = False
 
 
 def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
                     configs: Mapping[str, TrainConfig], settings: Mapping[str, dict[str, Any]],
                     out_dir: str | Path, *, data: str | None = None,
+                    data_options: Mapping[str, Any] | None = None,
+                    num_folds: int | None = None, seeds: Sequence[int] | None = None,
                     log: Callable[[str], None] = print) -> list[Entry]:
     """Cross-validate each of ``methods`` (with its TrainConfig and settings) on ``corpus``
-    under ``protocol``, skipping those that cannot run; write the table and the plot under
-    ``out_dir``; return the rows (ran first, by mean UA)."""
+    (opened with ``data_options``) under ``protocol`` (``num_folds``: of the utterance-level
+    k-fold protocols), once or once per seed of ``seeds``, skipping those that cannot run;
+    write the table and the plot under ``out_dir``; return the rows (ran first, by mean
+    UA)."""
     out_dir = Path(out_dir)
     entries = []
     for method in methods:
@@ -67,19 +77,44 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
         log(f"{method}: {protocol} cross-validation")
         started = time.perf_counter()
         try:
-            result = run_cv(lambda labels, m=method: make_recipe(m, labels, **values), corpus,
-                            protocol, configs[method], out_dir / method, data=data,
-                            log=lambda line, m=method: log(f"  {m} {line}"))
+            summary, folds, dependent = _cross_validate(
+                lambda labels, m=method: make_recipe(m, labels, **values), corpus, protocol,
+                configs[method], out_dir / method, seeds, data=data, data_options=data_options,
+                num_folds=num_folds, log=lambda line, m=method: log(f"  {m} {line}"))
         except UserError as error:
             log(f"{method}: failed: {error}")
             entries.append(Entry(method, "failed", changed, reason=str(error)))
             continue
-        entries.append(Entry(method, "ran", changed, result.summary, len(result.folds),
-                             time.perf_counter() - started))
+        entries.append(Entry(method, "ran", changed, summary, folds,
+                             time.perf_counter() - started, seeds=list(seeds or []),
+                             speaker_dependent=dependent))
     entries = ranked(entries)
-    write_leaderboard(entries, out_dir, title=f"{protocol} cross-validation on "
-                                              f"{data or corpus.name}")
+    write_leaderboard(entries, out_dir, title=leaderboard_title(protocol, data or corpus.name,
+                                                                seeds))
     return entries
+
+
+def _cross_validate(make: Callable[[Sequence[str]], Any], corpus: Corpus, protocol: str,
+                    config: TrainConfig, out_dir: Path, seeds: Sequence[int] | None,
+                    **options: Any) -> tuple[dict[str, dict[str, float]], int, bool]:
+    """One method's summary (over folds, or over seeds), its folds per seed and whether they
+    are speaker-dependent."""
+    if seeds is None:
+        runs = [run_cv(make, corpus, protocol, config, out_dir, **options)]
+        summary = runs[0].summary
+    else:
+        over_seeds = run_seeds(make, corpus, protocol, config, out_dir, seeds, **options)
+        runs, summary = list(over_seeds.runs.values()), over_seeds.summary
+    return (summary, len(runs[0].folds),
+            any(f["speaker_dependent"] for run in runs for f in run.folds))
+
+
+def leaderboard_title(protocol: str, data: str, seeds: Sequence[int] | None = None) -> str:
+    """The table's title: the protocol, the corpus and the seeds averaged (when given)."""
+    title = f"{protocol} cross-validation on {data}"
+    if seeds is None:
+        return title
+    return f"{title}, mean over seeds {', '.join(map(str, seeds))} (± 95% CI over seeds)"
 
 
 def ranked(entries: Sequence[Entry]) -> list[Entry]:
@@ -107,6 +142,8 @@ def format_table(entries: Sequence[Entry], title: str) -> str:
         settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in e.settings.items())
         lines.append(f"| {name} | " + " | ".join(_cell(e, m) for m in METRICS)
                      + f" | {e.folds} | {e.seconds:.0f} | {settings} |")
+    if any(e.speaker_dependent for e in entries):
+        lines += ["", "Speaker-dependent: the folds share speakers between training and test."]
     others = [e for e in entries if e.status != "ran"]
     if others:
         lines += ["", "Not run:", ""]

@@ -29,9 +29,11 @@ RESULTS = "results.json"
 
 @dataclass
 class FoldResult:
-    """What one train-then-test run gives: the run (method, data, split, settings, training
-    options), training (best validation metrics, seconds, epochs) and the test metrics (UA,
-    WA, F1s, confusion matrix, pure accuracy for segment methods). Written as results.json."""
+    """What one train-then-test run gives: the run (method, data and its reader options, split,
+    settings, training options), training (best validation metrics, seconds, epochs) and the
+    test metrics (UA, WA, F1s, confusion matrix, pure accuracy for segment methods). Written as
+    results.json. ``speaker_dependent``: the split shares speakers between training and test
+    (the utterance-level k-fold protocols)."""
 
     model: str
     data: str
@@ -45,6 +47,9 @@ class FoldResult:
     train_seconds: float
     epochs_run: int
     test: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    num_folds: int | None = None
+    speaker_dependent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,9 +66,11 @@ class FoldRun:
 
 
 def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int, *,
-               validation_speakers: int = 1) -> Split:
-    """Fold ``fold`` (1-based) of ``protocol`` on ``corpus``."""
-    splits = make_splits(corpus, protocol, seed=seed, validation_speakers=validation_speakers)
+               validation_speakers: int = 1, num_folds: int | None = None) -> Split:
+    """Fold ``fold`` (1-based) of ``protocol`` (``num_folds``: of the utterance-level k-fold
+    protocols) on ``corpus``."""
+    splits = make_splits(corpus, protocol, seed=seed, validation_speakers=validation_speakers,
+                         num_folds=num_folds)
     if not 1 <= fold <= len(splits):
         raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
     return splits[fold - 1]
@@ -94,18 +101,22 @@ def augmented_copies(recipe: Recipe, utterances: list[Utterance],
 
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
              out_dir: str | Path, *, data: str, protocol: str, fold: int,
-             resume: bool = False, copies: MutableMapping[str, list[Any]] | None = None
-             ) -> FoldRun:
+             resume: bool = False, copies: MutableMapping[str, list[Any]] | None = None,
+             data_options: Mapping[str, Any] | None = None,
+             num_folds: int | None = None) -> FoldRun:
     """Train ``recipe``'s model on ``split.train`` (with the augmented copies the recipe's
     settings ask for; model selection and early stopping on ``split.validation``), test it on
     ``split.test``; ``items`` holds the featurised utterances by id, ``copies`` the augmented
     copies made so far (shared by the folds of a cross-validation). Writes the checkpoints,
     metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a torchrun job
-    tests and writes; the others return empty test metrics)."""
+    tests and writes; the others return empty test metrics). ``data_options`` (the corpus
+    reader's) and ``num_folds`` are recorded, so that ``fastser eval`` rebuilds the split."""
     out_dir = Path(out_dir)
     test_speakers = sorted({u.speaker for u in split.test})
+    data_options = dict(data_options or {})
     run_info = {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
-                "test_speakers": test_speakers}
+                "test_speakers": test_speakers, "data_options": data_options,
+                "num_folds": num_folds}
     trainer = Trainer(recipe, config, out_dir, run_info=run_info)
     train = list(split.train)
     fit = trainer.fit([items[u.id] for u in train],
@@ -114,7 +125,8 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
                                                     {} if copies is None else copies))
     result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
                         recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
-                        len(fit.history))
+                        len(fit.history), data_options=data_options, num_folds=num_folds,
+                        speaker_dependent=split.speaker_dependent)
     if not trainer.dist.is_main:
         return FoldRun(fit, result, out_dir)
     result.test = evaluate(recipe, fit.model, [items[u.id] for u in split.test],
@@ -128,12 +140,16 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
 
 def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
                 settings: dict[str, Any] | None = None, protocol: str = "random",
-                fold: int = 1, resume: bool = False, corpus: Corpus | None = None) -> FoldRun:
-    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
-    :func:`run_fold`."""
-    corpus = corpus or open_corpus(source)
+                fold: int = 1, resume: bool = False, corpus: Corpus | None = None,
+                data_options: Mapping[str, Any] | None = None,
+                num_folds: int | None = None) -> FoldRun:
+    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` (opened with
+    its reader's ``data_options``) through :func:`run_fold`."""
+    corpus = corpus or open_corpus(source, **(data_options or {}))
     recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
     split = pick_split(corpus, protocol, fold, config.seed,
-                       validation_speakers=validation_speakers(recipe, config))
+                       validation_speakers=validation_speakers(recipe, config),
+                       num_folds=num_folds)
     return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
-                    data=source, protocol=protocol, fold=fold, resume=resume)
+                    data=source, protocol=protocol, fold=fold, resume=resume,
+                    data_options=data_options, num_folds=num_folds)

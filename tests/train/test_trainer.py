@@ -101,6 +101,55 @@ def test_bad_config_is_rejected():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'adam'\)"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="monitor must be one of .*'loss'"):
+        TrainConfig(monitor="val_loss")
+
+
+def test_adam_and_adamw_differ_only_by_how_weight_decay_applies(tmp_path):
+    items = make_items(32)
+    models = {}
+    for optimizer in ("adam", "adamw"):
+        for decay in (0.0, 0.1):
+            config = _config(epochs=1, optimizer=optimizer, weight_decay=decay)
+            models[optimizer, decay] = Trainer(ToyRecipe(LABELS), config,
+                                               tmp_path / f"{optimizer}{decay}").fit(items).model
+    for a, b in zip(models["adam", 0.0].parameters(), models["adamw", 0.0].parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(models["adam", 0.1].parameters(),
+                                                     models["adamw", 0.1].parameters()))
+    constant = Trainer(ToyRecipe(LABELS), _config(epochs=2, schedule="constant",
+                                                  warmup_fraction=0.0), tmp_path / "c").fit(items)
+    assert [r["lr"] for r in constant.history] == [0.02, 0.02]
+
+
+def test_monitoring_the_validation_loss_keeps_the_lowest_loss_epoch(tmp_path):
+    from fastser.train.evaluation import mean_loss
+
+    train, val = make_items(64), make_items(48, seed=1)
+    result = Trainer(ToyRecipe(LABELS), _config(epochs=5, lr=0.2, monitor="loss"),
+                     tmp_path).fit(train, val)
+    losses = [r["val"]["loss"] for r in result.history]
+    assert result.best["epoch"] == losses.index(min(losses))
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == result.best["epoch"]
+    # the loss is the recipe's, of the kept weights, the mean per validation utterance (each
+    # batch's mean weighted by its size: batches of 32 and 16 here), whatever the batch size
+    batches = [val[i:i + 32] for i in range(0, len(val), 32)]
+    recipe = ToyRecipe(LABELS)
+    with torch.no_grad():
+        expected = sum(float(recipe.loss(result.model.eval(), recipe.collate(b))) * len(b)
+                       for b in batches) / len(val)
+    assert mean_loss(recipe, result.model, val) == pytest.approx(expected)
+    assert mean_loss(recipe, result.model, val, batch_size=7) == pytest.approx(expected)
+    assert result.best["loss"] == pytest.approx(expected)
+    # early stopping on the loss: a learning rate of ~0 keeps it flat
+    flat = Trainer(ToyRecipe(LABELS), _config(epochs=10, lr=1e-12, patience=2, monitor="loss"),
+                   tmp_path / "flat").fit(train, val)
+    assert flat.stopped_early and len(flat.history) == 3
 
 
 KILLED_RUN = """
@@ -112,8 +161,11 @@ KILLED_RUN = """
 """
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
-    config = dict(epochs=5, batch_size=8, lr=0.02, progress=False, device="cpu", seed=3)
+@pytest.mark.parametrize("options", [{}, {"optimizer": "adam", "schedule": "constant",
+                                         "monitor": "loss", "grad_clip": None}])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, options):
+    config = dict(epochs=5, batch_size=8, lr=0.02, progress=False, device="cpu", seed=3,
+                  **options)
     straight = Trainer(ToyRecipe(LABELS), TrainConfig(**config), tmp_path / "straight").fit(
         make_items(96), make_items(48, seed=1))
     out = tmp_path / "killed"

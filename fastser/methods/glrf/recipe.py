@@ -40,7 +40,8 @@ from fastser.audio.segmentation import num_windows, seconds_to_samples, window_s
 from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Utterance
 from fastser.errors import SettingsError
-from fastser.methods.glrf.model import GLRF, GLRFInference, utterance_scores
+from fastser.methods.glrf.model import (BRANCHES, FUSIONS, GLRF, SCORERS, GLRFInference,
+                                        utterance_scores)
 from fastser.methods.glrf.streaming import GLRFStreamingFeatures
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
@@ -68,6 +69,13 @@ class GLRFSettings(AugmentSettings):
                                      "eligible classes", low=0.0)
     neutral: str | None = setting("neutral", "label of the neutral class, never a negative of "
                                   "an emotional segment (null: no neutral class)")
+    scorer: str = setting("mlp", "segment scorer after the GLRA blocks: linear (one FC layer, "
+                          "Sec. 2.1) or mlp (two, fastser's)", choices=SCORERS)
+    fusion: str = setting("sk", "how a GLRA block fuses its branches: sk (selective-kernel "
+                          "attention) or sum (Table 4's 'wo/ Fusion Block')", choices=FUSIONS)
+    branches: str = setting("global_local", "a GLRA block's branches: global_local (attention "
+                            "and convolutions) or convolutions (kernels 3 and 5, Table 4's "
+                            "'wo/ Global-Local')", choices=BRANCHES)
 
     def check(self, method: str) -> None:
         super().check(method)
@@ -76,7 +84,8 @@ class GLRFSettings(AugmentSettings):
                                 f"({self.channels})")
 
 
-MODEL_KEYS = ("n_mfcc", "channels", "blocks", "heads", "local_kernel", "reduction", "dropout")
+MODEL_KEYS = ("n_mfcc", "channels", "blocks", "heads", "local_kernel", "reduction", "dropout",
+              "scorer", "fusion", "branches")
 
 
 class GLRFItem(NamedTuple):
@@ -93,7 +102,17 @@ class GLRFRecipe(Recipe):
     Settings = GLRFSettings
     presets = {"demo": Preset("small model for the synthetic corpus",
                               settings={"channels": 48, "blocks": 2, "heads": 4},
-                              training={"epochs": 8, "batch_size": 16, "lr": 2e-3})}
+                              training={"epochs": 8, "batch_size": 16, "lr": 2e-3}),
+               # Sec. 2-3.2: the paper states no sizes and no training procedure; fastser's
+               # fill them in (docs/methods.md)
+               "paper": Preset("the paper's GLRF (Sec. 2-3.2): one FC scorer, SK fusion of "
+                               "global and local branches, k = 70%, 2 s windows every 0.2 s "
+                               "(training) / 0.4 s (test); `cv --protocol utterance-kfold` "
+                               "(docs/methods.md)",
+                               settings={"scorer": "linear", "fusion": "sk",
+                                         "branches": "global_local", "k": 0.7,
+                                         "window": 2.0, "train_hop": 0.2, "test_hop": 0.4,
+                                         "n_mfcc": 40})}
     settings: GLRFSettings
 
     def __init__(self, label_names: Sequence[str], **settings) -> None:

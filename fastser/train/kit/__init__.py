@@ -6,7 +6,10 @@
 - :mod:`~fastser.train.kit.augment`: training augmentation (speed-perturbed and noisy copies,
   SpecAugment masks) and its settings;
 - :mod:`~fastser.train.kit.balance`: class weights (and their setting) and class-balanced
-  sampling weights.
+  sampling weights;
+- :mod:`~fastser.train.kit.ssl`: SSL front-end settings, building (random weights warn) and
+  the feature cache (SAP, MSTR on SSL features; imported on its own: it needs the SSL and VAD
+  stack).
 
 Collation helpers (padded and packed ragged batches) live in :mod:`fastser.data.collate`; the
 recipe interface that uses all of them is :class:`fastser.train.recipe.Recipe`.

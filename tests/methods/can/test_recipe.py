@@ -358,6 +358,46 @@ def test_settings_that_do_not_fit_together_are_settings_errors(settings, message
         CanRecipe(LABELS, **settings)
 
 
+def test_training_plus_glove_vocabulary_keeps_test_words_glove_covers(items, tmp_path):
+    """Words only a test utterance has are <unk> with the training vocabulary; with
+    vocabulary_source=training+glove, those the GloVe file covers get their own id (and
+    their pretrained vector)."""
+    train = items[: len(items) // 2]
+    seen = {w.casefold() for item in train for w in item.words}
+    unseen = sorted({w.casefold() for item in items for w in item.words} - seen)
+    assert unseen, "the test needs a word only the later utterances have"
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {i}.5 1.0\n" for i, w in enumerate(unseen[:2] + ["zebra"])))
+    plain = CanRecipe(LABELS, embed_dim=2, hidden=4, word_hidden=4, heads=2, glove=str(glove))
+    joined = CanRecipe(LABELS, embed_dim=2, hidden=4, word_hidden=4, heads=2, glove=str(glove),
+                       vocabulary_source="training+glove")
+    for recipe in (plain, joined):
+        recipe.fit_extra(train)
+    assert unseen[0] not in plain.vocabulary
+    assert unseen[0] in joined.vocabulary and "zebra" in joined.vocabulary
+    assert joined.vocabulary.words[:len(plain.vocabulary.words)] == plain.vocabulary.words
+    model = joined.build_model()
+    row = joined.vocabulary.index[unseen[0]]
+    torch.testing.assert_close(model.text.embedding.weight[row].detach(), torch.tensor([0.5, 1.0]))
+    limited = CanRecipe(LABELS, glove=str(glove), vocabulary_source="training+glove",
+                        glove_max_words=1)
+    limited.fit_extra(train)
+    assert len(limited.vocabulary.words) == len(plain.vocabulary.words) + 1
+    with pytest.raises(SettingsError, match="training\\+glove needs the GloVe vectors"):
+        CanRecipe(LABELS, vocabulary_source="training+glove")
+
+
+def test_paper_preset():
+    paper = CanRecipe.presets["paper"]
+    assert paper.settings["side_heads"] == "own_context"
+    assert (paper.training["optimizer"], paper.training["lr"], paper.training["batch_size"],
+            paper.training["grad_clip"], paper.training["patience"]) == ("adam", 1e-3, 64, 1.0,
+                                                                         10)
+    with pytest.raises(SettingsError, match="set glove=PATH"):
+        CanRecipe(LABELS, **paper.settings)
+    CanRecipe(LABELS, **paper.settings, glove="/any/glove.txt")
+
+
 def test_a_min_count_no_word_reaches_is_a_settings_error(items):
     recipe = CanRecipe(LABELS, min_count=10**6)
     with pytest.raises(SettingsError, match="min_count = 1000000"):
