@@ -78,6 +78,7 @@ class SSLSettings(Settings):
         "IEMOCAP; null: none)", low=0.025)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if self.ssl_path is None and isinstance(self.ssl_config, str) \
                 and self.ssl_config not in SSL_PRESETS:
             raise SettingsError(f"{method}: setting ssl_config must be a JSON object or one of "

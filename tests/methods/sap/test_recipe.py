@@ -501,3 +501,10 @@ def test_demo_preset(corpus):
     assert r.settings.ssl_config == "small" and r.settings.layer == "weighted"
     assert dict(preset.training) == {"epochs": 20, "batch_size": 16, "lr": 2e-3,
                                      "weight_decay": 0.05}
+
+
+def test_augmentation_settings_are_checked_next_to_the_ssl_front_end():
+    # SSLSettings.check hands on to AugmentSettings.check (SAPSettings has both bases)
+    with pytest.raises(SettingsError, match="noise_snr"):
+        make_recipe("sap", ["neutral", "angry"], ssl_config="tiny", heads=2,
+                    noise_snr=(30.0, 10.0))
