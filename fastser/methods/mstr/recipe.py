@@ -42,7 +42,7 @@ from fastser.audio.features import MFCC
 from fastser.audio.io import SAMPLE_RATE
 from fastser.audio.ssl import VADSettings
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import SettingsError
 from fastser.methods.mstr.model import MSTR
 from fastser.methods.mstr.transformer import (POSITIONAL_ENCODINGS, ClassProbabilities,
@@ -166,6 +166,9 @@ class TransformerRecipe(Recipe):
     @property
     def on_ssl(self) -> bool:
         return self.settings.features == "ssl"
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return self.settings.pretrained_requirements() if self.on_ssl else []
 
     # -- features ------------------------------------------------------------------------------
     def raw_items(self, utterances: Sequence[Utterance]) -> list[FrameItem]:

@@ -160,10 +160,7 @@ class SAPRecipe(Recipe):
         return self.settings.regression and (weights[1] > 0 or weights[2] > 0)
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        if self.settings.ssl_path is not None:
-            return []
-        return ["no pretrained SSL weights (setting ssl_path): a random-weight front end is a "
-                "smoke-test setting, not meaningful on real speech"]
+        return self.settings.pretrained_requirements()
 
     @property
     def vad(self) -> VADSettings:

@@ -84,6 +84,14 @@ class SSLSettings(Settings):
             raise SettingsError(f"{method}: setting ssl_config must be a JSON object or one of "
                                 f"{sorted(SSL_PRESETS)}, got {self.ssl_config!r}")
 
+    def pretrained_requirements(self) -> list[str]:
+        """Why a method on this front end cannot give a meaningful result on real speech
+        (``Recipe.requirements``): random weights, without ``ssl_path``."""
+        if self.ssl_path is not None:
+            return []
+        return ["no pretrained SSL weights (setting ssl_path): a random-weight front end is a "
+                "smoke-test setting, not meaningful on real speech"]
+
     def hidden_size(self) -> int | None:
         """The front end's hidden size where the settings tell it (a random-weight front end
         of a preset, or of a configuration that sets hidden_size), else None."""

@@ -406,3 +406,15 @@ def test_class_weighted_cross_entropy(cls, items):
                                rtol=1e-5, atol=1e-6)
     restored = cls.from_state(weighted.state())
     torch.testing.assert_close(restored.class_weights, weighted.class_weights)
+
+
+def test_the_leaderboard_skips_random_ssl_weights_like_sap(corpus):
+    from fastser.methods.sap import SAPRecipe
+
+    random_weights = [cls(LABELS, **SMALL, features="ssl", ssl_config="tiny") for cls in RECIPES]
+    for recipe in [*random_weights, SAPRecipe(LABELS, ssl_config="tiny", heads=2)]:
+        assert "no pretrained SSL weights" in recipe.requirements(corpus)[0]
+    for cls in RECIPES:  # MFCC, or SSL with weights named (nothing is loaded here)
+        assert cls(LABELS, **SMALL).requirements(corpus) == []
+        assert cls(LABELS, **SMALL, features="ssl", ssl_path="/somewhere").requirements(
+            corpus) == []
