@@ -76,6 +76,28 @@ def test_command_with_several_models(corpus_dir, tmp_path, capsys):
     assert "already holds a leaderboard" in capsys.readouterr().err
 
 
+def test_leaderboard_over_seeds_on_speaker_dependent_folds(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "board"
+    assert main(["cv", "--model", "toy,toy_fitted", "--data", f"synthetic:{corpus_dir}",
+                 "--protocol", "utterance-kfold", "--num-folds", "2", "--seeds", "0-1",
+                 "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [e["status"] for e in board["entries"]] == ["ran", "ran"]
+    for entry in board["entries"]:  # each row: the method's own mean over seeds
+        folder = out / entry["method"]
+        per_seed = [json.loads((folder / f"seed{s}" / "cv.json").read_text()) for s in (0, 1)]
+        assert [cv["seed"] for cv in per_seed] == [0, 1]
+        assert entry["seeds"] == [0, 1] and entry["folds"] == 2 and entry["speaker_dependent"]
+        assert json.loads((folder / "seeds.json").read_text())["seeds"] == [0, 1]
+        for metric in ("ua", "wa", "macro_f1"):
+            mean, half = confidence_interval([cv["summary"][metric]["mean"] for cv in per_seed])
+            assert entry["summary"][metric]["mean"] == pytest.approx(mean)
+            assert entry["summary"][metric]["ci95"] == pytest.approx(half)
+    assert "mean over seeds 0, 1" in board["title"]
+    table = (out / "leaderboard.md").read_text()
+    assert "Speaker-dependent" in table and "Speaker-dependent" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "toy,nope"], "unknown model(s) nope"),
     (["--model", "toy,toy_fitted", "--set", "depth=3"], "none of toy, toy_fitted has a setting"),
