@@ -343,7 +343,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="session", help=f"{PROTOCOL_HELP} (default session)")
     p.add_argument("--seeds", metavar="SEEDS",
                    help="repeat the cross-validation for each seed and average, e.g. 0-9 or "
-                        "0,1,2 (instead of --seed); with several methods, each method's")
+                        "0,1,2 (instead of --seed); with several methods, for each of them")
     p.set_defaults(handler=_cv)
 
     p = sub.add_parser("settings", help="a method's settings, their defaults and presets",
