@@ -123,6 +123,36 @@ def test_cv_writes_folds_and_summary(corpus_dir, tmp_path, capsys):
     assert "±" in capsys.readouterr().out
 
 
+def test_cv_over_seeds_on_speaker_dependent_folds(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["cv", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out", str(out),
+                 "--protocol", "utterance-kfold", "--num-folds", "2", "--seeds", "0-1",
+                 "--epochs", "1", "--no-progress"]) == 0
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert seeds["seeds"] == [0, 1] and seeds["speaker_dependent"]
+    per_seed = [json.loads((out / f"seed{s}" / "cv.json").read_text()) for s in (0, 1)]
+    assert [len(cv["folds"]) for cv in per_seed] == [2, 2]
+    assert [cv["seed"] for cv in per_seed] == [0, 1]
+    assert all(f["speaker_dependent"] and f["num_folds"] == 2 for f in per_seed[0]["folds"])
+    ua = [cv["summary"]["ua"]["mean"] for cv in per_seed]
+    assert seeds["summary"]["ua"]["mean"] == pytest.approx(sum(ua) / 2)
+    assert "speaker-dependent" in (out / "seed0" / "cv.md").read_text().lower()
+    assert "speaker-dependent" in capsys.readouterr().out
+
+
+def test_eval_rebuilds_a_kfold_split(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "kfold"
+    assert main(["train", "--model", "toy", "--data", f"synthetic:{corpus_dir}", "--out",
+                 str(out), "--protocol", "utterance-kfold-val", "--num-folds", "4", "--fold",
+                 "3", "--epochs", "1", "--no-progress"]) == 0
+    assert "speaker-dependent" in capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["speaker_dependent"] and saved["split"] == \
+        "utterance fold 3/4 (speaker-dependent)"
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ua"] == pytest.approx(saved["test"]["ua"])
+
+
 def test_synth_writes_a_readable_corpus(tmp_path, capsys):
     out = tmp_path / "synth"
     assert main(["synth", "--out", str(out), "--utterances", "8", "--speakers", "2"]) == 0
@@ -143,9 +173,18 @@ def test_synth_writes_a_readable_corpus(tmp_path, capsys):
      "glrf: setting blocks: expected integer in [1, inf), got True"),
     (["train", "--model", "glrf", "--out", "x", "--set", "hop=0.3"], "unknown setting hop"),
     (["train", "--model", "glrf", "--out", "x", "--preset", "paper-2099"],
-     "--preset paper-2099: glrf has the presets demo"),
+     "--preset paper-2099: glrf has the presets demo, paper"),
     (["cv", "--model", "toy", "--out", "x", "--epochs", "0"],
      "training option epochs (--epochs): expected an integer >= 1, got 0"),
+    (["cv", "--model", "toy", "--out", "x", "--seeds", "3-1"], "--seeds '3-1': expected"),
+    (["cv", "--model", "toy", "--out", "x", "--seeds", "1,1"], "listed twice"),
+    (["cv", "--model", "toy", "--out", "x", "--seeds", "0-2", "--seed", "1"],
+     "--seed and --seeds"),
+    (["cv", "--model", "toy", "--out", "x", "--data-option", "classes"], "KEY=VALUE"),
+    (["cv", "--model", "toy", "--out", "x", "--protocol", "leave-one-out"],
+     "unknown protocol 'leave-one-out'"),
+    (["train", "--model", "toy", "--out", "x", "--optimizer", "sgd"],
+     "optimizer"),
 ])
 def test_bad_inputs_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

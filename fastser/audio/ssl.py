@@ -1,11 +1,12 @@
 """Self-supervised speech front ends (WavLM, HuBERT, wav2vec 2.0) through ``transformers``,
 and a disk cache of their features for a corpus.
 
-A front end is built from a local directory of weights (:func:`load_ssl_model`, never a hub
-download) or from a configuration with random weights (:func:`build_ssl_model`). It takes 16 kHz
-waveforms, padded (B, N) with int64 sample lengths (B,), and returns frame features
-(B, F, D) with frame lengths (B,), zero past each length; or every layer (B, F, L, D) for a
-learned softmax-weighted sum (:class:`WeightedLayerSum`) or for caching.
+A front end is built from pretrained weights (:func:`load_ssl_model`: a local directory, never
+downloaded, or a model name that ``transformers`` loads from its cache or, with network access, the
+hub) or from a configuration with random weights (:func:`build_ssl_model`). It takes 16 kHz
+waveforms, padded (B, N) with int64 sample lengths (B,), and returns frame features (B, F, D) with
+frame lengths (B,), zero past each length; or every layer (B, F, L, D) for a learned softmax-
+weighted sum (:class:`WeightedLayerSum`) or for caching.
 
 Frames: the convolutional feature encoder (kernels k_i, strides s_i) gives
 ``(N - R) // S + 1`` frames, R = 1 + sum_i (k_i - 1) * prod_{j<i} s_j its receptive field and
@@ -86,15 +87,22 @@ def build_ssl_model(kind: str, config: dict[str, Any] | None = None, *, seed: in
     return model.eval()
 
 
-def load_ssl_model(path: str | os.PathLike, kind: str | None = None,
+def load_ssl_model(source: str | os.PathLike, kind: str | None = None,
                    overrides: dict[str, Any] | None = None) -> nn.Module:
-    """A pretrained SSL model from a local directory written by ``save_pretrained``
-    (config.json and the weights); nothing is downloaded. ``kind`` (optional) must match the
-    directory's model type; ``overrides`` replace configuration values (e.g. layerdrop)."""
-    folder = Path(path)
+    """A pretrained SSL model: from a local directory written by ``save_pretrained``
+    (config.json and the weights; nothing is downloaded), or, for a model name such as
+    ``microsoft/wavlm-large`` (not an existing path, not starting with ``/``, ``.`` or ``~``),
+    through ``transformers``' ``from_pretrained`` (its cache, or a download where the machine
+    has network access); a UserError naming the model when neither works. ``kind``
+    (optional) must match the model type; ``overrides`` replace configuration values (e.g.
+    layerdrop)."""
+    if is_model_name(source):
+        return _load_named_model(str(source), kind, overrides)
+    folder = Path(source)
     if not folder.is_dir():
         raise MissingPathError(f"SSL weights: {folder} is not a directory (expected a local "
-                                "folder written by save_pretrained; nothing is downloaded)")
+                                "folder written by save_pretrained; nothing is downloaded for "
+                                "a path)")
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise MissingPathError(f"SSL weights: {folder} has no config.json")
@@ -105,19 +113,54 @@ def load_ssl_model(path: str | os.PathLike, kind: str | None = None,
         model_type = json.loads(config_file.read_text()).get("model_type")
     except json.JSONDecodeError as error:
         raise UserError(f"SSL weights: {config_file} is not valid JSON ({error.msg})") from None
-    known = {entry[2]: name for name, entry in SSL_KINDS.items()}
-    if model_type not in known:
-        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model; supported: "
-                         f"{sorted(known)}")
-    if kind is not None and known[model_type] != kind:
-        raise UserError(f"SSL weights: {folder} holds a {model_type!r} model, not {kind!r}")
-    _, model_cls = _classes(known[model_type])
+    _, model_cls = _classes(_kind_of(model_type, str(folder), kind))
     return model_cls.from_pretrained(str(folder), local_files_only=True,
                                      **(overrides or {})).eval()
 
 
+def is_model_name(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a model for ``transformers`` rather than a local path."""
+    text = os.fspath(source)
+    return (isinstance(source, str) and not Path(text).exists()
+            and not text.startswith(("/", ".", "~")))
+
+
+def _kind_of(model_type: str | None, where: str, kind: str | None) -> str:
+    """The fastser kind of a ``model_type``; UserError for unsupported or unexpected ones."""
+    known = {entry[2]: name for name, entry in SSL_KINDS.items()}
+    if model_type not in known:
+        raise UserError(f"SSL weights: {where} holds a {model_type!r} model; supported: "
+                         f"{sorted(known)}")
+    if kind is not None and known[model_type] != kind:
+        raise UserError(f"SSL weights: {where} holds a {model_type!r} model, not {kind!r}")
+    return known[model_type]
+
+
+def _load_named_model(name: str, kind: str | None,
+                      overrides: dict[str, Any] | None) -> nn.Module:
+    transformers = _transformers()
+    try:
+        config = transformers.AutoConfig.from_pretrained(name)
+        _, model_cls = _classes(_kind_of(config.model_type, name, kind))
+        return model_cls.from_pretrained(name, **(overrides or {})).eval()
+    except (OSError, ValueError) as error:
+        if isinstance(error, UserError):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"SSL model {name!r}: not a local folder, and transformers could not "
+                        f"load it by name ({reason}); without network access, give a folder "
+                        f"written by save_pretrained") from None
+
+
 def _normalize_default(path: str | os.PathLike) -> bool:
-    """do_normalize of the directory's preprocessor_config.json (False when absent)."""
+    """do_normalize of the model's preprocessor configuration (False when absent): the
+    directory's preprocessor_config.json, or the named model's feature extractor."""
+    if is_model_name(path):
+        try:
+            extractor = _transformers().AutoFeatureExtractor.from_pretrained(str(path))
+        except (OSError, ValueError):
+            return False
+        return bool(getattr(extractor, "do_normalize", False))
     file = Path(path) / "preprocessor_config.json"
     if not file.is_file():
         return False
@@ -178,7 +221,7 @@ class SSLFrontEnd(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, kind: str | None = None, *,
                         overrides: dict[str, Any] | None = None, normalize: bool | None = None,
                         **options: Any) -> "SSLFrontEnd":
-        """A front end over :func:`load_ssl_model` (local weights only)."""
+        """A front end over :func:`load_ssl_model` (a local folder or a model name)."""
         model = load_ssl_model(path, kind, overrides)
         if normalize is None:
             normalize = _normalize_default(path)
@@ -391,32 +434,40 @@ def speech_mask(waveform: Tensor, vad: VADSettings) -> Tensor:
 
 
 def cache_key(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike], vad: VADSettings,
-              dtype: str) -> str:
-    """Key of a corpus' cached features: front end fingerprint, VAD settings, storage dtype
-    and every audio file's identity, in order."""
-    blob = json.dumps({"version": CACHE_VERSION, "front_end": front_end.fingerprint(),
-                       "vad": [vad.frame_ms, vad.aggressiveness], "dtype": dtype,
-                       "files": [file_identity(p) for p in paths]})
+              dtype: str, max_samples: int | None = None) -> str:
+    """Key of a corpus' cached features: front end fingerprint, VAD settings, storage dtype,
+    the truncation (if any) and every audio file's identity, in order."""
+    key = {"version": CACHE_VERSION, "front_end": front_end.fingerprint(),
+           "vad": [vad.frame_ms, vad.aggressiveness], "dtype": dtype,
+           "files": [file_identity(p) for p in paths]}
+    if max_samples is not None:
+        key["max_samples"] = int(max_samples)
+    blob = json.dumps(key)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def cached_features(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike],
                     load: Callable[[Path], Tensor], cache_dir: str | os.PathLike, *,
                     vad: VADSettings = VADSettings(), dtype: str = "float16",
-                    batch_seconds: float = 160.0) -> CachedFeatures:
+                    batch_seconds: float = 160.0,
+                    max_samples: int | None = None) -> CachedFeatures:
     """The front end's layer outputs and VAD masks of the audio files ``paths`` (read at
-    16 kHz by ``load``), computed once and memory-mapped from ``cache_dir/<key>/`` afterwards.
+    16 kHz by ``load``, cut to their first ``max_samples`` samples when given), computed once
+    and memory-mapped from ``cache_dir/<key>/`` afterwards.
 
     The key changes with the front end's weights or configuration, the VAD settings, the
-    storage dtype and any file's path, size or modification time. The cache is written to a
-    temporary folder and renamed into place, so an interrupted run leaves no partial cache.
+    storage dtype, the truncation and any file's path, size or modification time. The cache
+    is written to a temporary folder and renamed into place, so an interrupted run leaves no
+    partial cache.
     """
     if dtype not in CACHE_DTYPES:
         raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
     if not paths:
         raise ValueError("cached_features: no audio files")
+    if max_samples is not None:
+        load = _truncating(load, max_samples)
     root = Path(cache_dir)
-    folder = root / cache_key(front_end, paths, vad, dtype)
+    folder = root / cache_key(front_end, paths, vad, dtype, max_samples)
     created = not (folder / "index.npy").is_file()
     if created:
         root.mkdir(parents=True, exist_ok=True)
@@ -435,6 +486,11 @@ def cached_features(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike],
     return CachedFeatures(folder, np.load(folder / "features.npy", mmap_mode="r"),
                           np.load(folder / "speech.npy", mmap_mode="r"),
                           index[:, 0].copy(), index[:, 1].copy(), created)
+
+
+def _truncating(load: Callable[[Path], Tensor],
+               max_samples: int) -> Callable[[Path], Tensor]:
+    return lambda path: load(path)[:max_samples]
 
 
 def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],

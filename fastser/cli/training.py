@@ -1,30 +1,63 @@
-"""``fastser train``, ``cv``, ``eval`` and ``settings``: training runs and method settings."""
+"""``fastser train``, ``cv``, ``eval`` and ``settings``: training runs and method settings.
+``fastser cv --model all`` (or a comma-separated list of methods) is the leaderboard."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
-                                 key_values, method_names, print_metrics)
+                                 method_names, print_metrics)
+from fastser.train.trainer import CLASS_BALANCE, MONITORS, SELECTIONS
 
 
-def _method_settings(recipe_cls, pairs: list[str] | None) -> dict[str, Any]:
-    """--set KEY=VALUE pairs, each value parsed and checked by the method's settings."""
-    return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value)
-            for key, value in key_values(pairs).items()}
+def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
+    """--set KEY=VALUE pairs as (KEY, VALUE)."""
+    parsed = []
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
+        parsed.append((key, value))
+    return parsed
 
 
-def _train_config(args: argparse.Namespace):
-    """(TrainConfig, method settings) from the preset (if any), the options and --set."""
+def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """--set pairs, each value parsed and checked by the method's settings."""
+    return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value) for key, value in pairs}
+
+
+def _data_options(pairs: list[str] | None) -> dict[str, Any]:
+    """--data-option KEY=VALUE pairs: the corpus reader's options, values read as JSON where
+    they are JSON (true, 7, ...), else as text."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--data-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _train_config(args: argparse.Namespace, model: str | None = None,
+                  pairs: list[tuple[str, str]] | None = None, *, preset_required: bool = True):
+    """(TrainConfig, method settings) of ``model`` (default: --model) from the preset (if any;
+    a method without it starts from its defaults unless ``preset_required``), the options and
+    ``pairs`` (default: --set)."""
     from fastser.methods import recipe_class
     from fastser.train.trainer import COMMAND_LINE_OPTIONS, TrainConfig
 
-    cls = recipe_class(args.model)
+    model = args.model if model is None else model
+    pairs = _set_pairs(args.set) if pairs is None else pairs
+    cls = recipe_class(model)
     preset_name = "demo" if args.demo_settings else args.preset
-    if preset_name is not None and preset_name not in cls.presets:
-        raise CommandError(f"--preset {preset_name}: {args.model} has the presets "
+    if preset_required and preset_name is not None and preset_name not in cls.presets:
+        raise CommandError(f"--preset {preset_name}: {model} has the presets "
                            f"{', '.join(sorted(cls.presets)) or 'none'}")
     preset = cls.presets.get(preset_name) if preset_name else None
     training: dict[str, Any] = dict(preset.training) if preset else {}
@@ -32,9 +65,46 @@ def _train_config(args: argparse.Namespace):
                      if getattr(args, k) is not None})
     training["progress"] = not args.no_progress
     settings = dict(preset.settings) if preset else {}
-    settings.update(_method_settings(cls, args.set))
+    settings.update(_method_settings(cls, pairs))
     cls.Settings.build(cls.name, settings)  # every setting checked before any work
     return TrainConfig(**training), settings
+
+
+def _models(text: str) -> list[str]:
+    """--model of cv: one method, a comma-separated list, or "all"."""
+    names = method_names()
+    models = names if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in models if m not in names]
+    if unknown or not models:
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise argparse.ArgumentTypeError(f"unknown model(s) {named}; "
+                                         f"choose from {', '.join(names)}, a comma-separated "
+                                         "list of them, or all")
+    return models
+
+
+def _leaderboard_settings(models: list[str], pairs: list[tuple[str, str]]
+                          ) -> dict[str, list[tuple[str, str]]]:
+    """The --set pairs of each method: MODEL.KEY=VALUE for one method, KEY=VALUE for every
+    method that has the setting (at least one must)."""
+    from fastser.methods import recipe_class
+
+    per_method: dict[str, list[tuple[str, str]]] = {m: [] for m in models}
+    for key, value in pairs:
+        model, dot, name = key.partition(".")
+        if dot and model in per_method:
+            per_method[model].append((name, value))
+            continue
+        if dot:
+            raise CommandError(f"--set {key}=...: {model!r} is not one of the methods run "
+                               f"({', '.join(models)})")
+        having = [m for m in models if key in recipe_class(m).Settings.fields()]
+        if not having:
+            raise CommandError(f"--set {key}=...: none of {', '.join(models)} has a setting "
+                               f"{key} (`fastser settings MODEL` lists them)")
+        for m in having:
+            per_method[m].append((key, value))
+    return per_method
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -45,11 +115,14 @@ def _train(args: argparse.Namespace) -> int:
     try:
         run = train_model(args.model, args.data, args.out, config, settings=settings,
                           protocol=args.protocol, fold=args.fold, resume=args.resume,
-                          force=args.force)
+                          force=args.force, data_options=_data_options(args.data_option),
+                          num_folds=args.num_folds)
     finally:
         shutdown_distributed()
     if run.result.test:
-        print(f"{args.model} on {args.data}: test speakers held out; results in {args.out}")
+        held_out = ("test utterances held out (speaker-dependent: their speakers also train)"
+                    if run.result.speaker_dependent else "test speakers held out")
+        print(f"{args.model} on {args.data}: {held_out}; results in {args.out}")
         print_metrics(run.result.test)
     return 0
 
@@ -58,7 +131,8 @@ def _eval(args: argparse.Namespace) -> int:
     from fastser.workflows.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
-                                 device=args.device or "cpu", **checkpoint_options(args))
+                                 device=args.device or "cpu", **checkpoint_options(args),
+                                 data_options=_data_options(args.data_option))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -68,18 +142,63 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _cv(args: argparse.Namespace) -> int:
+    from fastser.data.protocols import check_protocol
     from fastser.data.sources import open_corpus
     from fastser.methods import make_recipe
-    from fastser.workflows.cv import run_cv
+    from fastser.workflows.cv import parse_seeds, run_cv, run_seeds
 
-    config, settings = _train_config(args)
-    corpus = open_corpus(args.data)
-    result = run_cv(lambda labels: make_recipe(args.model, labels, **settings), corpus,
-                    args.protocol, config, args.out, data=args.data, force=args.force)
-    print(f"\n{args.protocol} cross-validation of {args.model} on {args.data}, "
-          f"{len(result.folds)} folds (tables and confusion matrices in {args.out}):")
+    check_protocol(args.protocol)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and args.seed is not None:
+        raise CommandError("--seed and --seeds: give one of them")
+    if len(args.model) > 1:
+        return _leaderboard(args, seeds)
+    model = args.model[0]
+    config, settings = _train_config(args, model)
+    out = Path(args.out)
+    options = _data_options(args.data_option)
+    corpus = open_corpus(args.data, **options)
+    recipe = lambda labels: make_recipe(model, labels, **settings)  # noqa: E731
+    common = dict(data=args.data, data_options=options, num_folds=args.num_folds,
+                  force=args.force)
+    if seeds is None:
+        result = run_cv(recipe, corpus, args.protocol, config, out, **common)
+        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, "
+              f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
+        dependent = any(f["speaker_dependent"] for f in result.folds)
+    else:
+        result = run_seeds(recipe, corpus, args.protocol, config, out, seeds, **common)
+        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, mean of "
+              f"{len(seeds)} seeds ± 95% CI over seeds (tables in {out}):")
+        dependent = any(f["speaker_dependent"] for run in result.runs.values()
+                        for f in run.folds)
+    if dependent:
+        print("  (speaker-dependent: the folds share speakers between training and test)")
     for name, stat in result.summary.items():
         print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace, seeds: list[int] | None) -> int:
+    from fastser.data.sources import open_corpus
+    from fastser.workflows.leaderboard import format_table, leaderboard_title, run_leaderboard
+
+    pairs = _leaderboard_settings(args.model, _set_pairs(args.set))
+    configs, settings = {}, {}
+    for model in args.model:
+        configs[model], settings[model] = _train_config(args, model, pairs[model],
+                                                        preset_required=False)
+    out = Path(args.out)
+    if (out / "leaderboard.json").exists() and not args.force:
+        raise CommandError(f"{out} already holds a leaderboard (leaderboard.json); choose "
+                           "another --out or pass --force (nothing was overwritten)")
+    options = _data_options(args.data_option)
+    corpus = open_corpus(args.data, **options)
+    entries = run_leaderboard(args.model, corpus, args.protocol, configs, settings, out,
+                              data=args.data, data_options=options, num_folds=args.num_folds,
+                              seeds=seeds)
+    print("\n" + format_table(entries, leaderboard_title(args.protocol, args.data, seeds)))
+    print(f"tables, plot and each method's folds in {out}")
     return 0
 
 
@@ -115,11 +234,21 @@ def _clip(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number > 0 or off, got {text!r}") from None
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, choices=method_names(), help="the method")
+def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        p.add_argument("--model", required=True, type=_models, metavar="MODEL",
+                       help="a method, a comma-separated list of methods or all: several give "
+                            "one leaderboard of every method that can run on the corpus "
+                            f"(methods: {', '.join(method_names())})")
+    else:
+        p.add_argument("--model", required=True, choices=method_names(), help="the method")
     p.add_argument("--data", default="synthetic",
                    help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
                         "or emodb:PATH (default: synthetic)")
+    _add_data_option(p)
+    p.add_argument("--num-folds", dest="num_folds", type=int,
+                   help="folds of the utterance-kfold protocols (default 5 for "
+                        "utterance-kfold, 10 for utterance-kfold-val)")
     p.add_argument("--out", required=True, help="output folder (holds one run)")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier run's outputs in --out (with --resume: continue "
@@ -132,19 +261,50 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", dest="warmup_fraction", type=float)
     p.add_argument("--grad-clip", dest="grad_clip", type=_clip, metavar="NORM|off",
                    help="clip the gradient norm to NORM (> 0), or off")
+    p.add_argument("--optimizer", help="adamw (decoupled weight decay) or adam (default adamw)")
+    p.add_argument("--schedule", help="learning rate after the warm-up: warmup_cosine (cosine "
+                                      "decay) or constant (default warmup_cosine)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
-                                                "validation UA")
+                                                "validation --monitor")
+    p.add_argument("--monitor", choices=MONITORS,
+                   help="validation metric that picks the best epoch (--select best) and "
+                        "drives early stopping (default ua; loss: the method's loss on the "
+                        "validation utterances, lower is better)")
+    p.add_argument("--select", choices=SELECTIONS,
+                   help="the final model: best (validation epoch by --monitor; default), last "
+                        "(epoch) or average (of the last --average-epochs epochs' weights)")
+    p.add_argument("--average-epochs", dest="average_epochs", type=int,
+                   help="epochs whose weights --select average averages (default 5)")
+    p.add_argument("--class-balance", dest="class_balance", choices=CLASS_BALANCE,
+                   help="sampler: draw training batches class-balanced (default none)")
+    p.add_argument("--validation-speakers", dest="validation_speakers", type=int,
+                   help="validation speakers drawn from each fold's training speakers "
+                        "(session and speaker protocols; default 1, 0: none)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on GPU, off on CPU)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting (repeatable), e.g. --set k=0.7; `fastser settings "
-                        "MODEL` lists them")
+                        "MODEL` lists them" + ("; with several methods, MODEL.KEY=VALUE sets "
+                                               "one method's" if several else ""))
     p.add_argument("--preset", metavar="NAME",
                    help="start from one of the method's presets (settings and training "
                         "options), e.g. demo")
     p.add_argument("--demo-settings", action="store_true", help="the same as --preset demo")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+PROTOCOL_HELP = ("session (leave one session out), speaker (leave one speaker out), random "
+                 "(one random speaker split), session-speaker (MMTL's: leave one session out, "
+                 "one of its speakers validates, the other is tested), utterance-kfold / "
+                 "utterance-kfold-val (random utterance folds without / with a validation "
+                 "fold: speaker-dependent)")
+
+
+def _add_data_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
+                   help="an option of the corpus reader (repeatable), e.g. "
+                        "improvised_only=true, merge_excited=false or classes=7 for IEMOCAP")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -154,9 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "`torchrun --nproc_per_node=N -m fastser train ...` for "
                                    "DistributedDataParallel.")
     _add_training_options(p)
-    p.add_argument("--protocol", default="random", choices=("random", "session", "speaker"),
-                   help="split: random speaker split, or one fold of leave-one-session/"
-                        "speaker-out (default random)")
+    p.add_argument("--protocol", default="random",
+                   help=f"split: {PROTOCOL_HELP}; train runs one fold (default random)")
     p.add_argument("--fold", type=int, default=1, help="fold of --protocol (default 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(handler=_train)
@@ -165,7 +324,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint on its run's held-out speakers "
                                    "(--split test) or on a whole corpus (--split all).")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="corpus source (default: the one the run trained on)")
+    p.add_argument("--data", help="corpus source (default: the one the run trained on, with "
+                                  "its reader options)")
+    _add_data_option(p)
     p.add_argument("--split", default="test", choices=("test", "all"))
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
@@ -174,11 +335,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cv", help="cross-validation over a protocol",
                        description="One model per fold; per-fold and mean ± 95% CI of WA, UA, "
-                                   "F1 (and pure accuracy), confusion matrices.")
-    _add_training_options(p)
-    p.add_argument("--protocol", default="session", choices=("session", "speaker", "random"),
-                   help="leave-one-session-out (default), leave-one-speaker-out, or one "
-                        "random speaker split")
+                                   "F1 (and pure accuracy), confusion matrices. With several "
+                                   "methods (--model all): one cross-validation each and a "
+                                   "leaderboard (Markdown, CSV, plot); methods that cannot run "
+                                   "on the corpus are skipped with the reason.")
+    _add_training_options(p, several=True)
+    p.add_argument("--protocol", default="session", help=f"{PROTOCOL_HELP} (default session)")
+    p.add_argument("--seeds", metavar="SEEDS",
+                   help="repeat the cross-validation for each seed and average, e.g. 0-9 or "
+                        "0,1,2 (instead of --seed); with several methods, for each of them")
     p.set_defaults(handler=_cv)
 
     p = sub.add_parser("settings", help="a method's settings, their defaults and presets",

@@ -24,9 +24,12 @@ from fastser.data._files import (FOUR_CLASSES, CorpusError, find_file, line_erro
 from fastser.data.corpus import Corpus, Utterance
 
 NAME = "iemocap"
-#: Every emotion code of the release; codes outside the 4-class set are skipped.
+#: Every emotion code of the release; codes outside the class set are skipped.
 CODES = {"neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx"}
 _FOUR = {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"}
+#: CAN's seven classes (Lee et al., Sec. 4.1: every class but fear, disgust and other).
+SEVEN_CLASSES = FOUR_CLASSES + ("excited", "frustrated", "surprised")
+_SEVEN = dict(_FOUR, exc="excited", fru="frustrated", sur="surprised")
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _SUMMARY = re.compile(
@@ -38,13 +41,20 @@ _VARIANT = re.compile(r"\(\d+\)$")
 FRAMES_PER_SECOND = 100
 
 
-def read_iemocap(root: str | Path, *, merge_excited: bool = True,
-                 improvised_only: bool = False) -> Corpus:
-    """The 4-class IEMOCAP corpus (neutral, happy, sad, angry).
+def read_iemocap(root: str | Path, *, merge_excited: bool | None = None,
+                 improvised_only: bool = False, classes: int = 4) -> Corpus:
+    """The 4-class IEMOCAP corpus (neutral, happy, sad, angry), or with ``classes=7`` CAN's
+    seven (those and excited, frustrated, surprised).
 
-    merge_excited: label ``exc`` as happy (the common 4-class protocol); False skips it.
+    merge_excited: label ``exc`` as happy (the common 4-class protocol; the default with 4
+    classes); False skips it (MMTL's protocol). The 7-class set keeps excited as a class.
     improvised_only: keep only utterances of ``*_impro*`` dialogs.
     """
+    if classes not in (4, 7):
+        raise CorpusError(f"{NAME}: classes must be 4 or 7, got {classes!r}")
+    if classes == 7 and merge_excited:
+        raise CorpusError(f"{NAME}: merge_excited applies to the 4-class set; the 7-class set "
+                          f"keeps excited as a class")
     root = require_root(NAME, root)
     sessions = sorted(p for p in root.glob("Session*") if p.is_dir())
     evaluations = [f for s in sessions
@@ -52,7 +62,11 @@ def read_iemocap(root: str | Path, *, merge_excited: bool = True,
                    if not f.name.startswith("._")]
     if not evaluations:
         raise CorpusError(f"{NAME}: no Session*/dialog/EmoEvaluation/*.txt files under {root}")
-    mapping = dict(_FOUR, exc="happy") if merge_excited else _FOUR
+    if classes == 7:
+        mapping, labels = _SEVEN, SEVEN_CLASSES
+    else:
+        merge = merge_excited is None or merge_excited
+        mapping, labels = (dict(_FOUR, exc="happy") if merge else _FOUR), FOUR_CLASSES
     utterances = []
     for evaluation in evaluations:
         session_dir = evaluation.parents[2]
@@ -75,8 +89,8 @@ def read_iemocap(root: str | Path, *, merge_excited: bool = True,
                                  / f"{utt_id}.wdseg"),
                 duration=end - start if end > start else None))
     if not utterances:
-        raise no_audio(NAME, root, "4-class utterances listed in EmoEvaluation files")
-    return Corpus(NAME, FOUR_CLASSES, tuple(utterances))
+        raise no_audio(NAME, root, f"{classes}-class utterances listed in EmoEvaluation files")
+    return Corpus(NAME, labels, tuple(utterances))
 
 
 def _summary_lines(path: Path):

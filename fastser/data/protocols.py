@@ -1,8 +1,12 @@
-"""Speaker-independent evaluation protocols.
+"""Evaluation protocols.
 
-Every split keeps each speaker in exactly one of train, validation and test, and is the same
-for the same seed. Validation speakers, where asked for, are drawn from the speakers left for
-training.
+Every split is the same for the same seed. The speaker-independent protocols keep each
+speaker in exactly one of train, validation and test; validation speakers, where asked for,
+are drawn from the speakers left for training, except in "session-speaker" (MMTL's rule: one
+speaker of the held-out session validates, the other is tested). The utterance-level k-fold
+protocols ("utterance-kfold", "utterance-kfold-val": GLRF's and CAN's) draw folds of
+utterances at random, so a speaker is in training and test alike: their splits are marked
+``speaker_dependent`` and say so in their names.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Split:
     train: Corpus
     validation: Corpus
     test: Corpus
+    speaker_dependent: bool = False
 
 
 def _by_speakers(corpus: Corpus, name: str, train: list[str], validation: list[str],
@@ -128,13 +133,79 @@ def speaker_split(corpus: Corpus, *, test: float | int = 0.2, validation: float 
                         sorted(order[n_test:n_test + n_val]), sorted(order[:n_test]))
 
 
-PROTOCOLS = ("session", "speaker", "random")
+def session_speakers(corpus: Corpus) -> list[Split]:
+    """MMTL's rule (Cai et al., Sec. 3.1.2): per session and per speaker of it, the other
+    sessions train, that speaker is tested and the session's other speakers validate; every
+    speaker is tested once (two folds per two-speaker session)."""
+    protocol = "session-speaker"
+    splits = leave_one_session_out(corpus)  # checks the sessions
+    folds = []
+    for split in splits:
+        session_speakers = list(split.test.speakers)
+        if len(session_speakers) < 2:
+            raise UserError(f"{protocol}: session {split.test[0].session!r} has one speaker "
+                            f"({session_speakers[0]}); each session needs one to validate "
+                            f"and one to test")
+        for speaker in session_speakers:
+            others = [s for s in session_speakers if s != speaker]
+            folds.append(_by_speakers(corpus, f"{split.name}, test speaker {speaker}",
+                                      list(split.train.speakers), others, [speaker]))
+    return folds
 
 
-def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0,
-                validation_speakers: int = 1) -> list[Split]:
+def utterance_kfold(corpus: Corpus, *, k: int = 5, validation: bool = False,
+                    seed: int = 0) -> list[Split]:
+    """k folds of utterances drawn at random (speaker-dependent): split i tests fold i,
+    validates on fold i + 1 (mod k) when ``validation`` (k = 10: 8:1:1, CAN's protocol) and
+    trains on the rest (k = 5 without validation: 80/20, GLRF's)."""
+    protocol = "utterance-kfold-val" if validation else "utterance-kfold"
+    smallest = 3 if validation else 2
+    if isinstance(k, bool) or not isinstance(k, int) or k < smallest:
+        raise UserError(f"{protocol}: the number of folds must be an integer >= {smallest}, "
+                        f"got {k!r}")
+    if k > len(corpus):
+        raise UserError(f"{protocol}: {k} folds of {len(corpus)} utterances leave a fold "
+                        f"empty")
+    order = np.random.default_rng(seed).permutation(len(corpus))
+    folds = [set(part.tolist()) for part in np.array_split(order, k)]
+    utterances = list(corpus)
+
+    def part(indices: set[int], role: str) -> Corpus:
+        return Corpus(f"{corpus.name} {role}", corpus.labels,
+                      tuple(u for i, u in enumerate(utterances) if i in indices))
+
+    splits = []
+    for i in range(k):
+        held = {i, (i + 1) % k} if validation else {i}
+        val = folds[(i + 1) % k] if validation else set()
+        train = set().union(*(folds[j] for j in range(k) if j not in held))
+        splits.append(Split(f"utterance fold {i + 1}/{k} (speaker-dependent)",
+                            part(train, "train"), part(val, "validation"),
+                            part(folds[i], "test"), speaker_dependent=True))
+    return splits
+
+
+PROTOCOLS = ("session", "speaker", "random", "session-speaker", "utterance-kfold",
+             "utterance-kfold-val")
+
+
+def check_protocol(protocol: str) -> None:
+    """UserError unless ``protocol`` is one of :data:`PROTOCOLS`."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+
+
+def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0, validation_speakers: int = 1,
+                num_folds: int | None = None) -> list[Split]:
     """The folds of ``protocol``: "session" (leave one session out), "speaker" (leave one
-    speaker out) or "random" (one speaker-independent random split)."""
+    speaker out), "random" (one speaker-independent random split), "session-speaker" (MMTL's:
+    see :func:`session_speakers`), "utterance-kfold" / "utterance-kfold-val" (speaker-dependent
+    random utterance folds, without / with a validation fold: see :func:`utterance_kfold`;
+    ``num_folds`` of them, default 5 / 10)."""
+    check_protocol(protocol)
+    if num_folds is not None and not protocol.startswith("utterance-kfold"):
+        raise UserError(f"protocol {protocol!r} has its own folds; the number of folds applies "
+                        f"to utterance-kfold and utterance-kfold-val")
     if protocol == "session":
         return leave_one_session_out(corpus, validation_speakers=validation_speakers,
                                      seed=seed)
@@ -143,4 +214,8 @@ def make_splits(corpus: Corpus, protocol: str, *, seed: int = 0,
                                      seed=seed)
     if protocol == "random":
         return [speaker_split(corpus, seed=seed)]
-    raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "session-speaker":
+        return session_speakers(corpus)
+    if protocol == "utterance-kfold":
+        return utterance_kfold(corpus, k=num_folds or 5, seed=seed)
+    return utterance_kfold(corpus, k=num_folds or 10, validation=True, seed=seed)

@@ -16,6 +16,7 @@ from fastser.train.recipe import Recipe
 #: ``--model`` name -> "module:RecipeClass" (imported on first use).
 METHODS: dict[str, str] = {
     "can": "fastser.methods.can:CanRecipe",
+    "egemaps": "fastser.methods.egemaps:EgemapsRecipe",
     "glrf": "fastser.methods.glrf:GLRFRecipe",
     "mmtl": "fastser.methods.mmtl:MMTLRecipe",
     "mtl": "fastser.methods.mmtl:MTLRecipe",

@@ -26,12 +26,16 @@ class CrossAttention(nn.Module):
     head_dim, lengths int64 (B,) or None.  Returns (c_tt, c_ta, c_aa, c_at), each (B, E).
     ``implementation``: "fused" (default) runs the fused op, "reference" the straightforward
     PyTorch version of the same computation (for tests and benchmarks); the former
-    ``use_reference=True/False`` still works, with a DeprecationWarning.  Scriptable with
+    ``use_reference=True/False`` still works, with a DeprecationWarning.
+    ``stop_gradient=False`` drops the stop-gradient of the crossed contexts (CAN's
+    "- stop-gradient" ablation); the fused op implements the stop-gradient, so without it the
+    module runs the PyTorch formulation whatever ``implementation`` says.  Scriptable with
     TorchScript.
     """
 
     def __init__(self, num_heads: int, head_dim: int, *, scale: float = 1.0,
-                 implementation: str = "fused", use_reference: Optional[bool] = None) -> None:
+                 implementation: str = "fused", use_reference: Optional[bool] = None,
+                 stop_gradient: bool = True) -> None:
         super().__init__()
         if num_heads < 1 or head_dim < 1:
             raise ValueError(f"CrossAttention: num_heads and head_dim must be >= 1, got "
@@ -52,6 +56,7 @@ class CrossAttention(nn.Module):
         self.head_dim = head_dim
         self.scale = float(scale)
         self.implementation = implementation
+        self.stop_gradient = bool(stop_gradient)
         self.q_text = nn.Parameter(torch.empty(num_heads, head_dim))
         self.q_audio = nn.Parameter(torch.empty(num_heads, head_dim))
         self.reset_parameters()
@@ -67,7 +72,7 @@ class CrossAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, scale={self.scale}, "
-                f"implementation={self.implementation!r}")
+                f"implementation={self.implementation!r}, stop_gradient={self.stop_gradient}")
 
     def forward(self, h_text: torch.Tensor, h_audio: torch.Tensor,
                 lengths: Optional[torch.Tensor] = None
@@ -82,9 +87,9 @@ class CrossAttention(nn.Module):
         batch, frames = h_text.shape[0], h_text.shape[1]
         text = h_text.reshape(batch, frames, self.num_heads, self.head_dim)
         audio = h_audio.reshape(batch, frames, self.num_heads, self.head_dim)
-        if self.implementation == "reference":
+        if self.implementation == "reference" or not self.stop_gradient:
             c_tt, c_ta, c_aa, c_at = cross_attention_reference(
-                text, audio, self.q_text, self.q_audio, lengths, self.scale)
+                text, audio, self.q_text, self.q_audio, lengths, self.scale, self.stop_gradient)
         else:
             c_tt, c_ta, c_aa, c_at, _ = torch.ops.fastser.cross_attention(
                 text, audio, self.q_text, self.q_audio, lengths, self.scale)

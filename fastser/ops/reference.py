@@ -66,9 +66,11 @@ def fractal_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 def cross_attention_reference(h_text: torch.Tensor, h_audio: torch.Tensor, q_text: torch.Tensor,
                               q_audio: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                              scale: float = 1.0
+                              scale: float = 1.0, stop_gradient: bool = True
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Audio-text cross attention with stop-gradient (docs/ops.md, cross_attention).
+    """Audio-text cross attention with stop-gradient (docs/ops.md, cross_attention);
+    ``stop_gradient=False`` lets the crossed contexts' gradients reach the weights too (CAN's
+    "- stop-gradient" ablation, which the fused op does not offer).
 
     h_text, h_audio: (B, L, H, d); q_text, q_audio: (H, d); lengths: int64 (B,) or None.
     Returns c_tt, c_ta, c_aa, c_at, each (B, H, d).  Scriptable (positional ``scale``).
@@ -83,9 +85,11 @@ def cross_attention_reference(h_text: torch.Tensor, h_audio: torch.Tensor, q_tex
     alpha_text = torch.softmax(scores_text, dim=-1)
     alpha_audio = torch.softmax(scores_audio, dim=-1)
     c_tt = torch.einsum("bhl,blhd->bhd", alpha_text, h_text)
-    c_ta = torch.einsum("bhl,blhd->bhd", alpha_text.detach(), h_audio)
+    crossed_text = alpha_text.detach() if stop_gradient else alpha_text
+    crossed_audio = alpha_audio.detach() if stop_gradient else alpha_audio
+    c_ta = torch.einsum("bhl,blhd->bhd", crossed_text, h_audio)
     c_aa = torch.einsum("bhl,blhd->bhd", alpha_audio, h_audio)
-    c_at = torch.einsum("bhl,blhd->bhd", alpha_audio.detach(), h_text)
+    c_at = torch.einsum("bhl,blhd->bhd", crossed_audio, h_text)
     return c_tt, c_ta, c_aa, c_at
 
 

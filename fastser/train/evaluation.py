@@ -22,7 +22,8 @@ def concat_predictions(parts: Sequence[Predictions]) -> Predictions:
 
 def predict_items(recipe: Recipe, model: nn.Module, items: Sequence[Any], *,
                   batch_size: int = 32) -> tuple[Predictions, torch.Tensor]:
-    """Predictions of ``model`` (in eval mode, without gradients) and the labels (B,)."""
+    """Predictions of ``model`` (in eval mode, without gradients; adapted to ``items`` by
+    the recipe's :meth:`~fastser.train.recipe.Recipe.adapt` first) and the labels (B,)."""
     if len(items) == 0:
         raise ValueError(f"{recipe.name}: no utterances to predict")
     device = next(model.parameters()).device
@@ -30,12 +31,33 @@ def predict_items(recipe: Recipe, model: nn.Module, items: Sequence[Any], *,
     model.eval()
     parts, labels = [], []
     with torch.no_grad():
+        predictor = recipe.adapt(model, items)
         for start in range(0, len(items), batch_size):
             batch = move_to(recipe.collate(items[start:start + batch_size]), device)
-            parts.append(recipe.predict(model, batch))
+            parts.append(recipe.predict(predictor, batch))
             labels.append(batch["labels"].cpu())
     model.train(was_training)
     return concat_predictions(parts), torch.cat(labels)
+
+
+def mean_loss(recipe: Recipe, model: nn.Module, items: Sequence[Any], *,
+              batch_size: int = 32) -> float:
+    """The recipe's loss of ``model`` (in eval mode, without gradients) over ``items``, the
+    mean over utterances (each batch's mean weighted by its size, so independent of
+    ``batch_size`` up to rounding): a validation loss, lower is better."""
+    if len(items) == 0:
+        raise ValueError(f"{recipe.name}: no utterances to compute a loss on")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = move_to(recipe.collate(chunk), device)
+            total += float(recipe.loss(model, batch)) * len(chunk)
+    model.train(was_training)
+    return total / len(items)
 
 
 def score(recipe: Recipe, preds: Predictions, labels: torch.Tensor) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import CheckpointError, SettingsError, UserError
+from fastser.train.kit.augment import Augmentation, AugmentSettings, TrainingItems
 from fastser.train.kit.settings import Preset, Settings
 from fastser.train.kit.standardise import standardise_by_speaker
 from fastser.train.kit.waveforms import check_waveform
@@ -135,7 +136,8 @@ class Recipe(abc.ABC):
     here and in :mod:`fastser.train.kit`: typed settings (``Settings``, one dataclass per
     method, checked before any work), presets, waveform checks, label lookup, per-speaker
     standardisation (the ``speaker_norm`` setting, through :meth:`item_features` /
-    :meth:`with_features`) and the empty-batch guard. A subclass implements
+    :meth:`with_features`), training augmentation (:meth:`augmented_copies`,
+    :meth:`training_items`) and the empty-batch guard. A subclass implements
     :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
     :meth:`export_module`, :meth:`export_inputs` and :meth:`embed`."""
 
@@ -151,6 +153,9 @@ class Recipe(abc.ABC):
     #: segment starts in prediction, in seconds (``fastser predict --window/--hop`` override
     #: them); None: the method scores whole utterances.
     segment_settings: ClassVar[tuple[str, str] | None] = None
+    #: False for a method whose model is fitted in :meth:`fit_extra` (closed form, scikit-learn):
+    #: the trainer then runs one epoch that only evaluates and checkpoints, no optimisation.
+    gradient_trained: ClassVar[bool] = True
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         if len(label_names) < 2:
@@ -160,6 +165,10 @@ class Recipe(abc.ABC):
         #: Path settings whose value came from a checkpoint and that the user did not pass
         #: again: :meth:`path` does not use them (:meth:`from_state`).
         self.withheld_paths: frozenset[str] = frozenset()
+        #: The augmentation the settings ask for (methods whose settings derive from
+        #: AugmentSettings), else None.
+        self.augmentation = (Augmentation(self.settings)
+                             if isinstance(self.settings, AugmentSettings) else None)
 
     @property
     def num_classes(self) -> int:
@@ -176,6 +185,16 @@ class Recipe(abc.ABC):
         """The class index of ``utterance``'s label; -1 without an utterance (a new
         recording, label unknown)."""
         return -1 if utterance is None else self.label_index(utterance.label)
+
+    def item_label(self, item: Any) -> int:
+        """The class index an item holds (-1: unknown); override for items without a
+        ``label`` attribute."""
+        return item.label
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        """Why this method, with these settings, cannot give a meaningful result on
+        ``corpus`` (missing annotations, an optional dependency, ...); empty when it can."""
+        return []
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -275,12 +294,47 @@ class Recipe(abc.ABC):
         """One item from a 16 kHz mono waveform (N,).  ``utterance`` supplies the label, the
         word timings and other annotations when known; without it (prediction on a new
         recording) the item's label is -1 and ``words`` gives the word timings, for methods
-        that need them.  With ``speaker_norm`` the recording is its own speaker."""
+        that need them.  With ``speaker_norm``, :meth:`standardise_recording`."""
         item = self.checked_item(waveform, utterance, words=words)
         if self.settings.speaker_norm:
-            item = self.with_features(item, standardise_by_speaker(
-                [self.item_features(item)], ["recording"])[0])
+            item = self.with_features(item, self.standardise_recording(self.item_features(item)))
         return item
+
+    def standardise_recording(self, features: Tensor) -> Tensor:
+        """A lone recording's feature frames (T, ...) under ``speaker_norm``: standardised
+        with their own statistics (the recording is its own speaker). Methods whose features
+        give a recording no statistics of its own (one vector per utterance) override this."""
+        return standardise_by_speaker([features], ["recording"])[0]
+
+    def augmented_copies(self, utterances: Sequence[Utterance]) -> list[list[Any]]:
+        """The items of each utterance's augmented training copies (the settings'
+        ``speed_perturb`` and ``noise_snr``; no copies without them), read from its audio file
+        at 16 kHz; with ``speaker_norm``, each kind of copy standardised per speaker."""
+        copies: list[list[Any]] = [[] for _ in utterances]
+        if self.augmentation is None or not self.augmentation.makes_copies:
+            return copies
+        kinds: dict[str, list[tuple[int, Any, str]]] = {}
+        for index, utterance in enumerate(utterances):
+            waveform = load_audio(utterance.path, SAMPLE_RATE)
+            for kind, copy, copy_utterance in self.augmentation.copies(waveform, utterance):
+                kinds.setdefault(kind, []).append(
+                    (index, self.checked_item(copy, copy_utterance), utterance.speaker))
+        for made in kinds.values():
+            items = [item for _, item, _ in made]
+            if self.settings.speaker_norm:
+                features = standardise_by_speaker([self.item_features(i) for i in items],
+                                                  [speaker for _, _, speaker in made])
+                items = [self.with_features(i, f) for i, f in zip(items, features)]
+            for (index, _, _), item in zip(made, items):
+                copies[index].append(item)
+        return copies
+
+    def training_items(self, items: Sequence[Any], copies: Sequence[Sequence[Any]] | None, *,
+                       seed: int) -> TrainingItems:
+        """The training set as each epoch sees it: the items, their augmented copies and
+        SpecAugment masks (fastser.train.kit.augment.TrainingItems)."""
+        return TrainingItems(items, copies, seed=seed, augmentation=self.augmentation,
+                             features=self.item_features, with_features=self.with_features)
 
     def checked_item(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
                      words: Sequence[WordTiming] | None = None) -> Any:
@@ -353,6 +407,13 @@ class Recipe(abc.ABC):
         share, averages them over processes and takes its optimiser step.  None (the
         default): the trainer back-propagates :meth:`loss`."""
         return None
+
+    def adapt(self, model: nn.Module, items: Sequence[Any]) -> nn.Module:
+        """Optional hook: the model that predicts ``items`` (evaluation calls it once per
+        evaluated set, before batching). The default is ``model`` itself; a transductive
+        method adapts it to the items' speakers first (MMTL's test-time adaptation), so that
+        no prediction depends on how the items are batched."""
+        return model
 
     def streaming_features(self) -> StreamingFeatures | None:
         """A fresh live-audio front end of a segment-level method (None: the method scores

@@ -12,10 +12,15 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
     cuts the permutation into global batches of ``batch_size`` and yields this rank's share of
     each (``batch[rank::world_size]``). With ``world_size`` processes every step sees exactly
     the utterances a single process with the same ``batch_size`` sees. A final global batch
-    with fewer items than processes is dropped (when world_size > 1) so no rank idles."""
+    with fewer items than processes is dropped (when world_size > 1) so no rank idles.
+
+    ``weights`` (num_items,): instead of a permutation, each epoch draws ``num_items`` items
+    with replacement, item i with probability proportional to weights[i] (class-balanced
+    sampling: fastser.train.kit.balance.balanced_item_weights)."""
 
     def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1,
+                 weights: torch.Tensor | None = None) -> None:
         if num_items < 1:
             raise ValueError("GlobalBatchSampler: the dataset is empty")
         if batch_size < world_size:
@@ -24,13 +29,21 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_items, self.batch_size = num_items, batch_size
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size
+        if weights is not None and tuple(weights.shape) != (num_items,):
+            raise ValueError(f"GlobalBatchSampler: weights of shape {tuple(weights.shape)} for "
+                             f"{num_items} items")
+        self.weights = weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def global_batches(self) -> list[list[int]]:
-        if self.shuffle:
+        if self.weights is not None:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.multinomial(self.weights, self.num_items, replacement=True,
+                                      generator=gen).tolist()
+        elif self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_items, generator=gen).tolist()
         else:

@@ -1,6 +1,12 @@
-"""The trainer every method shares: AMP on GPU, gradient clipping, warm-up + cosine schedule,
-early stopping on a validation split, seeds, progress bars, per-epoch JSON-lines metrics,
-atomic checkpoints and exact resumption, DistributedDataParallel under torchrun."""
+"""The trainer every method shares: AdamW or Adam, AMP on GPU, gradient clipping, warm-up +
+cosine (or constant) schedule, early stopping on a validation split, model selection (best
+validation epoch by UA, F1 or loss; last epoch; the mean of the last epochs' weights),
+class-balanced sampling, augmentation (the recipe's training items), seeds, progress bars,
+per-epoch JSON-lines metrics, atomic checkpoints and exact resumption, DistributedDataParallel
+under torchrun.
+
+Methods fitted in ``Recipe.fit_extra`` (``Recipe.gradient_trained = False``) run one epoch
+that only evaluates and checkpoints."""
 
 from __future__ import annotations
 
@@ -24,27 +30,45 @@ from fastser.devices import resolve_device
 from fastser.distributed import DistContext, init_distributed
 from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.outputs import write_text
-from fastser.train.evaluation import evaluate
+from fastser.train.averaging import WeightAverage
+from fastser.train.evaluation import evaluate, mean_loss
+from fastser.train.kit.balance import balanced_item_weights
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.resume import check_resume
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
-from fastser.train.schedule import warmup_cosine
+from fastser.train.schedule import SCHEDULES, make_schedule
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-#: Validation metrics early stopping and best.pt can follow (``monitor``).
-MONITORS = ("ua", "wa", "macro_f1", "weighted_f1", "micro_f1")
+#: adamw: decoupled weight decay (torch.optim.AdamW); adam: torch.optim.Adam (weight decay, if
+#: any, as an L2 term in the gradient).
+OPTIMIZERS = ("adamw", "adam")
+#: Validation metrics early stopping and model selection can monitor: the first five higher
+#: is better; "loss" (the recipe's loss over the validation items, the mean per utterance)
+#: lower is better.
+MONITORS = ("ua", "wa", "micro_f1", "macro_f1", "weighted_f1", "loss")
+#: The final model: the best validation epoch by ``monitor`` (the last epoch without
+#: validation), the last epoch, or the mean of the last ``average_epochs`` epochs' weights.
+SELECTIONS = ("best", "last", "average")
+CLASS_BALANCE = ("none", "sampler")
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 #: What ``grad_clip`` takes to switch clipping off (besides None).
 CLIP_OFF = "off"
 #: The options ``fastser train`` and ``cv`` take as flags (``--batch-size`` for batch_size).
 COMMAND_LINE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
-                        "grad_clip", "amp", "seed", "patience", "device")
+                        "grad_clip", "optimizer", "schedule", "amp", "seed", "patience",
+                        "monitor", "select", "average_epochs", "class_balance",
+                        "validation_speakers", "device")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (the method's own settings live in its recipe). Every option is
+    """Optimisation settings (the method's own settings live in its recipe): ``optimizer``
+    (one of :data:`OPTIMIZERS`) at learning rate ``lr`` under ``schedule`` (warm-up over
+    ``warmup_fraction`` of the steps, then cosine decay or constant), ``grad_clip`` (global
+    norm; None: none), and the validation metric ``monitor`` (one of :data:`MONITORS`) that
+    picks the best epoch and drives early stopping after ``patience`` epochs without a better
+    one; ``select`` (one of :data:`SELECTIONS`) which model training returns. Every option is
     checked on construction, before any work: a SettingsError names the option (and its
     command-line flag) and what it accepts."""
 
@@ -54,10 +78,16 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1
     grad_clip: float | None = 5.0
+    optimizer: str = "adamw"
+    schedule: str = "warmup_cosine"
     amp: str = "auto"
     seed: int = 0
     patience: int | None = None
     monitor: str = "ua"
+    select: str = "best"
+    average_epochs: int = 5
+    class_balance: str = "none"
+    validation_speakers: int = 1
     eval_batch_size: int = 32
     device: str = "auto"
     progress: bool = True
@@ -69,6 +99,8 @@ class TrainConfig:
         _integer(self, "batch_size", low=1)
         _integer(self, "eval_batch_size", low=1)
         _integer(self, "seed", low=0)
+        _integer(self, "average_epochs", low=1)
+        _integer(self, "validation_speakers", low=0)
         if self.patience is not None:
             _integer(self, "patience", low=1)
         _number(self, "lr", f"a finite number > 0 (at most {_FLOAT32_MAX:.3g}, for float32 "
@@ -78,12 +110,31 @@ class TrainConfig:
         if self.grad_clip is not None:
             _number(self, "grad_clip", f"a finite number > 0, or {CLIP_OFF} (no clipping)",
                     lambda x: x > 0)
-        _choice(self, "amp", AMP_MODES)
-        _choice(self, "monitor", MONITORS)
+        for name, choices in (("amp", AMP_MODES), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES), ("monitor", MONITORS),
+                              ("select", SELECTIONS), ("class_balance", CLASS_BALANCE)):
+            _choice(self, name, choices)
+        if self.select == "average" and self.patience is not None:
+            raise SettingsError("select='average' averages the last average_epochs of the "
+                                "planned epochs, which early stopping (patience) would cut; "
+                                "use one of them")
         if not isinstance(self.progress, bool):
             raise _option_error("progress", "true or false", self.progress)
         # parseable and present (Trainer resolves it again, with its process's local rank)
         resolve_device(self.device, option=f"training option {_flag('device')}")
+
+    def better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """Whether validation ``metrics`` beat ``best`` (None: nothing yet) on ``monitor``."""
+        if best is None:
+            return True
+        if self.monitor == "loss":
+            return metrics["loss"] < best["loss"]
+        return metrics[self.monitor] > best[self.monitor]
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The optimiser of ``params`` at ``lr`` with ``weight_decay``."""
+        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return kind(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 def _flag(name: str) -> str:
@@ -195,32 +246,35 @@ class Trainer:
         }
 
     def fit(self, train_items: Sequence[Any], val_items: Sequence[Any] | None = None, *,
-            resume: bool = False, force: bool = False) -> FitResult:
-        """Train for ``config.epochs`` epochs (fewer with early stopping).  ``resume=True``
-        continues from ``out_dir/last.pt`` and ends where an uninterrupted run would; the
-        stored run must be this one (:func:`fastser.train.resume.check_resume`: ``force``
-        lets safe differences through, such as more epochs).  A non-finite loss, gradient or
-        weight stops training (TrainingDiverged naming the step) before anything non-finite
-        is saved."""
+            resume: bool = False, force: bool = False,
+            train_copies: Sequence[Sequence[Any]] | None = None) -> FitResult:
+        """Train for ``config.epochs`` epochs (fewer with early stopping; one for a method
+        fitted in ``fit_extra``).  ``train_copies``: each training item's augmented copies
+        (``Recipe.augmented_copies``).  ``resume=True`` continues from ``out_dir/last.pt`` and
+        ends where an uninterrupted run would; the stored run must be this one
+        (:func:`fastser.train.resume.check_resume`: ``force`` lets safe differences through,
+        such as more epochs).  A non-finite loss, gradient or weight stops training
+        (TrainingDiverged naming the step) before anything non-finite is saved.  ``best.pt``
+        holds the selected model."""
         cfg, recipe, dist = self.config, self.recipe, self.dist
         if len(train_items) == 0:
             raise UserError("fit: the training split is empty")
+        started = time.perf_counter()
         seed_everything(cfg.seed)
         recipe.fit_extra(train_items)
         model = recipe.build_model().to(self.device)
-        if dist.enabled:
+        if dist.enabled and recipe.gradient_trained:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        batches = recipe.train_batches(train_items, cfg.batch_size, seed=cfg.seed,
-                                       rank=dist.rank, world_size=dist.world_size)
-        if batches is None:
-            batches = UtteranceBatches(recipe, train_items, GlobalBatchSampler(
-                len(train_items), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
-                world_size=dist.world_size))
-        total_steps = cfg.epochs * len(batches)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
+        training = recipe.training_items(train_items, train_copies, seed=cfg.seed)
+        batches = self._batches(training, train_items)
+        epochs = cfg.epochs if recipe.gradient_trained else 1
+        total_steps = epochs * len(batches)
+        optimizer = cfg.make_optimizer(model.parameters())
+        scheduler = make_schedule(cfg.schedule, optimizer, total_steps,
+                                  int(cfg.warmup_fraction * total_steps))
         scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        average = WeightAverage() if cfg.select == "average" else None
 
         start_epoch, step, history, best = 0, 0, [], None
         if resume and self.last_path.exists():
@@ -233,44 +287,111 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
             start_epoch, step = state["epoch"] + 1, state["step"]
             history, best = list(state["history"]), state["best"]
+            if average is not None:
+                average.load_state(state["average"])
             set_rng_state(state["rng"])
             if dist.is_main:
                 self._write_metrics(history)
         elif dist.is_main:
             self._write_metrics([])
 
-        started = time.perf_counter()
         stopped_early = False
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, epochs):
             patience_spent = (best is not None and cfg.patience is not None
                               and epoch - best["epoch"] > cfg.patience)
             if dist.broadcast_flag(patience_spent):
                 stopped_early = True
                 break
             batches.set_epoch(epoch)
-            record, step = self._train_epoch(model, batches, optimizer, scheduler, scaler,
-                                             epoch, step)
+            training.set_epoch(epoch)
+            if recipe.gradient_trained:
+                record, step = self._train_epoch(model, batches, optimizer, scheduler, scaler,
+                                                 epoch, step)
+            else:
+                record = self._fitted_epoch(model, train_items)
+            if average is not None and epoch >= epochs - cfg.average_epochs:
+                average.add(_unwrap(model))
             if val_items is not None and dist.is_main:
-                record["val"] = evaluate(recipe, _unwrap(model), val_items,
-                                         batch_size=cfg.eval_batch_size)
-                if best is None or record["val"][cfg.monitor] > best[cfg.monitor]:
+                record["val"] = self._validate(model, val_items)
+                if cfg.better(record["val"], best):
                     best = {"epoch": epoch, **record["val"]}
-                    save_checkpoint(self._checkpoint_payload(
-                        model, optimizer, scheduler, scaler, epoch, step, history + [record],
-                        best), self.best_path)
+                    if cfg.select == "best":
+                        save_checkpoint(self._checkpoint_payload(
+                            model, optimizer, scheduler, scaler, epoch, step,
+                            history + [record], best), self.best_path)
             history.append(record)
             if dist.is_main:
-                save_checkpoint(self._checkpoint_payload(model, optimizer, scheduler, scaler,
-                                                         epoch, step, history, best),
-                                self.last_path)
+                payload = self._checkpoint_payload(model, optimizer, scheduler, scaler, epoch,
+                                                   step, history, best)
+                if average is not None:
+                    payload["average"] = average.state()
+                save_checkpoint(payload, self.last_path)
                 self._write_metrics(history)
             dist.barrier()
 
         model = _unwrap(model)
-        if best is not None and self.best_path.exists() and dist.is_main:
-            model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
-                                                  map_location=self.device)["model"])
+        if cfg.select == "best" and best is not None:
+            if self.best_path.exists() and dist.is_main:
+                model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
+                                                      map_location=self.device)["model"])
+        else:
+            best = self._select_final(model, average, val_items, history, best)
+            if dist.is_main:
+                save_checkpoint(self._checkpoint_payload(
+                    model, optimizer, scheduler, scaler, len(history) - 1, step, history,
+                    best), self.best_path)
         return FitResult(history, best, model, time.perf_counter() - started, stopped_early)
+
+    def _batches(self, training: Sequence[Any], train_items: Sequence[Any]) -> TrainBatches:
+        """The recipe's own training steps, or shuffled (or class-balanced) utterance
+        batches of ``training``."""
+        cfg, recipe, dist = self.config, self.recipe, self.dist
+        batches = recipe.train_batches(training, cfg.batch_size, seed=cfg.seed,
+                                       rank=dist.rank, world_size=dist.world_size)
+        if batches is not None:
+            if cfg.class_balance == "sampler":
+                raise SettingsError(f"{recipe.name} samples its own training batches, so "
+                                    "class_balance='sampler' does not apply to it")
+            return batches
+        weights = None
+        if cfg.class_balance == "sampler":
+            weights = balanced_item_weights([recipe.item_label(i) for i in train_items],
+                                            recipe.num_classes)
+        return UtteranceBatches(recipe, training, GlobalBatchSampler(
+            len(training), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
+            world_size=dist.world_size, weights=weights))
+
+    def _validate(self, model: nn.Module, val_items: Sequence[Any]) -> dict[str, Any]:
+        """Validation metrics (and the validation loss when it is monitored)."""
+        cfg, recipe = self.config, self.recipe
+        metrics = evaluate(recipe, _unwrap(model), val_items, batch_size=cfg.eval_batch_size)
+        if cfg.monitor == "loss":
+            metrics["loss"] = mean_loss(recipe, _unwrap(model), val_items,
+                                        batch_size=cfg.eval_batch_size)
+        return metrics
+
+    def _select_final(self, model: nn.Module, average: WeightAverage | None,
+                      val_items: Sequence[Any] | None, history: list[dict[str, Any]],
+                      best: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Load the final model of select="last" / "average" (or of "best" without
+        validation) into ``model``; its validation metrics (None without validation)."""
+        if average is not None:
+            average.apply(model)
+        if val_items is None or not self.dist.is_main or not history:
+            return None if val_items is None else best
+        last = len(history) - 1
+        if average is None and "val" in history[-1]:
+            return {"epoch": last, **history[-1]["val"]}
+        return {"epoch": last, "averaged_epochs": average.count if average else 1,
+                **self._validate(model, val_items)}
+
+    def _fitted_epoch(self, model: nn.Module, train_items: Sequence[Any]) -> dict[str, Any]:
+        """The one epoch of a method fitted in fit_extra: its training loss, no steps."""
+        started = time.perf_counter()
+        loss = mean_loss(self.recipe, _unwrap(model), train_items,
+                         batch_size=self.config.eval_batch_size)
+        return {"epoch": 1, "train_loss": loss, "seconds": time.perf_counter() - started,
+                "fitted": True}
 
     def _train_epoch(self, model, batches: TrainBatches, optimizer, scheduler, scaler, epoch,
                      step):

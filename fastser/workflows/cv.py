@@ -1,23 +1,25 @@
-"""Cross-validation over a speaker-independent protocol: one trained model per fold (the
-train-then-test pipeline of :mod:`fastser.workflows.pipeline`), per-fold test metrics, mean ±
-95% confidence interval, confusion matrices, all in one folder."""
+"""Cross-validation over a protocol: one trained model per fold (the train-then-test pipeline
+of :mod:`fastser.workflows.pipeline`), per-fold test metrics, mean ± 95% confidence interval,
+confusion matrices, all in one folder; and the same repeated over several seeds
+(:func:`run_seeds`, ``--seeds 0-9``: MSTR's protocol), averaged."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 
 from fastser.data.corpus import Corpus
 from fastser.data.protocols import make_splits
+from fastser.errors import UserError
 from fastser.outputs import write_json, write_text
 from fastser.train import metrics
 from fastser.train.recipe import Recipe
 from fastser.train.trainer import TrainConfig
-from fastser.workflows.pipeline import run_fold
+from fastser.workflows.pipeline import run_fold, validation_speakers
 from fastser.workflows.run_folder import claim
 
 SUMMARY_METRICS = ("wa", "ua", "macro_f1", "weighted_f1", "pure_accuracy")
@@ -49,28 +51,43 @@ class CVResult:
 
 def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, protocol: str,
            config: TrainConfig, out_dir: str | Path, *, data: str | None = None,
-           force: bool = False, log: Callable[[str], None] = print) -> CVResult:
-    """Train and test one model per fold of ``protocol`` on ``corpus`` (featurised once, for
-    every fold), each through :func:`~fastser.workflows.pipeline.run_fold` into
-    ``out_dir/foldNN``; writes ``cv.json`` (every fold's result + the summary), ``cv.md`` and
-    ``confusion.png`` (summed over folds). ``data``: the corpus source recorded in the results
-    (default: the corpus name). The run folder is claimed first: an earlier run there is
-    refused unless ``force`` replaces it."""
+           data_options: Mapping[str, Any] | None = None, num_folds: int | None = None,
+           items: Mapping[str, Any] | None = None,
+           copies: MutableMapping[str, list[Any]] | None = None, force: bool = False,
+           log: Callable[[str], None] = print) -> CVResult:
+    """Train and test one model per fold of ``protocol`` (``num_folds``: of the utterance-level
+    k-fold protocols) on ``corpus`` (featurised once, for every fold, unless ``items`` by
+    utterance id are given; ``copies``: the augmented training copies made so far, by
+    utterance id, filled as the folds need them), each through
+    :func:`~fastser.workflows.pipeline.run_fold` into ``out_dir/foldNN``; writes ``cv.json``
+    (every fold's result + the summary), ``cv.md`` and ``confusion.png`` (summed over folds).
+    ``data``: the corpus source recorded in the results (default: the corpus name), opened
+    with ``data_options``. The run folder is claimed first: an earlier run there is refused
+    unless ``force`` replaces it."""
+    out_dir = Path(out_dir)
     with claim(out_dir, force=force, parts=FOLD_FOLDER):
-        return _run_cv(make_recipe, corpus, protocol, config, Path(out_dir), data, log)
+        return _run_cv(make_recipe, corpus, protocol, config, out_dir, data, data_options,
+                       num_folds, items, copies, log)
 
 
 def _run_cv(make_recipe, corpus: Corpus, protocol: str, config: TrainConfig, out_dir: Path,
-            data: str | None, log: Callable[[str], None]) -> CVResult:
+            data: str | None, data_options: Mapping[str, Any] | None, num_folds: int | None,
+            items: Mapping[str, Any] | None, copies: MutableMapping[str, list[Any]] | None,
+            log: Callable[[str], None]) -> CVResult:
     data = data or corpus.name
-    splits = make_splits(corpus, protocol, seed=config.seed)
     featurizer = make_recipe(corpus.labels)
-    items = dict(zip((u.id for u in corpus), featurizer.featurize(list(corpus))))
+    splits = make_splits(corpus, protocol, seed=config.seed,
+                         validation_speakers=validation_speakers(featurizer, config),
+                         num_folds=num_folds)
+    if items is None:
+        items = featurize_corpus(featurizer, corpus)
+    copies = {} if copies is None else copies
     folds, total = [], None
     for index, split in enumerate(splits):
         run = run_fold(make_recipe(corpus.labels), items, split, config,
                        out_dir / f"fold{index + 1:02d}", data=data, protocol=protocol,
-                       fold=index + 1)
+                       fold=index + 1, copies=copies, data_options=data_options,
+                       num_folds=num_folds)
         result = run.result.to_dict()
         confusion = np.asarray(result["test"]["confusion"])
         total = confusion if total is None else total + confusion
@@ -85,15 +102,96 @@ def _run_cv(make_recipe, corpus: Corpus, protocol: str, config: TrainConfig, out
             summary[name] = {"mean": mean, "ci95": half}
     metrics.plot_confusion_matrix(total, corpus.labels, out_dir / "confusion.png",
                                   title=f"{protocol} cross-validation, all folds")
-    write_json(out_dir / "cv.json", {"protocol": protocol, "folds": folds, "summary": summary})
+    dependent = any(f["speaker_dependent"] for f in folds)
+    write_json(out_dir / "cv.json", {"protocol": protocol, "seed": config.seed,
+                                     "speaker_dependent": dependent, "folds": folds,
+                                     "summary": summary})
     write_text(out_dir / "cv.md", format_summary(protocol, folds, summary))
     return CVResult(folds, summary, out_dir)
+
+
+def featurize_corpus(recipe: Recipe, corpus: Corpus) -> dict[str, Any]:
+    """Every utterance's item, by id, from ``recipe``."""
+    return dict(zip((u.id for u in corpus), recipe.featurize(list(corpus))))
+
+
+@dataclass
+class SeedsResult:
+    """One cross-validation per seed and, per metric, the mean over seeds of each seed's
+    mean over folds, its standard deviation and 95% CI over seeds."""
+
+    runs: dict[int, CVResult]
+    summary: dict[str, dict[str, float]]
+    out_dir: Path
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0-9" (a range, both ends included), "0,3,7" or "5"; UserError otherwise."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            lo, hi = int(first), int(last) if dash else int(first)
+            if lo < 0 or hi < lo:
+                raise ValueError
+            seeds.extend(range(lo, hi + 1))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected seeds >= 0 as 'A-B' (a range), 'A,B,C' "
+                        f"or 'A'") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: a seed is listed twice")
+    return seeds
+
+
+def run_seeds(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, protocol: str,
+              config: TrainConfig, out_dir: str | Path, seeds: Sequence[int], *,
+              data: str | None = None, data_options: Mapping[str, Any] | None = None,
+              num_folds: int | None = None, force: bool = False,
+              log: Callable[[str], None] = print) -> SeedsResult:
+    """:func:`run_cv` once per seed (the seed of the splits, the initialisation and the
+    batches) into ``out_dir/seedS``, the corpus featurised once; writes ``seeds.json`` (every
+    seed's summary and the average) and ``seeds.md``."""
+    out_dir = Path(out_dir)
+    items = featurize_corpus(make_recipe(corpus.labels), corpus)
+    copies: dict[str, list[Any]] = {}
+    runs = {}
+    for seed in seeds:
+        log(f"seed {seed}:")
+        runs[seed] = run_cv(make_recipe, corpus, protocol, replace(config, seed=seed),
+                            out_dir / f"seed{seed}", data=data, data_options=data_options,
+                            num_folds=num_folds, items=items, copies=copies, force=force,
+                            log=log)
+    summary = {}
+    for name in SUMMARY_METRICS:
+        if all(name in run.summary for run in runs.values()):
+            means = [run.summary[name]["mean"] for run in runs.values()]
+            mean, half = confidence_interval(means)
+            std = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+            summary[name] = {"mean": mean, "std": std, "ci95": half}
+    dependent = any(f["speaker_dependent"] for run in runs.values() for f in run.folds)
+    write_json(out_dir / "seeds.json", {
+        "protocol": protocol, "seeds": list(seeds), "speaker_dependent": dependent,
+        "per_seed": {str(s): run.summary for s, run in runs.items()}, "summary": summary})
+    names = [n for n in SUMMARY_METRICS if n in summary]
+    lines = [f"# {protocol} cross-validation over seeds {', '.join(map(str, seeds))}", "",
+             "| seed | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for seed, run in runs.items():
+        lines.append(f"| {seed} | " + " | ".join(f"{run.summary[n]['mean']:.3f}"
+                                                 for n in names) + " |")
+    lines.append("| mean ± std (95% CI) | " + " | ".join(
+        f"{summary[n]['mean']:.3f} ± {summary[n]['std']:.3f} ({summary[n]['ci95']:.3f})"
+        for n in names) + " |")
+    write_text(out_dir / "seeds.md", "\n".join(lines) + "\n")
+    return SeedsResult(runs, summary, out_dir)
 
 
 def format_summary(protocol: str, folds: list[dict[str, Any]],
                    summary: dict[str, dict[str, float]]) -> str:
     names = [n for n in SUMMARY_METRICS if n in summary]
-    lines = [f"# {protocol} cross-validation", "",
+    dependent = any(f["speaker_dependent"] for f in folds)
+    note = (["Speaker-dependent: the folds share speakers between training and test.", ""]
+            if dependent else [])
+    lines = [f"# {protocol} cross-validation", "", *note,
              "| fold | test speakers | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
     for f in folds:

@@ -18,10 +18,13 @@ SPLITS = ("test", "all")
 def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: str = "test",
                         device: str = "cpu", batch_size: int = 32,
                         settings: Mapping[str, Any] | None = None,
-                        stored_paths: bool = False) -> dict[str, Any]:
+                        stored_paths: bool = False,
+                        data_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of a checkpoint on a corpus: ``split="test"`` re-creates the held-out speakers
-    of its training run (same protocol, fold and seed), ``"all"`` uses every utterance.
-    ``settings`` / ``stored_paths``: the paths the model may use (see load_trained)."""
+    of its training run (same protocol, fold and seed), ``"all"`` uses every utterance. The
+    run's own corpus (``source`` None or the same) is opened with the run's reader options
+    unless ``data_options`` are given. ``settings`` / ``stored_paths``: the paths the model
+    may use (see load_trained)."""
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     trained = load_trained(path, device=device, settings=settings, stored_paths=stored_paths)
@@ -29,7 +32,9 @@ def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: s
     source = source or run.get("data")
     if source is None:
         raise UserError(f"checkpoint {path} does not name its data: pass a data source")
-    corpus = open_corpus(source)
+    options = data_options or ((run.get("data_options") or {}) if source == run.get("data")
+                               else {})
+    corpus = open_corpus(source, **options)
     if list(corpus.labels) != trained.recipe.label_names:
         raise UserError(f"corpus {source!r} has labels {list(corpus.labels)}, the model was "
                         f"trained on {trained.recipe.label_names}")
@@ -38,7 +43,10 @@ def evaluate_checkpoint(path: str | Path, source: str | None = None, *, split: s
     else:
         if "protocol" not in run:
             raise UserError(f"checkpoint {path} holds no training split; use split='all'")
-        seed = trained.checkpoint["train_config"]["seed"]
-        utterances = list(pick_split(corpus, run["protocol"], run["fold"], seed).test)
+        train_config = trained.checkpoint["train_config"]
+        utterances = list(pick_split(corpus, run["protocol"], run["fold"], train_config["seed"],
+                                     validation_speakers=train_config.get(
+                                         "validation_speakers", 1),
+                                     num_folds=run.get("num_folds")).test)
     items = trained.recipe.featurize(utterances)
     return evaluate(trained.recipe, trained.model, items, batch_size=batch_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 from fastser.data.corpus import Corpus, Utterance
 from fastser.data.protocols import Split, make_splits
@@ -33,9 +33,11 @@ RESULTS = "results.json"
 
 @dataclass
 class FoldResult:
-    """What one train-then-test run gives: the run (method, data, split, settings, training
-    options), training (best validation metrics, seconds, epochs) and the test metrics (UA,
-    WA, F1s, confusion matrix, pure accuracy for segment methods). Written as results.json."""
+    """What one train-then-test run gives: the run (method, data and its reader options, split,
+    settings, training options), training (best validation metrics, seconds, epochs) and the
+    test metrics (UA, WA, F1s, confusion matrix, pure accuracy for segment methods). Written as
+    results.json. ``speaker_dependent``: the split shares speakers between training and test
+    (the utterance-level k-fold protocols)."""
 
     model: str
     data: str
@@ -49,6 +51,9 @@ class FoldResult:
     train_seconds: float
     epochs_run: int
     test: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    num_folds: int | None = None
+    speaker_dependent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,12 +69,22 @@ class FoldRun:
     out_dir: Path
 
 
-def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int) -> Split:
-    """Fold ``fold`` (1-based) of ``protocol`` on ``corpus``."""
-    splits = make_splits(corpus, protocol, seed=seed)
+def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int, *,
+               validation_speakers: int = 1, num_folds: int | None = None) -> Split:
+    """Fold ``fold`` (1-based) of ``protocol`` (``num_folds``: of the utterance-level k-fold
+    protocols) on ``corpus``."""
+    splits = make_splits(corpus, protocol, seed=seed, validation_speakers=validation_speakers,
+                         num_folds=num_folds)
     if not 1 <= fold <= len(splits):
         raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
     return splits[fold - 1]
+
+
+def validation_speakers(recipe: Recipe, config: TrainConfig) -> int:
+    """Speakers per fold held out for validation: ``config.validation_speakers``, or none for
+    a method fitted in ``fit_extra`` (no epochs to select among: every non-test speaker
+    trains)."""
+    return config.validation_speakers if recipe.gradient_trained else 0
 
 
 def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
@@ -78,39 +93,61 @@ def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
     return dict(zip((u.id for u in utterances), recipe.featurize(utterances)))
 
 
-def run_info(split: Split, *, data: str, protocol: str, fold: int) -> dict[str, Any]:
-    """What a checkpoint stores about the run: data source, protocol, fold, split, the
-    speakers of each part and a digest of the utterance ids of each part (a resumed run must
-    match all of them: :mod:`fastser.train.resume`)."""
+def run_info(split: Split, *, data: str, protocol: str, fold: int,
+             data_options: Mapping[str, Any] | None = None,
+             num_folds: int | None = None) -> dict[str, Any]:
+    """What a checkpoint stores about the run: data source (and its reader's options),
+    protocol, fold (of ``num_folds``), split, the speakers of each part and a digest of the
+    utterance ids of each part (a resumed run must match all of them:
+    :mod:`fastser.train.resume`)."""
     parts = {"train": split.train, "validation": split.validation, "test": split.test}
     digest = hashlib.sha256()
     for name, utterances in parts.items():
         digest.update(f"{name}:{','.join(sorted(u.id for u in utterances))};".encode())
-    return {"data": data, "protocol": protocol, "fold": fold, "split": split.name,
+    return {"data": data, "data_options": dict(data_options or {}), "num_folds": num_folds,
+            "protocol": protocol, "fold": fold, "split": split.name,
             "test_speakers": sorted({u.speaker for u in split.test}),
             "speakers": {name: sorted({u.speaker for u in utterances})
                          for name, utterances in parts.items()},
             "utterances": digest.hexdigest()[:16]}
+def augmented_copies(recipe: Recipe, utterances: list[Utterance],
+                     copies: MutableMapping[str, list[Any]]) -> list[list[Any]]:
+    """The augmented training copies of ``utterances`` (``Recipe.augmented_copies``), made once
+    per utterance and kept in ``copies`` (by utterance id) for the next fold."""
+    missing = [u for u in utterances if u.id not in copies]
+    if missing:
+        copies.update(zip((u.id for u in missing), recipe.augmented_copies(missing)))
+    return [copies[u.id] for u in utterances]
 
 
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
              out_dir: str | Path, *, data: str, protocol: str, fold: int,
-             resume: bool = False, force: bool = False) -> FoldRun:
-    """Train ``recipe``'s model on ``split.train`` (early stopping on ``split.validation``),
-    test it on ``split.test``; ``items`` holds the featurised utterances by id. Writes the
-    checkpoints, metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a
-    torchrun job tests and writes; the others return empty test metrics). The caller holds
-    the run folder (:func:`fastser.workflows.run_folder.claim`)."""
+             resume: bool = False, force: bool = False,
+             copies: MutableMapping[str, list[Any]] | None = None,
+             data_options: Mapping[str, Any] | None = None,
+             num_folds: int | None = None) -> FoldRun:
+    """Train ``recipe``'s model on ``split.train`` (with the augmented copies the recipe's
+    settings ask for; model selection and early stopping on ``split.validation``), test it on
+    ``split.test``; ``items`` holds the featurised utterances by id, ``copies`` the augmented
+    copies made so far (shared by the folds of a cross-validation). Writes the checkpoints,
+    metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a torchrun job
+    tests and writes; the others return empty test metrics). ``data_options`` (the corpus
+    reader's) and ``num_folds`` are recorded, so that ``fastser eval`` rebuilds the split. The
+    caller holds the run folder (:func:`fastser.workflows.run_folder.claim`)."""
     out_dir = Path(out_dir)
-    info = run_info(split, data=data, protocol=protocol, fold=fold)
+    info = run_info(split, data=data, protocol=protocol, fold=fold, data_options=data_options,
+                    num_folds=num_folds)
     test_speakers = info["test_speakers"]
     trainer = Trainer(recipe, config, out_dir, run_info=info)
-    fit = trainer.fit([items[u.id] for u in split.train],
+    train = list(split.train)
+    fit = trainer.fit([items[u.id] for u in train],
                       [items[u.id] for u in split.validation] or None, resume=resume,
-                      force=force)
+                      force=force, train_copies=augmented_copies(
+                          recipe, train, {} if copies is None else copies))
     result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
                         recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
-                        len(fit.history))
+                        len(fit.history), data_options=data_options, num_folds=num_folds,
+                        speaker_dependent=split.speaker_dependent)
     if not trainer.dist.is_main:
         return FoldRun(fit, result, out_dir)
     result.test = evaluate(recipe, fit.model, [items[u.id] for u in split.test],
@@ -125,20 +162,25 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
 def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
                 settings: dict[str, Any] | None = None, protocol: str = "random",
                 fold: int = 1, resume: bool = False, force: bool = False,
-                corpus: Corpus | None = None) -> FoldRun:
-    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` through
-    :func:`run_fold`, in the run folder ``out_dir`` (claimed first: an earlier run there is
-    refused unless ``resume`` continues it or ``force`` replaces it). A resumed run is
-    compared with the stored one before any audio is featurised (``force`` lets the safe
-    differences through)."""
+                corpus: Corpus | None = None, data_options: Mapping[str, Any] | None = None,
+                num_folds: int | None = None) -> FoldRun:
+    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` (opened with
+    its reader's ``data_options``) through :func:`run_fold`, in the run folder ``out_dir``
+    (claimed first: an earlier run there is refused unless ``resume`` continues it or
+    ``force`` replaces it). A resumed run is compared with the stored one before any audio is
+    featurised (``force`` lets the safe differences through)."""
     with claim(out_dir, resume=resume, force=force):
-        corpus = corpus or open_corpus(source)
-        split = pick_split(corpus, protocol, fold, config.seed)
+        corpus = corpus or open_corpus(source, **(data_options or {}))
         recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
+        split = pick_split(corpus, protocol, fold, config.seed,
+                           validation_speakers=validation_speakers(recipe, config),
+                           num_folds=num_folds)
         if resume:
             check_resume(load_checkpoint(Path(out_dir) / "last.pt", recipe=model_name),
                          recipe, asdict(config),
-                         run_info(split, data=source, protocol=protocol, fold=fold),
+                         run_info(split, data=source, protocol=protocol, fold=fold,
+                                  data_options=data_options, num_folds=num_folds),
                          force=force, where=str(out_dir))
         return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
-                        data=source, protocol=protocol, fold=fold, resume=resume, force=force)
+                        data=source, protocol=protocol, fold=fold, resume=resume, force=force,
+                        data_options=data_options, num_folds=num_folds)

@@ -184,6 +184,36 @@ def test_load_from_local_directory(kind, tmp_path, sample_audio):
     assert SSLFrontEnd.from_pretrained(tmp_path / "weights").normalize
 
 
+def test_a_model_name_loads_through_transformers_by_name(tmp_path, monkeypatch):
+    """A name (not a path) goes to transformers' from_pretrained; here the name resolves to a
+    save_pretrained folder (no network in tests)."""
+    import huggingface_hub.constants
+    import transformers
+
+    from fastser.audio.ssl import is_model_name
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    saved = build_ssl_model("wavlm", WAVLM_TINY, seed=3)
+    saved.save_pretrained(tmp_path / "weights")
+    asked = []
+    for cls in (transformers.AutoConfig, transformers.WavLMModel):
+        original = cls.from_pretrained.__func__
+
+        def by_name(klass, name, *args, _original=original, **kwargs):
+            asked.append(name)
+            return _original(klass, str(tmp_path / "weights"), *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(by_name))
+    loaded = SSLFrontEnd.from_pretrained("some-org/tiny-wavlm", "wavlm")
+    assert asked == ["some-org/tiny-wavlm"] * 2
+    assert loaded.weights_hash() == SSLFrontEnd(saved).weights_hash()
+    with pytest.raises(ValueError, match="holds a 'wavlm' model, not 'hubert'"):
+        SSLFrontEnd.from_pretrained("some-org/tiny-wavlm", "hubert")
+    assert is_model_name("microsoft/wavlm-large")
+    assert not is_model_name(str(tmp_path / "weights")) and not is_model_name("./weights")
+    assert not is_model_name(tmp_path / "missing")  # a Path is always a path
+
+
 def test_local_directory_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a directory .*nothing is downloaded"):
         SSLFrontEnd.from_pretrained(tmp_path / "missing")

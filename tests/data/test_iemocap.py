@@ -59,6 +59,24 @@ def test_excited_can_be_skipped_and_improvised_selected(iemocap_root):
                                            "Ses02M_impro02_F000", "Ses02M_impro02_M000"]
 
 
+def test_seven_classes_keep_excited_frustrated_and_surprised(iemocap_root):
+    seven = read_iemocap(iemocap_root, classes=7)
+    assert seven.labels == ("neutral", "happy", "sad", "angry", "excited", "frustrated",
+                            "surprised")
+    by_id = {u.id: u.label for u in seven}
+    assert by_id["Ses01F_impro01_M000"] == "excited"
+    assert by_id["Ses01F_impro01_F001"] == "frustrated"
+    assert "Ses01F_impro01_M001" not in by_id  # xxx: no agreement, skipped
+    assert len(seven) == len(KEPT) + 1
+    impro = read_iemocap(iemocap_root, classes=7, improvised_only=True,
+                         merge_excited=False)
+    assert {u.label for u in impro} >= {"excited", "frustrated"}
+    with pytest.raises(CorpusError, match="merge_excited applies to the 4-class set"):
+        read_iemocap(iemocap_root, classes=7, merge_excited=True)
+    with pytest.raises(CorpusError, match="classes must be 4 or 7"):
+        read_iemocap(iemocap_root, classes=6)
+
+
 def test_root_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_iemocap(tmp_path / "missing")

@@ -115,3 +115,65 @@ def test_validation_count_errors(small_synthetic):
         leave_one_session_out(small_synthetic, validation_speakers=8)
     with pytest.raises(ValueError, match="int >= 0"):
         leave_one_speaker_out(small_synthetic, validation_speakers=-1)
+
+
+# -- the papers' protocols ---------------------------------------------------------------------
+def test_session_speaker_validates_on_the_session_partner(iemocap_root):
+    from fastser.data.protocols import make_splits
+
+    corpus = read_iemocap(iemocap_root)
+    splits = make_splits(corpus, "session-speaker")
+    assert sorted(tuple(speakers(s.test)) for s in splits) == sorted(
+        (s,) for s in corpus.speakers)  # every speaker tested once
+    for split in splits:
+        check_disjoint_and_complete(corpus, split)
+        (tested,) = speakers(split.test)
+        session = split.test[0].session
+        assert speakers(split.validation) == {u.speaker for u in corpus
+                                             if u.session == session} - {tested}
+        assert all(u.session != session for u in split.train)
+        assert not split.speaker_dependent
+
+
+@pytest.mark.parametrize("validation, k", [(False, 5), (True, 10), (True, 3)])
+def test_utterance_kfold_is_speaker_dependent_and_tests_every_utterance_once(
+        small_synthetic, validation, k):
+    from fastser.data.protocols import make_splits, utterance_kfold
+
+    splits = utterance_kfold(small_synthetic, k=k, validation=validation, seed=4)
+    assert len(splits) == k
+    ids = sorted(u.id for u in small_synthetic)
+    assert sorted(u.id for s in splits for u in s.test) == ids
+    sizes = {len(s.test) for s in splits}
+    assert max(sizes) - min(sizes) <= 1  # k equal folds
+    for i, split in enumerate(splits):
+        assert split.speaker_dependent and "speaker-dependent" in split.name
+        parts = [[u.id for u in p] for p in (split.train, split.validation, split.test)]
+        assert sorted(sum(parts, [])) == ids  # disjoint, complete
+        if validation:  # the next fold validates: 8:1:1 for k = 10
+            assert {u.id for u in split.validation} == {u.id for u in splits[(i + 1) % k].test}
+        else:
+            assert not parts[1]
+    assert speakers(splits[0].train) & speakers(splits[0].test)  # speakers shared
+    again = make_splits(small_synthetic, "utterance-kfold-val" if validation
+                        else "utterance-kfold", num_folds=k, seed=4)
+    assert [as_tuple(s) for s in again] == [as_tuple(s) for s in splits]
+    other = utterance_kfold(small_synthetic, k=k, validation=validation, seed=5)
+    assert [as_tuple(s) for s in other] != [as_tuple(s) for s in splits]
+
+
+def test_paper_protocol_errors(small_synthetic):
+    from fastser.data.protocols import make_splits, session_speakers, utterance_kfold
+
+    with pytest.raises(ValueError, match="integer >= 3"):
+        utterance_kfold(small_synthetic, k=2, validation=True)
+    with pytest.raises(ValueError, match="integer >= 2"):
+        utterance_kfold(small_synthetic, k=1)
+    with pytest.raises(ValueError, match="leave a fold empty"):
+        utterance_kfold(small_synthetic, k=len(small_synthetic) + 1)
+    with pytest.raises(ValueError, match="number of folds applies to utterance-kfold"):
+        make_splits(small_synthetic, "session", num_folds=3)
+    lonely = Corpus("two", ("a", "b"), tuple(
+        Utterance(f"u{i}", f"/x/u{i}.wav", "a", f"spk{i}", f"s{i}") for i in range(2)))
+    with pytest.raises(ValueError, match="session 's0' has one speaker"):
+        session_speakers(lonely)

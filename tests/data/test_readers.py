@@ -200,6 +200,13 @@ def test_open_corpus_dispatches_with_options(crema_root, ravdess_root, emodb_roo
     assert open_corpus(f"emodb:{emodb_root}").name == "emodb"
     impro = open_corpus(f"iemocap:{iemocap_root}", improvised_only=True)
     assert impro.name == "iemocap" and len(impro) == 4
+    assert open_corpus(f"iemocap:{iemocap_root}", classes=7).num_classes == 7
+    with pytest.raises(ValueError, match=r"corpus iemocap: unknown option\(s\) four_class; "
+                                         r"it takes classes, improvised_only, merge_excited"):
+        open_corpus(f"iemocap:{iemocap_root}", four_class=True)
+    with pytest.raises(ValueError, match=r"corpus synthetic: unknown option\(s\) speakerz; "
+                                         r"it takes .*utterances"):
+        open_corpus("synthetic", speakerz=3)
 
 
 def test_open_corpus_synthetic_reads_the_cache(small_synthetic, synthetic_cache):

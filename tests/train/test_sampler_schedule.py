@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastser.train.sampler import GlobalBatchSampler
-from fastser.train.schedule import warmup_cosine
+from fastser.train.schedule import make_schedule, warmup_cosine
 
 
 def test_ranks_split_exactly_the_single_process_batches():
@@ -50,3 +50,21 @@ def test_warmup_then_cosine():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="warmup_steps"):
         warmup_cosine(opt, total_steps=3, warmup_steps=5)
+
+
+@pytest.mark.parametrize("kind", ["constant", "warmup_cosine"])
+def test_schedules_by_name(kind):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = make_schedule(kind, opt, total_steps=8, warmup_steps=2)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:2] == pytest.approx([1.0, 2.0])
+    if kind == "constant":
+        assert lrs[2:] == pytest.approx([2.0] * 6)
+    else:
+        assert lrs[-1] < lrs[2] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_schedule("step", opt, total_steps=8, warmup_steps=0)

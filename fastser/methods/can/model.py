@@ -17,13 +17,19 @@ audio have the same L steps:
   global query attends over each modality; each modality's weights also pool the other
   modality through a stop-gradient: c_tt, c_ta (text weights), c_aa, c_at (audio weights);
 - three classifiers (one linear layer each):
-  ŷ   from [c_tt; c_ta; c_aa; c_at] (all four contexts),
-  ŷ_T from [c_tt; c_at] (text side: the two contexts that are sums of text vectors),
-  ŷ_A from [c_aa; c_ta] (audio side: the two sums of audio vectors).
+  ŷ   from [c_tt; c_ta; c_aa; c_at] (all four contexts, Eq. 10),
+  ŷ_T from c_tt and ŷ_A from c_aa (``side_heads="own_context"``, Eq. 11-12), or
+  ŷ_T from [c_tt; c_at] and ŷ_A from [c_aa; c_ta] (``"both_contexts"``, fastser 0.1: each
+  side's two sums of its own modality's vectors).
   Through the stop-gradient, ŷ_T's loss reaches only the text encoder and text query, ŷ_A's
   only the audio encoder and audio query;
 - loss: L = CE(ŷ) + α (CE(ŷ_T) + CE(ŷ_A)), α = 0.1; final prediction ŷ · ŷ_T^α · ŷ_A^α
   (class probabilities, renormalised).
+
+Table 4's ablations: ``stop_gradient=False`` (no sg in Eq. 7 and 9: the cross attention runs
+the PyTorch formulation, which the fused op does not cover), α = 0 (no L_align), and
+``cross_attention=False`` (ŷ from [c_tt; c_aa] alone, no side heads, so no L_align and no
+crossed contexts).
 
 Batch layout (ragged, :class:`CAN` and :class:`CANInference` inputs):
   token_ids     int64 (B, L_max), padded with 0 (the ``<pad>`` id)
@@ -35,7 +41,7 @@ Batch layout (ragged, :class:`CAN` and :class:`CANInference` inputs):
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +53,8 @@ from fastser.nn.cross_attention import IMPLEMENTATIONS, CrossAttention
 from fastser.nn.guards import assert_range, assert_sum, tracing
 
 N_MFCC = 40
+#: What the side heads ŷ_T, ŷ_A read (module docstring).
+SIDE_HEADS = ("both_contexts", "own_context")
 
 
 def check_batch(token_ids: Tensor, frames: Tensor, frame_lengths: Tensor, lengths: Tensor,
@@ -155,30 +163,40 @@ def word_vectors_loop(encoder: AudioEncoder, frames: Tensor, frame_lengths: Tens
     return torch.cat(vectors)
 
 
-def fuse_predictions(logits: Tensor, logits_text: Tensor, logits_audio: Tensor,
-                     alpha: float) -> Tensor:
+def fuse_predictions(logits: Tensor, logits_text: Optional[Tensor],
+                     logits_audio: Optional[Tensor], alpha: float) -> Tensor:
     """ŷ · ŷ_T^α · ŷ_A^α renormalised, from the three heads' logits (B, C) -> (B, C)
-    probabilities (computed in log space)."""
-    log_fused = (F.log_softmax(logits.float(), dim=1)
-                 + alpha * F.log_softmax(logits_text.float(), dim=1)
-                 + alpha * F.log_softmax(logits_audio.float(), dim=1))
+    probabilities (computed in log space); softmax(ŷ) without side heads (None)."""
+    log_fused = F.log_softmax(logits.float(), dim=1)
+    if logits_text is not None and logits_audio is not None:
+        log_fused = (log_fused + alpha * F.log_softmax(logits_text.float(), dim=1)
+                     + alpha * F.log_softmax(logits_audio.float(), dim=1))
     return torch.softmax(log_fused, dim=1)
 
 
-def can_loss(logits: Tensor, logits_text: Tensor, logits_audio: Tensor, labels: Tensor,
-             alpha: float) -> Tensor:
-    """CE(ŷ) + α (CE(ŷ_T) + CE(ŷ_A)), each a mean over the batch."""
-    return (F.cross_entropy(logits, labels)
-            + alpha * (F.cross_entropy(logits_text, labels)
-                       + F.cross_entropy(logits_audio, labels)))
+def can_loss(logits: Tensor, logits_text: Optional[Tensor], logits_audio: Optional[Tensor],
+             labels: Tensor, alpha: float, weight: Tensor | None = None) -> Tensor:
+    """CE(ŷ) + α (CE(ŷ_T) + CE(ŷ_A)), each a mean over the batch (class-weighted by
+    ``weight`` (C,) when given); CE(ŷ) without side heads (None)."""
+    if weight is not None:
+        logits = logits.float()
+        logits_text = None if logits_text is None else logits_text.float()
+        logits_audio = None if logits_audio is None else logits_audio.float()
+    loss = F.cross_entropy(logits, labels, weight=weight)
+    if logits_text is None or logits_audio is None:
+        return loss
+    return loss + alpha * (F.cross_entropy(logits_text, labels, weight=weight)
+                           + F.cross_entropy(logits_audio, labels, weight=weight))
 
 
 class CAN(nn.Module):
     """The Cross Attention Network (module docstring).
 
     forward(token_ids, frames, frame_lengths, lengths) -> (logits ŷ, logits_text ŷ_T,
-    logits_audio ŷ_A), each (B, num_classes). ``implementation="reference"`` runs the cross
-    attention on the reference PyTorch op instead of the fused one ("fused", the default).
+    logits_audio ŷ_A), each (B, num_classes) (the side heads None with
+    ``cross_attention=False``). ``side_heads``, ``stop_gradient`` and ``cross_attention``: see
+    the module docstring. ``implementation="reference"`` runs the cross attention on the
+    reference PyTorch op instead of the fused one ("fused", the default).
     ``blstm_method`` picks how the BLSTMs run a ragged batch in one call
     (:class:`~fastser.methods.can.layers.PackedBLSTM`: "auto", "packed", "reversed"; same
     results). Scriptable with TorchScript.
@@ -187,8 +205,12 @@ class CAN(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, *, embed_dim: int = 300,
                  hidden: int = 128, word_hidden: int = 128, heads: int = 4,
                  dropout: float = 0.3, alpha: float = 0.1, n_mfcc: int = N_MFCC,
-                 implementation: str = "fused", blstm_method: str = "auto") -> None:
+                 implementation: str = "fused", blstm_method: str = "auto",
+                 side_heads: str = "both_contexts", stop_gradient: bool = True,
+                 cross_attention: bool = True) -> None:
         super().__init__()
+        if side_heads not in SIDE_HEADS:
+            raise ValueError(f"CAN: side_heads must be one of {SIDE_HEADS}, got {side_heads!r}")
         if num_classes < 2:
             raise ValueError(f"CAN: num_classes must be >= 2, got {num_classes}")
         if (2 * hidden) % heads != 0:
@@ -203,10 +225,14 @@ class CAN(nn.Module):
         self.text = TextEncoder(vocab_size, embed_dim, hidden, dropout, blstm_method)
         self.audio = AudioEncoder(n_mfcc, word_hidden, hidden, dropout, blstm_method)
         size = 2 * hidden
-        self.cross = CrossAttention(heads, size // heads, implementation=implementation)
-        self.classifier = nn.Linear(4 * size, num_classes)
-        self.text_classifier = nn.Linear(2 * size, num_classes)
-        self.audio_classifier = nn.Linear(2 * size, num_classes)
+        self.cross = CrossAttention(heads, size // heads, implementation=implementation,
+                                    stop_gradient=stop_gradient)
+        self.crossed, self.own_context = bool(cross_attention), side_heads == "own_context"
+        self.classifier = nn.Linear((4 if self.crossed else 2) * size, num_classes)
+        side = size if self.own_context else 2 * size
+        # without cross attention there are no side heads (Identity: nothing to train)
+        self.text_classifier = nn.Linear(side, num_classes) if self.crossed else nn.Identity()
+        self.audio_classifier = nn.Linear(side, num_classes) if self.crossed else nn.Identity()
 
     def contexts(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
                  lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -220,17 +246,23 @@ class CAN(nn.Module):
 
     def embed(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
               lengths: Tensor) -> Tensor:
-        """[c_tt; c_ta; c_aa; c_at] (B, 8 * hidden), the representation the classifier ŷ
-        reads."""
-        return torch.cat(self.contexts(token_ids, frames, frame_lengths, lengths), dim=1)
+        """The representation the classifier ŷ reads: [c_tt; c_ta; c_aa; c_at] (B, 8 * hidden),
+        or [c_tt; c_aa] (B, 4 * hidden) without cross attention."""
+        c_tt, c_ta, c_aa, c_at = self.contexts(token_ids, frames, frame_lengths, lengths)
+        if not self.crossed:
+            return torch.cat([c_tt, c_aa], dim=1)
+        return torch.cat([c_tt, c_ta, c_aa, c_at], dim=1)
 
     def forward(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
-                lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                lengths: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         c_tt, c_ta, c_aa, c_at = self.contexts(token_ids, frames, frame_lengths, lengths)
+        if not self.crossed:
+            return self.classifier(torch.cat([c_tt, c_aa], dim=1)), None, None
         logits = self.classifier(torch.cat([c_tt, c_ta, c_aa, c_at], dim=1))
-        logits_text = self.text_classifier(torch.cat([c_tt, c_at], dim=1))
-        logits_audio = self.audio_classifier(torch.cat([c_aa, c_ta], dim=1))
-        return logits, logits_text, logits_audio
+        if self.own_context:
+            return logits, self.text_classifier(c_tt), self.audio_classifier(c_aa)
+        return (logits, self.text_classifier(torch.cat([c_tt, c_at], dim=1)),
+                self.audio_classifier(torch.cat([c_aa, c_ta], dim=1)))
 
     def predict_proba(self, token_ids: Tensor, frames: Tensor, frame_lengths: Tensor,
                       lengths: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ take this same path). ``segmentation="aligned"`` (default) cuts at the word boun
 (fastser.audio.alignment.aligned_segments: markers such as ``<s>``/``<sil>`` dropped, silences
 split at their midpoint, neighbours sharing ``overlap`` of their duration);
 ``segmentation="equal"`` is the paper's ablation: as many equal pieces as words
-(equal_segments), the word times ignored. With ``speaker_norm``, the frames of an item (its
+(equal_segments), the word times ignored, so an utterance without word timings but with a
+transcript (EmoDB) takes the transcript's words. With ``speaker_norm``, the frames of an item (its
 word segments back to back) are standardised with its speaker's statistics.
 
 CAN needs word timings also to predict on a new recording:
@@ -20,7 +21,9 @@ collated since the last report, training and validation, is reported as ``unknow
 the epoch logs).
 
 The vocabulary is built from the training items' words in ``fit_extra`` (or given as the
-setting ``vocabulary``); items keep their words and ``collate`` turns them into token ids.
+setting ``vocabulary``), with ``vocabulary_source="training+glove"`` joined by the words of the
+GloVe file (so that a test word GloVe covers keeps its pretrained vector instead of becoming
+``<unk>``); items keep their words and ``collate`` turns them into token ids.
 MFCC standardisation statistics are taken from the training items too and copied into the
 model's buffers. Both travel through ``extra_state``/``load_extra_state``, so a checkpoint
 alone rebuilds the recipe (``Recognizer.from_checkpoint``, ``fastser export``).
@@ -44,17 +47,21 @@ from fastser.audio.alignment import (MARKERS, WordTiming, aligned_segments, equa
 from fastser.audio.features import MFCC
 from fastser.audio.io import SAMPLE_RATE
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import SettingsError, UserError
-from fastser.methods.can.model import CAN, CANInference, N_MFCC, can_loss, fuse_predictions
+from fastser.methods.can.model import (CAN, SIDE_HEADS, CANInference, N_MFCC, can_loss,
+                                       fuse_predictions)
 from fastser.methods.can.text import (PAD, PAD_ID, UNK, UNK_ID, GloveCoverage, Vocabulary,
-                                      load_glove, normalize_word)
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+                                      glove_words, load_glove, normalize_word,
+                                      transcript_words)
+from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
+                               class_weights, setting)
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 log = logging.getLogger(__name__)
 
 SEGMENTATIONS = ("aligned", "equal")
+VOCABULARY_SOURCES = ("training", "training+glove")
 #: The MFCC frame: 25 ms windows every 10 ms.
 WIN_MS, HOP_MS = 25.0, 10.0
 _FOLDED_MARKERS = frozenset(m.casefold() for m in MARKERS)
@@ -66,7 +73,7 @@ class WordTimingsError(UserError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CanSettings(Settings):
+class CanSettings(AugmentSettings, ClassWeightSettings):
     embed_dim: int = setting(300, "word embedding size (the vectors' size when glove is set)",
                              low=1)
     hidden: int = setting(128, "hidden units per direction of the text BLSTM and the "
@@ -93,8 +100,26 @@ class CanSettings(Settings):
                              "vocabulary (rarer words are unknown)", low=1)
     vocabulary: tuple[str, ...] | None = setting(None, "the vocabulary's words (null: the "
                                                  "words of the training data)")
+    vocabulary_source: str = setting(
+        "training", "words of a vocabulary built in training: the training data's, or those "
+        "and the GloVe file's (words GloVe covers keep their vectors at test time)",
+        choices=VOCABULARY_SOURCES)
+    glove_max_words: int | None = setting(
+        None, "with training+glove: the GloVe file's first (most frequent) words taken at most "
+        "(null: all)", low=1)
+    side_heads: str = setting(
+        "both_contexts", "what the text-only and audio-only heads read: own_context (c_tt and "
+        "c_aa alone, Eq. 11-12) or both_contexts ([c_tt; c_at] and [c_aa; c_ta])",
+        choices=SIDE_HEADS)
+    stop_gradient: bool = setting(
+        True, "stop-gradient on the crossed contexts' attention weights (false: Table 4's "
+        "'- stop-gradient', run on the PyTorch cross attention)")
+    cross_attention: bool = setting(
+        True, "the cross attention (false: Table 4's '- cross attention': the prediction from "
+        "[c_tt; c_aa] alone, no side heads, no alignment loss)")
 
     def check(self, method: str) -> None:
+        super().check(method)
         if (2 * self.hidden) % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide the "
                                 f"encoders' output size 2 * hidden = {2 * self.hidden}")
@@ -110,6 +135,9 @@ class CanSettings(Settings):
             if PAD in folded or UNK in folded:
                 raise SettingsError(f"{method}: setting vocabulary: {PAD} and {UNK} are "
                                     "reserved, not words")
+        if self.vocabulary_source == "training+glove" and self.glove is None:
+            raise SettingsError(f"{method}: setting vocabulary_source=training+glove needs the "
+                                f"GloVe vectors: set glove=PATH (a GloVe-format text file)")
 
 
 class CanItem(NamedTuple):
@@ -128,7 +156,22 @@ class CanRecipe(Recipe):
     Settings = CanSettings
     presets = {"demo": Preset("small model for the synthetic corpus",
                               settings={"embed_dim": 64, "hidden": 64, "word_hidden": 64},
-                              training={"epochs": 12, "batch_size": 16, "lr": 2e-3})}
+                              training={"epochs": 12, "batch_size": 16, "lr": 2e-3}),
+               # Sec. 4.2; filled in (docs/methods.md): 100 epochs at most, early stopping on
+               # the validation loss, a constant learning rate, no CMN (not in the paper)
+               "paper": Preset("the paper's CAN (Sec. 3-4.2): GloVe 300-d over the training "
+                               "and GloVe words (set glove=PATH), Eq. 11-12 side heads, Adam "
+                               "1e-3, batch 64, clipping 1.0, patience 10 (docs/methods.md)",
+                               settings={"embed_dim": 300, "hidden": 128, "word_hidden": 128,
+                                         "heads": 4, "dropout": 0.3, "alpha": 0.1,
+                                         "segmentation": "aligned", "overlap": 0.1,
+                                         "cmn": False, "side_heads": "own_context",
+                                         "stop_gradient": True, "cross_attention": True,
+                                         "vocabulary_source": "training+glove"},
+                               training={"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                                         "schedule": "constant", "warmup_fraction": 0.0,
+                                         "batch_size": 64, "grad_clip": 1.0, "epochs": 100,
+                                         "patience": 10, "monitor": "loss"})}
     #: One MFCC frame (25 ms).
     min_samples = int(SAMPLE_RATE * WIN_MS / 1000)
     settings: CanSettings
@@ -138,6 +181,7 @@ class CanRecipe(Recipe):
         words = self.settings.vocabulary
         self.vocabulary = None if words is None else Vocabulary(words)
         self.feature_stats: FeatureStats | None = None
+        self.class_weights: Tensor | None = None
         self.glove_coverage: GloveCoverage | None = None
         self.mfcc = MFCC(SAMPLE_RATE, N_MFCC, win_ms=WIN_MS, hop_ms=HOP_MS)
         self._tokens_seen = self._tokens_unknown = 0
@@ -155,17 +199,32 @@ class CanRecipe(Recipe):
                                        "FILE)")
             timings = words
         else:
-            if not utterance.words:
+            timings = utterance.words or self._untimed_words(utterance)
+            if not timings:
                 raise WordTimingsError("no word timings (Utterance.words): CAN cuts the audio "
                                        "at word boundaries and needs a forced alignment (e.g. "
-                                       "IEMOCAP's .wdseg files)")
-            timings = utterance.words
+                                       "IEMOCAP's .wdseg files), or segmentation=equal and a "
+                                       "transcript")
         label = self.label_of(utterance)
         try:
             starts, ends, kept = self._segments(timings, waveform.shape[0])
         except ValueError as error:  # word timings that do not fit the audio
             raise WordTimingsError(str(error)) from None
         return self._item(waveform, starts, ends, kept, label)
+
+    def _untimed_words(self, utterance: Utterance) -> tuple[WordTiming, ...]:
+        """The transcript's words with zero-length timings, for equal segmentation (which
+        ignores the times); none for aligned segmentation or without a transcript."""
+        if self.settings.segmentation != "equal" or not utterance.transcript:
+            return ()
+        return tuple(WordTiming(word, 0.0, 0.0) for word in transcript_words(utterance.transcript))
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        missing = sum(1 for u in corpus if not (u.words or self._untimed_words(u)))
+        if not missing:
+            return []
+        return [f"{missing} of {len(corpus)} utterances have no word timings (CAN cuts the audio "
+                "at word boundaries; with transcripts, segmentation=equal needs only the words)"]
 
     def _segments(self, words: Sequence[WordTiming],
                   num_samples: int) -> tuple[Tensor, Tensor, list[str]]:
@@ -199,15 +258,24 @@ class CanRecipe(Recipe):
 
     # -- vocabulary and statistics -------------------------------------------------------------
     def fit_extra(self, train_items: Sequence[CanItem]) -> None:
-        """The vocabulary (unless set) and the MFCC mean/std of the training items."""
-        if self.settings.vocabulary is None:
+        """The vocabulary (unless set: the training words, joined by the GloVe file's with
+        ``vocabulary_source="training+glove"``), the MFCC mean/std of the training items and
+        the class weights of their labels (``class_weighted``)."""
+        s = self.settings
+        if s.vocabulary is None:
             self.vocabulary = Vocabulary.build((item.words for item in train_items),
-                                               self.settings.min_count)
+                                               s.min_count)
             if not self.vocabulary.words:
                 raise SettingsError(f"{self.name}: no word of the training data occurs "
-                                    f"min_count = {self.settings.min_count} times; lower "
-                                    "min_count")
+                                    f"min_count = {s.min_count} times; lower min_count")
+            if s.vocabulary_source == "training+glove":
+                known = set(self.vocabulary.words)
+                extra = [w for w in glove_words(s.glove, s.glove_max_words) if w not in known]
+                self.vocabulary = Vocabulary(self.vocabulary.words + extra)
         self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
+        if s.class_weighted:
+            self.class_weights = class_weights([item.label for item in train_items],
+                                               self.num_classes)
 
     def extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -215,12 +283,15 @@ class CanRecipe(Recipe):
             extra["vocabulary"] = list(self.vocabulary.words)
         if self.feature_stats is not None:
             extra.update(self.feature_stats.state())
+        if self.class_weights is not None:
+            extra["class_weights"] = self.class_weights
         return extra
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "vocabulary" in state:
             self.vocabulary = Vocabulary(state["vocabulary"])
         self.feature_stats = FeatureStats.from_state(state)
+        self.class_weights = state.get("class_weights")
 
     def example_batch(self, seconds: Sequence[float] = (3.0, 2.5)) -> Batch:
         """Utterances of low noise (3 s, 2.5 s by default) with evenly spaced words of the
@@ -249,7 +320,8 @@ class CanRecipe(Recipe):
         vocabulary, s = self._require_vocabulary(), self.settings
         model = CAN(len(vocabulary), self.num_classes, embed_dim=s.embed_dim, hidden=s.hidden,
                     word_hidden=s.word_hidden, heads=s.heads, dropout=s.dropout, alpha=s.alpha,
-                    implementation=s.implementation)
+                    implementation=s.implementation, side_heads=s.side_heads,
+                    stop_gradient=s.stop_gradient, cross_attention=s.cross_attention)
         if self.feature_stats is not None:
             model.audio.feature_mean.copy_(self.feature_stats.mean)
             model.audio.feature_std.copy_(self.feature_stats.std)
@@ -300,7 +372,9 @@ class CanRecipe(Recipe):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits, logits_text, logits_audio = model(*self._inputs(batch))
-        return can_loss(logits, logits_text, logits_audio, batch["labels"], self.settings.alpha)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return can_loss(logits, logits_text, logits_audio, batch["labels"], self.settings.alpha,
+                        weight=weight)
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(fuse_predictions(*model(*self._inputs(batch)), self.settings.alpha))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -23,6 +24,12 @@ from fastser.methods.can.layers import PackedBLSTM
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+
+
+def transcript_words(transcript: str) -> list[str]:
+    """The words of a transcript: runs of letters, digits, apostrophes and hyphens
+    (punctuation dropped)."""
+    return re.findall(r"[\w'-]+", transcript)
 
 
 def normalize_word(word: str) -> str:
@@ -96,6 +103,37 @@ def _file_dimension(path: str, first_line: str) -> int:
     return len(fields) - 1
 
 
+def _line_word(path: str, line_no: int, line: str, dim: int) -> str:
+    """The word of a GloVe line of ``dim`` values (words may contain spaces)."""
+    spaces = line.count(" ")
+    if spaces < dim:
+        raise CorpusError(f"{path}, line {line_no}: expected a word and {dim} values, "
+                          f"found {spaces} value(s)")
+    return line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
+
+
+def glove_words(path: str | os.PathLike, limit: int | None = None) -> list[str]:
+    """The distinct words (case-folded, first occurrence kept) of a GloVe-format file, in
+    file order (GloVe files list the most frequent words first), at most ``limit``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingPathError(f"GloVe file not found: {path}")
+    words: dict[str, None] = {}
+    dim = 0
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            line = line.rstrip()
+            if line_no == 1:
+                dim = _file_dimension(path, line)
+            if line:
+                words.setdefault(normalize_word(_line_word(path, line_no, line, dim)))
+            if limit is not None and len(words) >= limit:
+                break
+    if not words:
+        raise CorpusError(f"{path}: the GloVe file is empty")
+    return [w for w in words if w and w not in (PAD, UNK)]
+
+
 def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
                dim: int) -> tuple[Tensor, Tensor, GloveCoverage]:
     """Vectors of ``vocabulary``'s words from a GloVe-format text file (one ``word v1 ... vD``
@@ -125,11 +163,7 @@ def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
                                      f"embed_dim={file_dim} or use a {dim}-d file")
             if not line:
                 continue
-            spaces = line.count(" ")
-            if spaces < dim:
-                raise CorpusError(f"{path}, line {line_no}: expected a word and {dim} values, "
-                                 f"found {spaces} value(s)")
-            word = line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
+            word = _line_word(path, line_no, line, dim)
             index = vocabulary.index.get(normalize_word(word))
             if index is None or found[index]:
                 continue

@@ -18,6 +18,13 @@ A GLRA block on hidden states x (S, D, T) (channels first):
                  out = a_G · G + a_L · L;
 - halving        max pooling over time with kernel and stride 2 (T -> T // 2).
 
+The segment scorer after the time average is one FC layer (``scorer="linear"``, Sec. 2.1) or
+a 2-layer MLP (``"mlp"``, fastser's). Table 4's ablations: ``fusion="sum"`` (out = G + L) and
+``branches="convolutions"`` (the two branches replaced by x + ReLU(BN(conv(x))) with temporal
+kernels 3 and 5, fused as before); the third, cross-entropy instead of head-k-pooling, is the
+loss with k = 1 (every segment selected: Eq. 2 becomes the one-vs-rest cross entropy of all
+segments).
+
 An utterance's class scores are the mean of its segments' sigmoid scores
 (:func:`utterance_scores`); the head-k-pooling loss that trains the logits lives in the recipe
 (fastser.train.recipes.glrf), which switches between the fused op and its reference.
@@ -100,15 +107,50 @@ class SKFusion(nn.Module):
         return w[:, 0] * g + w[:, 1] * l
 
 
+class SumFusion(nn.Module):
+    """Table 4's "wo/ Fusion Block": the two branches (S, D, T) summed."""
+
+    def forward(self, g: Tensor, l: Tensor) -> Tensor:
+        return g + l
+
+
+class ConvBranch(nn.Module):
+    """Table 4's "wo/ Global-Local" branch: x + ReLU(BN(conv(x))), a temporal convolution of
+    width ``kernel`` ('same' padding): (S, D, T) -> (S, D, T)."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(channels, channels, kernel, padding=kernel // 2,
+                                            bias=False),
+                                  nn.BatchNorm1d(channels), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+#: Table 4's ablation choices and the segment scorer (module docstring).
+FUSIONS = ("sk", "sum")
+BRANCHES = ("global_local", "convolutions")
+SCORERS = ("mlp", "linear")
+
+
 class GLRABlock(nn.Module):
-    """Global and local branches, SK fusion, then halving: (S, D, T) -> (S, D, T // 2)."""
+    """Global and local branches (or two convolution branches), SK fusion (or their sum),
+    then halving: (S, D, T) -> (S, D, T // 2)."""
 
     def __init__(self, channels: int, heads: int, *, local_kernel: int = 3,
-                 reduction: int = 4, dropout: float = 0.0) -> None:
+                 reduction: int = 4, dropout: float = 0.0, fusion: str = "sk",
+                 branches: str = "global_local") -> None:
         super().__init__()
-        self.global_branch = GlobalBranch(channels, heads, dropout)
-        self.local_branch = LocalBranch(channels, local_kernel, dropout)
-        self.fusion = SKFusion(channels, reduction)
+        if fusion not in FUSIONS or branches not in BRANCHES:
+            raise ValueError(f"GLRF: fusion must be one of {FUSIONS} and branches one of "
+                             f"{BRANCHES}, got {fusion!r} and {branches!r}")
+        if branches == "global_local":
+            self.global_branch: nn.Module = GlobalBranch(channels, heads, dropout)
+            self.local_branch: nn.Module = LocalBranch(channels, local_kernel, dropout)
+        else:
+            self.global_branch, self.local_branch = ConvBranch(channels, 3), ConvBranch(channels, 5)
+        self.fusion = SKFusion(channels, reduction) if fusion == "sk" else SumFusion()
 
     def forward(self, x: Tensor) -> Tensor:
         fused = self.fusion(self.global_branch(x), self.local_branch(x))
@@ -123,7 +165,8 @@ class GLRF(nn.Module):
 
     def __init__(self, num_classes: int, *, n_mfcc: int = 40, channels: int = 128,
                  blocks: int = 3, heads: int = 4, local_kernel: int = 3, reduction: int = 4,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, scorer: str = "mlp", fusion: str = "sk",
+                 branches: str = "global_local") -> None:
         super().__init__()
         if num_classes < 1 or n_mfcc < 1 or channels < 1 or blocks < 1 or heads < 1:
             raise ValueError(f"GLRF: num_classes, n_mfcc, channels, blocks and heads must be "
@@ -131,6 +174,8 @@ class GLRF(nn.Module):
                              f"{heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"GLRF: dropout must be in [0, 1), got {dropout}")
+        if scorer not in SCORERS:
+            raise ValueError(f"GLRF: scorer must be one of {SCORERS}, got {scorer!r}")
         self.num_classes, self.n_mfcc = num_classes, n_mfcc
         self.min_frames = 2 ** blocks  # each block halves T
         self.register_buffer("feature_mean", torch.zeros(n_mfcc))
@@ -139,10 +184,14 @@ class GLRF(nn.Module):
                                   nn.BatchNorm1d(channels), nn.ReLU())
         self.blocks = nn.ModuleList([
             GLRABlock(channels, heads, local_kernel=local_kernel, reduction=reduction,
-                      dropout=dropout) for _ in range(blocks)])
-        self.scorer = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, channels),
-                                    nn.ReLU(), nn.Dropout(dropout),
-                                    nn.Linear(channels, num_classes))
+                      dropout=dropout, fusion=fusion, branches=branches)
+            for _ in range(blocks)])
+        if scorer == "linear":
+            self.scorer = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        else:
+            self.scorer = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, channels),
+                                        nn.ReLU(), nn.Dropout(dropout),
+                                        nn.Linear(channels, num_classes))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.scorer(self.embed(features))

@@ -40,16 +40,17 @@ from fastser.audio.segmentation import num_windows, seconds_to_samples, window_s
 from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Utterance
 from fastser.errors import SettingsError
-from fastser.methods.glrf.model import GLRF, GLRFInference, utterance_scores
+from fastser.methods.glrf.model import (BRANCHES, FUSIONS, GLRF, SCORERS, GLRFInference,
+                                        utterance_scores)
 from fastser.methods.glrf.streaming import GLRFStreamingFeatures
 from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.train.kit import AugmentSettings, FeatureStats, Preset, setting
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe, StreamingFeatures
 
 
 @dataclass(frozen=True, kw_only=True)
-class GLRFSettings(Settings):
+class GLRFSettings(AugmentSettings):
     n_mfcc: int = setting(40, "MFCC coefficients per 25 ms frame (10 ms hop)", low=1)
     window: float = setting(2.0, "segment length in seconds", low=0.025)
     train_hop: float = setting(0.2, "seconds between segment starts in training (a multiple "
@@ -68,14 +69,23 @@ class GLRFSettings(Settings):
                                      "eligible classes", low=0.0)
     neutral: str | None = setting("neutral", "label of the neutral class, never a negative of "
                                   "an emotional segment (null: no neutral class)")
+    scorer: str = setting("mlp", "segment scorer after the GLRA blocks: linear (one FC layer, "
+                          "Sec. 2.1) or mlp (two, fastser's)", choices=SCORERS)
+    fusion: str = setting("sk", "how a GLRA block fuses its branches: sk (selective-kernel "
+                          "attention) or sum (Table 4's 'wo/ Fusion Block')", choices=FUSIONS)
+    branches: str = setting("global_local", "a GLRA block's branches: global_local (attention "
+                            "and convolutions) or convolutions (kernels 3 and 5, Table 4's "
+                            "'wo/ Global-Local')", choices=BRANCHES)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if self.channels % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide channels "
                                 f"({self.channels})")
 
 
-MODEL_KEYS = ("n_mfcc", "channels", "blocks", "heads", "local_kernel", "reduction", "dropout")
+MODEL_KEYS = ("n_mfcc", "channels", "blocks", "heads", "local_kernel", "reduction", "dropout",
+              "scorer", "fusion", "branches")
 
 
 class GLRFItem(NamedTuple):
@@ -92,7 +102,17 @@ class GLRFRecipe(Recipe):
     Settings = GLRFSettings
     presets = {"demo": Preset("small model for the synthetic corpus",
                               settings={"channels": 48, "blocks": 2, "heads": 4},
-                              training={"epochs": 8, "batch_size": 16, "lr": 2e-3})}
+                              training={"epochs": 8, "batch_size": 16, "lr": 2e-3}),
+               # Sec. 2-3.2: the paper states no sizes and no training procedure; fastser's
+               # fill them in (docs/methods.md)
+               "paper": Preset("the paper's GLRF (Sec. 2-3.2): one FC scorer, SK fusion of "
+                               "global and local branches, k = 70%, 2 s windows every 0.2 s "
+                               "(training) / 0.4 s (test); `cv --protocol utterance-kfold` "
+                               "(docs/methods.md)",
+                               settings={"scorer": "linear", "fusion": "sk",
+                                         "branches": "global_local", "k": 0.7,
+                                         "window": 2.0, "train_hop": 0.2, "test_hop": 0.4,
+                                         "n_mfcc": 40})}
     segment_settings = ("window", "test_hop")
     settings: GLRFSettings
 

@@ -5,7 +5,7 @@ adaptation (:mod:`.adaptation`), the "mmtl" recipe and the spectrogram recipe it
 the baselines (:mod:`.recipe`), the "stl" and "mtl" baselines (:mod:`.baselines`) and the bench
 suite (:mod:`.bench`)."""
 
-from fastser.methods.mmtl.adaptation import adapt_meta, adapted_logits, speaker_adapted_logits
+from fastser.methods.mmtl.adaptation import SpeakerAdaptedNet, adapt_meta, adapted_logits
 from fastser.methods.mmtl.baselines import MTLRecipe, MultiTaskNet, SingleTaskNet, STLRecipe
 from fastser.methods.mmtl.episodes import SpeakerEpisodes
 from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_affect,
@@ -18,7 +18,7 @@ from fastser.methods.mmtl.recipe import (MMTLRecipe, MMTLSettings, SegmentItem,
 
 __all__ = ["AFFECT_CLASSES", "AFFECT_NAMES", "MMTLNet", "MMTLRecipe", "MMTLSettings",
            "MTLRecipe", "MultiTaskNet", "STLRecipe", "SegmentItem", "SegmentPosteriorMean",
-           "SingleTaskNet", "SpeakerEpisodes", "SpectrogramRecipe", "SpectrogramSettings",
-           "TABLE1_CONV", "adapt_meta", "adapted_logits", "class_weights", "discretise_affect",
-           "outer_gradients", "outer_gradients_sequential", "speaker_adapted_logits",
+           "SingleTaskNet", "SpeakerAdaptedNet", "SpeakerEpisodes", "SpectrogramRecipe",
+           "SpectrogramSettings", "TABLE1_CONV", "adapt_meta", "adapted_logits", "class_weights",
+           "discretise_affect", "outer_gradients", "outer_gradients_sequential",
            "utterance_posteriors", "weighted_cross_entropy"]

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from fastser.errors import CorpusError
 from fastser.methods.mmtl.meta import class_weights, weighted_cross_entropy
 from fastser.methods.mmtl.model import AFFECT_CLASSES, CNNLSTMEncoder
-from fastser.methods.mmtl.recipe import SegmentItem, SpectrogramRecipe
+from fastser.data.corpus import Corpus
+from fastser.methods.mmtl.recipe import SegmentItem, SpectrogramRecipe, affect_requirements
 from fastser.train.recipe import Batch
 
 
@@ -93,6 +94,9 @@ class MTLRecipe(SpectrogramRecipe):
 
     def build_model(self) -> nn.Module:
         return MultiTaskNet(self.num_classes, **self.encoder_config())
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return affect_requirements(corpus)
 
     def fit_extra(self, train_items: Sequence[SegmentItem]) -> None:
         """Emotion class weights, and per affect task the class weights over the training

@@ -3,7 +3,9 @@
 Every training speaker is a task. Per step, each chosen speaker contributes a support batch
 (segments with their affect classes, for the auxiliary tasks) and a query batch (segments with
 their emotion labels) of the same size, so the per-speaker batches stack into one episode
-(the layout of :mod:`fastser.methods.mmtl.meta`).
+(the layout of :mod:`fastser.methods.mmtl.meta`). The two batches are the same segments
+(``draws="same"``, the paper's Eq. 1-3: both tasks on the same X_i) or independent draws
+(``"independent"``, fastser 0.1).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from fastser.methods.mmtl.meta import AFFECT_NAMES, class_weights
 from fastser.methods.mmtl.model import AFFECT_CLASSES
 from fastser.train.recipe import TrainBatches, TrainStep
 
+#: How a speaker's support and query batches are drawn (see the module docstring).
+EPISODE_DRAWS = ("independent", "same")
+
 if TYPE_CHECKING:
     from fastser.methods.mmtl.recipe import SegmentItem
 
@@ -30,16 +35,22 @@ class SpeakerEpisodes(TrainBatches):
     ``per_speaker`` segments with affect labels and a query batch of ``per_speaker`` segments
     with emotion labels, so the per-speaker batches stack (see
     :mod:`fastser.methods.mmtl.meta`). Each speaker's segments are drawn without replacement
-    from a fresh permutation (support and query independently; a new permutation when one runs
-    out, so small speakers repeat segments). An epoch has ceil(training segments /
+    from a fresh permutation (a new permutation when one runs out, so small speakers repeat
+    segments): with ``draws="independent"`` support (from the segments with affect labels) and
+    query (from those with an emotion label) independently, with ``draws="same"`` one draw
+    (from the segments with both) serves as both. An epoch has ceil(training segments /
     (speakers per step x per_speaker)) steps. Deterministic for (seed, epoch). With several
     processes each takes every world_size-th chosen speaker; gradients are sums over speakers
     (share = world_size). The class weights of each speaker come from its own segments."""
 
     def __init__(self, items: Sequence[SegmentItem], per_speaker: int, num_classes: int, *,
                  seed: int = 0, speakers_per_step: int | None = None, rank: int = 0,
-                 world_size: int = 1, name: str = "mmtl") -> None:
+                 world_size: int = 1, draws: str = "independent", name: str = "mmtl") -> None:
+        if draws not in EPISODE_DRAWS:
+            raise ValueError(f"SpeakerEpisodes: draws must be one of {EPISODE_DRAWS}, got "
+                             f"{draws!r}")
         self.items, self.per_speaker, self.seed = items, int(per_speaker), int(seed)
+        self.same = draws == "same"
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.speakers = sorted({it.speaker for it in items})
         if len(self.speakers) < 2:
@@ -55,15 +66,18 @@ class SpeakerEpisodes(TrainBatches):
         self.affect_weights, self.emotion_weights = [], []
         for speaker in self.speakers:
             mine = [i for i, it in enumerate(items) if it.speaker == speaker]
-            support = self._pairs([i for i in mine if items[i].affect is not None])
-            query = self._pairs([i for i in mine if items[i].label >= 0])
-            if len(support) == 0:
-                raise CorpusError(f"{name}: training speaker {speaker!r} has no utterance with "
-                                  f"affect labels ({', '.join(AFFECT_NAMES)}: the auxiliary "
-                                  f"tasks)")
-            if len(query) == 0:
+            labelled = [i for i in mine if items[i].label >= 0]
+            support = self._pairs([i for i in (labelled if self.same else mine)
+                                   if items[i].affect is not None])
+            query = support if self.same else self._pairs(labelled)
+            if not labelled:
                 raise CorpusError(f"{name}: training speaker {speaker!r} has no utterance with "
                                   f"an emotion label")
+            if len(support) == 0:
+                both = " and an emotion label" if self.same else ""
+                raise CorpusError(f"{name}: training speaker {speaker!r} has no utterance with "
+                                  f"affect labels ({', '.join(AFFECT_NAMES)}: the auxiliary "
+                                  f"tasks){both}")
             affect = torch.stack([items[i].affect for i in support[:, 0].tolist()])
             labels = torch.tensor([items[i].label for i in query[:, 0].tolist()])
             self.support.append(support)
@@ -97,10 +111,13 @@ class SpeakerEpisodes(TrainBatches):
         draws = {}  # speaker -> (support, query) draws (uses, per_speaker), the same on every rank
         for k in mine:
             uses = sum(k in c for c in chosen)
+            roles = (self.support,) if self.same else (self.support, self.query)
             draws[k] = tuple(self._draws(len(pool[k]), uses * self.per_speaker,
                                          np.random.default_rng([self.seed, self.epoch, k, role])
                                          ).reshape(uses, self.per_speaker)
-                             for role, pool in enumerate((self.support, self.query)))
+                             for role, pool in enumerate(roles))
+            if self.same:
+                draws[k] = (draws[k][0], draws[k][0])
         position = [0] * len(self.speakers)
         for speakers in chosen:
             parts = [self._speaker_batch(k, draws[k][0][position[k]], draws[k][1][position[k]])
@@ -115,11 +132,12 @@ class SpeakerEpisodes(TrainBatches):
             return torch.stack([self.items[i].segments[j] for i, j in pairs.tolist()])
 
         support_pairs, query_pairs = self.support[k][support], self.query[k][query]
-        return {"support": segments(support_pairs),
+        support_segments = segments(support_pairs)
+        return {"support": support_segments,
                 "support_affect": torch.stack([self.items[i].affect
                                                for i in support_pairs[:, 0].tolist()]),
                 "affect_weights": self.affect_weights[k],
-                "query": segments(query_pairs),
+                "query": support_segments if self.same else segments(query_pairs),
                 "query_labels": torch.tensor([self.items[i].label
                                               for i in query_pairs[:, 0].tolist()]),
                 "emotion_weights": self.emotion_weights[k]}

@@ -7,16 +7,18 @@ of at most 3 s, (S, frames, bins) = (S, 300, 200) by default (time x frequency):
     Conv 8x12,  24 channels, ReLU, maxpool 2x2   -> (S, 24, 75, 50)
     Conv 5x7,   32 channels, ReLU, maxpool 2x2   -> (S, 32, 37, 25)
     BiLSTM 128 over the 37 time steps (32 x 25 = 800 features per step); the final states of
-    both directions                              -> (S, 256)
-    FC 64, ReLU                                  -> (S, 64)   the representation
-    FC 4                                         -> (S, 4)    one classifier shared by the
+    both directions, or the mean of its outputs over time (``summary="mean"``, the authors'
+    code)                                        -> (S, 256)
+    FC_1 64, ReLU                                -> (S, 64)   the representation
+    FC_2 4                                       -> (S, 4)    one classifier shared by the
                                                               discretised affect tasks
                                                               (valence, arousal, dominance)
 
-Kernels are (time x frequency) with 'same' zero padding (PyTorch's convention for even sizes:
-the extra row/column of padding goes after). The transfer learner is one FC layer from the
-64-d representation to the emotion classes. The baselines' networks, built from the same
-:class:`CNNLSTMEncoder`, are in :mod:`fastser.methods.mmtl.baselines`.
+Kernels are (time x frequency) with 'same' zero padding (PyTorch's convention for even sizes: the
+extra row/column of padding goes after). The transfer learner is one FC layer (FC_3) to the emotion
+classes, reading FC_2's 4 affect logits as in Table 1 (``transfer_input="affect_logits"``) or the
+64-d representation (``"representation"``, fastser 0.1). The baselines' networks, built from the
+same :class:`CNNLSTMEncoder`, are in :mod:`fastser.methods.mmtl.baselines`.
 
 The LSTM is :class:`BiLSTM`, an explicit cell unrolled over time with batched matmuls, so
 ``torch.func.vmap`` can run it over stacked per-speaker parameters; it holds the parameters of
@@ -36,6 +38,10 @@ from torch import Tensor, nn
 
 #: (time kernel, frequency kernel, output channels) of the paper's three conv layers.
 TABLE1_CONV: tuple[tuple[int, int, int], ...] = ((12, 16, 16), (8, 12, 24), (5, 7, 32))
+#: What FC_1 reads of the BiLSTM: its final states (both directions) or its mean output.
+LSTM_SUMMARIES = ("final", "mean")
+#: What the transfer learner reads: FC_2's affect logits (Table 1) or FC_1's representation.
+TRANSFER_INPUTS = ("affect_logits", "representation")
 #: Classes of each discretised affect task (see :func:`fastser.methods.mmtl.meta.discretise_affect`).
 AFFECT_CLASSES = 4
 
@@ -114,14 +120,20 @@ class ConvBlock(nn.Module):
 
 
 class CNNLSTMEncoder(nn.Module):
-    """Table 1 up to the representation: segments (S, frames, bins) -> (S, embed_dim)."""
+    """Table 1 up to the representation: segments (S, frames, bins) -> (S, embed_dim).
+    ``summary``: what FC_1 reads of the BiLSTM, "final" (the final states of both directions)
+    or "mean" (its outputs averaged over time)."""
 
     def __init__(self, frames: int = 300, bins: int = 200,
                  conv: Sequence[Sequence[int]] = TABLE1_CONV, lstm_hidden: int = 128,
-                 embed_dim: int = 64) -> None:
+                 embed_dim: int = 64, summary: str = "final") -> None:
         super().__init__()
         if len(conv) < 1:
             raise ValueError("CNNLSTMEncoder: needs at least one conv layer")
+        if summary not in LSTM_SUMMARIES:
+            raise ValueError(f"CNNLSTMEncoder: summary must be one of {LSTM_SUMMARIES}, got "
+                             f"{summary!r}")
+        self.summary = summary
         self.frames, self.bins = int(frames), int(bins)
         steps, features, channels = self.frames, self.bins, 1
         blocks = []
@@ -147,8 +159,12 @@ class CNNLSTMEncoder(nn.Module):
                 self.frames, self.bins, list(x.shape)))
         maps = self.convs(x.unsqueeze(1))  # (S, C, T', F')
         sequence = maps.permute(0, 2, 1, 3).flatten(2)  # (S, T', C * F')
-        _, last = self.lstm(sequence)  # (2, S, H)
-        return torch.relu(self.fc(torch.cat([last[0], last[1]], dim=1)))
+        outputs, last = self.lstm(sequence)  # (S, T', 2H), (2, S, H)
+        if self.summary == "mean":
+            summary = outputs.mean(dim=1)
+        else:
+            summary = torch.cat([last[0], last[1]], dim=1)
+        return torch.relu(self.fc(summary))
 
 
 class MetaLearner(nn.Module):
@@ -169,17 +185,28 @@ class MetaLearner(nn.Module):
 
 
 class MMTLNet(nn.Module):
-    """Meta learner + transfer learner (one FC: representation -> emotion classes).
-    (S, frames, bins) -> emotion logits (S, C). Parameters: ``meta.*`` (theta) and
-    ``transfer.*`` (phi)."""
+    """Meta learner + transfer learner (FC_3 -> emotion classes) over FC_2's affect logits
+    (``transfer_input="affect_logits"``, Table 1) or FC_1's representation
+    (``"representation"``). (S, frames, bins) -> emotion logits (S, C). Parameters: ``meta.*``
+    (theta) and ``transfer.*`` (phi)."""
 
-    def __init__(self, num_classes: int, **encoder_config) -> None:
+    def __init__(self, num_classes: int, transfer_input: str = "representation",
+                 **encoder_config) -> None:
         super().__init__()
+        if transfer_input not in TRANSFER_INPUTS:
+            raise ValueError(f"MMTLNet: transfer_input must be one of {TRANSFER_INPUTS}, got "
+                             f"{transfer_input!r}")
         self.meta = MetaLearner(CNNLSTMEncoder(**encoder_config))
-        self.transfer = nn.Linear(self.meta.encoder.embed_dim, num_classes)
+        self.reads_affect_logits = transfer_input == "affect_logits"
+        width = AFFECT_CLASSES if self.reads_affect_logits else self.meta.encoder.embed_dim
+        self.transfer = nn.Linear(width, num_classes)
+
+    def transfer_features(self, x: Tensor) -> Tensor:
+        """What the transfer learner reads: (S, frames, bins) -> (S, 4) or (S, embed_dim)."""
+        return self.meta(x) if self.reads_affect_logits else self.meta.embed(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.transfer(self.meta.embed(x))
+        return self.transfer(self.transfer_features(x))
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:

@@ -15,14 +15,15 @@ its segments' posteriors.
 
 "mmtl" brings its own training steps through the recipe hooks: :class:`~fastser.methods.mmtl.
 episodes.SpeakerEpisodes` samples, per step, equal-size support and query batches of segments
-(TrainConfig.batch_size each) for every training speaker (or ``speakers_per_step`` of them),
-and ``step_gradients`` computes the first-order outer gradient of paper Algorithm 1 over those
-speakers, batched with torch.func (``implementation="reference"``: the sequential loop with a
-model copy per speaker). The trainer's AdamW applies it with learning rate gamma =
-TrainConfig.lr. At evaluation the meta learner is adapted to each speaker of a batch on that
-speaker's affect tasks (:mod:`~fastser.methods.mmtl.adaptation`; speakers without affect
-labels, e.g. new recordings, are predicted unadapted). Give evaluation batches that hold whole
-speakers (a large TrainConfig.eval_batch_size) for the paper's setting.
+(TrainConfig.batch_size each; the same segments with ``episode_draws="same"``) for every
+training speaker (or ``speakers_per_step`` of them), and ``step_gradients`` computes the
+first-order outer gradient of paper Algorithm 1 over those speakers (``outer_update``), batched
+with torch.func (``implementation="reference"``: the sequential loop with a model copy per
+speaker). The trainer's optimiser applies it with learning rate gamma = TrainConfig.lr. At
+evaluation (:meth:`MMTLRecipe.adapt`, called by ``fastser.train.evaluation``) the meta learner
+is adapted to each speaker of the evaluated utterances on all of that speaker's affect-labelled
+utterances there (:mod:`~fastser.methods.mmtl.adaptation`), whatever the evaluation batch
+size; speakers without affect labels, and new recordings, are predicted unadapted.
 
 Settings: :class:`SpectrogramSettings` (all three methods) and :class:`MMTLSettings`
 (``fastser settings mmtl`` lists them with their defaults and ranges).
@@ -43,16 +44,17 @@ from fastser.audio.io import SAMPLE_RATE
 from fastser.audio.segmentation import (equal_pieces, fixed_windows, piece_bounds,
                                         seconds_to_samples, window_starts)
 from fastser.data.collate import pack_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import CorpusError, SettingsError
-from fastser.methods.mmtl.adaptation import speaker_adapted_logits
-from fastser.methods.mmtl.episodes import SpeakerEpisodes
-from fastser.methods.mmtl.meta import (AFFECT_NAMES, class_weights, discretise_affect,
-                                       outer_gradients, outer_gradients_sequential,
+from fastser.methods.mmtl.adaptation import ADAPT_OPTIMIZERS, SpeakerAdaptedNet, adapt_meta
+from fastser.methods.mmtl.episodes import EPISODE_DRAWS, SpeakerEpisodes
+from fastser.methods.mmtl.meta import (AFFECT_NAMES, OUTER_UPDATES, class_weights,
+                                       discretise_affect, outer_gradients,
+                                       outer_gradients_sequential, select_tasks,
                                        weighted_cross_entropy)
-from fastser.methods.mmtl.model import (TABLE1_CONV, MMTLNet, SegmentPosteriorMean,
-                                        utterance_posteriors)
-from fastser.train.kit import Preset, Settings, setting
+from fastser.methods.mmtl.model import (LSTM_SUMMARIES, TABLE1_CONV, TRANSFER_INPUTS, MMTLNet,
+                                        SegmentPosteriorMean, utterance_posteriors)
+from fastser.train.kit import AugmentSettings, Preset, setting
 from fastser.train.kit.streaming import FixedWindowStream
 from fastser.train.recipe import (Batch, Embeddings, Predictions, Recipe, StepGradients,
                                   StreamingFeatures, TrainBatches)
@@ -62,7 +64,7 @@ SPECTROGRAM = LogSpectrogram(SAMPLE_RATE)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpectrogramSettings(Settings):
+class SpectrogramSettings(AugmentSettings):
     """Settings of "stl", "mtl" and "mmtl": the input and the CNN-LSTM (Table 1 by default).
     ``implementation`` only matters to "mmtl" (its outer step)."""
 
@@ -73,6 +75,9 @@ class SpectrogramSettings(Settings):
         TABLE1_CONV, "conv layers as (time kernel, frequency kernel, channels), each followed "
         "by ReLU and 2x2 max pooling", low=1)
     lstm_hidden: int = setting(128, "hidden units per direction of the BiLSTM", low=1)
+    lstm_summary: str = setting(
+        "final", "what FC_1 reads of the BiLSTM: final (the final states of both directions) or "
+        "mean (its outputs averaged over time, the authors' code)", choices=LSTM_SUMMARIES)
     embed_dim: int = setting(64, "size of the representation (the FC layer after the BiLSTM)",
                              low=1)
     max_duration: float = setting(3.0, "longest piece in seconds: an utterance is cut into "
@@ -84,6 +89,7 @@ class SpectrogramSettings(Settings):
                                 "streamable)", low=0.0, low_open=True)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if not self.conv:
             raise SettingsError(f"{method}: setting conv needs at least one layer")
         longest = SPECTROGRAM.frame_length + (SPECTROGRAM.max_frames - 1) * SPECTROGRAM.hop_length
@@ -100,6 +106,20 @@ class SpectrogramSettings(Settings):
 class MMTLSettings(SpectrogramSettings):
     """Settings of "mmtl": the spectrogram network's and those of meta-learning."""
 
+    transfer_input: str = setting(
+        "representation", "what the transfer learner FC_3 reads: affect_logits (FC_2's output, "
+        "Table 1) or representation (FC_1's output, fastser 0.1)", choices=TRANSFER_INPUTS)
+    outer_update: str = setting(
+        "aggregate", "outer gradient: aggregate (Algorithm 1 line 11 as the authors' code reads "
+        "it: the auxiliary gradients at theta and both stages' emotion gradients, first-order) "
+        "or maml (Eq. 6-7 alone, first-order; fastser 0.1, which never trains FC_2 when the "
+        "transfer learner reads the representation)", choices=OUTER_UPDATES)
+    auxiliary_tasks: tuple[str, ...] = setting(
+        AFFECT_NAMES, "the affect tasks of the meta learner, a non-empty selection of "
+        f"{', '.join(AFFECT_NAMES)} (Table 3)")
+    episode_draws: str = setting(
+        "independent", "a speaker's support and query batches: same (one draw of segments for "
+        "both tasks, Eq. 1-3) or independent (two draws)", choices=EPISODE_DRAWS)
     alpha: float = setting(0.01, "inner learning rate of the meta learner on a speaker's "
                            "affect (auxiliary) tasks", low=0.0)
     beta: float = setting(0.01, "inner learning rate of the transfer learner on a speaker's "
@@ -107,14 +127,58 @@ class MMTLSettings(SpectrogramSettings):
     speakers_per_step: int | None = setting(
         None, "speakers (tasks) per outer step, drawn at random (null: every training "
         "speaker)", low=1)
-    adapt_steps: int = setting(1, "test-time adaptation steps of the meta learner on a "
-                               "speaker's affect tasks (0: no adaptation)", low=0)
+    adapt_steps: int = setting(1, "test-time adaptation steps of the meta learner on all of a "
+                               "speaker's affect-labelled utterances (0: no adaptation)", low=0)
     adapt_lr: float = setting(0.001, "learning rate of test-time adaptation (gamma)", low=0.0)
+    adapt_optimizer: str = setting("sgd", "optimiser of test-time adaptation: sgd (plain "
+                                   "gradient steps) or adam (the authors' code)",
+                                   choices=ADAPT_OPTIMIZERS)
     adapt_chunk: int = setting(64, "segments per gradient chunk of test-time adaptation "
                                "(bounds memory; the same gradient)", low=1)
     speaker_chunk: int | None = setting(
         None, "speakers per vmap chunk of the batched outer step (null: all at once; k bounds "
         "its memory, which grows with speakers x segments per speaker)", low=1)
+
+    #: fastser 0.1 took the outer gradient of Eq. 6-7 alone.
+    defaults_0_1 = {"outer_update": "maml"}
+
+    def check(self, method: str) -> None:
+        super().check(method)
+        if self.speed_perturb:
+            raise SettingsError(f"{method}: setting speed_perturb changes how many pieces an "
+                                "utterance has, which the speaker episodes index once; use "
+                                "noise_snr or the masks")
+        tasks = self.auxiliary_tasks
+        if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(AFFECT_NAMES):
+            raise SettingsError(f"{method}: setting auxiliary_tasks must be a non-empty "
+                                f"selection of {list(AFFECT_NAMES)} without repeats, got "
+                                f"{list(tasks)}")
+
+
+DEMO = Preset("smaller input (75 x 50) and network for the synthetic corpus",
+              settings={"pool": (4, 4), "conv": ((5, 5, 16), (3, 3, 24), (3, 3, 32))},
+              training={"epochs": 8, "batch_size": 8, "lr": 2e-3, "eval_batch_size": 256})
+#: The paper's training (Sec. 3.1.3: Adam, gamma = 0.001), the authors' code for what it
+#: leaves open (300 epochs, a constant learning rate, no clipping); docs/methods.md lists them.
+PAPER_TRAINING = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
+                  "warmup_fraction": 0.0, "grad_clip": None, "epochs": 300, "monitor": "ua"}
+#: The baselines of Table 2 ("CNN-LSTM", "CNN-LSTM+MTL") with MMTL's input, network and
+#: training: batches of 64 utterances (the authors' batch size).
+BASELINE_PAPER = Preset("the paper's input, Table 1 network and training (docs/methods.md)",
+                        settings={"lstm_summary": "mean"},
+                        training={**PAPER_TRAINING, "batch_size": 64})
+#: MMTL as the paper (and, where it is ambiguous, the authors' code) has it; per-speaker
+#: batches of 48 segments (the authors' 64 for the largest speaker, proportionally fewer for
+#: the others: about 48 on IEMOCAP's improvised sessions); 15 Adam steps of test-time
+#: adaptation (the authors' first test point: 5 epochs of ~3 batches).
+MMTL_PAPER = Preset("the paper's MMTL: Table 1 (FC_3 on FC_2), Algorithm 1 with the authors' "
+                    "outer update, Eq. 1-3's shared samples, Adam test-time adaptation "
+                    "(docs/methods.md)",
+                    settings={"lstm_summary": "mean", "transfer_input": "affect_logits",
+                              "outer_update": "aggregate", "episode_draws": "same",
+                              "alpha": 0.01, "beta": 0.01, "adapt_optimizer": "adam",
+                              "adapt_lr": 1e-3, "adapt_steps": 15},
+                    training={**PAPER_TRAINING, "batch_size": 48})
 
 
 @dataclass
@@ -130,6 +194,15 @@ class SegmentItem:
     speaker: str
     utterance: str
     valid_frames: Tensor
+
+
+def affect_requirements(corpus: Corpus) -> list[str]:
+    """Why a method with affect (auxiliary) tasks cannot train on ``corpus``: no utterance
+    with valence, arousal and dominance."""
+    if any(all(getattr(u, name) is not None for name in AFFECT_NAMES) for u in corpus):
+        return []
+    return [f"no utterance has affect labels ({', '.join(AFFECT_NAMES)}), which the auxiliary "
+            "tasks need"]
 
 
 def affect_classes(utterance: Utterance) -> Tensor | None:
@@ -151,11 +224,7 @@ class SpectrogramRecipe(Recipe):
 
     Settings = SpectrogramSettings
     settings: SpectrogramSettings
-    presets = {"demo": Preset("smaller input (75 x 50) and network for the synthetic corpus",
-                              settings={"pool": (4, 4),
-                                        "conv": ((5, 5, 16), (3, 3, 24), (3, 3, 32))},
-                              training={"epochs": 8, "batch_size": 8, "lr": 2e-3,
-                                        "eval_batch_size": 256})}
+    presets = {"demo": DEMO, "paper": BASELINE_PAPER}
     #: One spectrogram frame (40 ms).
     min_samples = SPECTROGRAM.win_length
     segment_settings = ("max_duration", "hop")
@@ -170,7 +239,8 @@ class SpectrogramRecipe(Recipe):
     def encoder_config(self) -> dict[str, Any]:
         s = self.settings
         return {"frames": self.frames, "bins": self.bins, "conv": s.conv,
-                "lstm_hidden": s.lstm_hidden, "embed_dim": s.embed_dim}
+                "lstm_hidden": s.lstm_hidden, "embed_dim": s.embed_dim,
+                "summary": s.lstm_summary}
 
     # -- items ---------------------------------------------------------------------------------
     def pieces(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
@@ -306,31 +376,69 @@ class MMTLRecipe(SpectrogramRecipe):
 
     name = "mmtl"
     Settings = MMTLSettings
+    presets = {"demo": DEMO, "paper": MMTL_PAPER}
     settings: MMTLSettings
 
     def build_model(self) -> nn.Module:
-        return MMTLNet(self.num_classes, **self.encoder_config())
+        return MMTLNet(self.num_classes, transfer_input=self.settings.transfer_input,
+                       **self.encoder_config())
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return affect_requirements(corpus)
 
     def train_batches(self, train_items: Sequence[SegmentItem], batch_size: int, *, seed: int,
                       rank: int, world_size: int) -> TrainBatches:
         return SpeakerEpisodes(train_items, batch_size, self.num_classes, seed=seed,
                                speakers_per_step=self.settings.speakers_per_step, rank=rank,
-                               world_size=world_size, name=self.name)
+                               world_size=world_size, draws=self.settings.episode_draws,
+                               name=self.name)
+
+    @property
+    def task_indices(self) -> list[int]:
+        """The selected auxiliary tasks as indices into :data:`AFFECT_NAMES`."""
+        return [AFFECT_NAMES.index(task) for task in self.settings.auxiliary_tasks]
 
     def step_gradients(self, model: nn.Module, batch: Batch) -> StepGradients:
         s = self.settings
+        if len(self.task_indices) < len(AFFECT_NAMES):
+            batch = select_tasks(batch, self.task_indices)
         if s.implementation == "reference":
             loss, gradients = outer_gradients_sequential(model, batch, alpha=s.alpha,
-                                                         beta=s.beta)
+                                                         beta=s.beta, update=s.outer_update)
         else:
             loss, gradients = outer_gradients(model, batch, alpha=s.alpha, beta=s.beta,
+                                              update=s.outer_update,
                                               speaker_chunk=s.speaker_chunk)
         return StepGradients(loss.detach(), gradients)
 
-    def segment_logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """Emotion logits per segment, the meta learner adapted per speaker of the batch on
-        that speaker's affect tasks (speakers without affect labels: unadapted)."""
+    def adapt(self, model: nn.Module, items: Sequence[SegmentItem]) -> nn.Module:
+        """Test-time adaptation: the meta learner adapted to each speaker of ``items`` on all
+        of that speaker's affect-labelled items, on the ``auxiliary_tasks`` (``adapt_steps``
+        steps of ``adapt_optimizer`` at ``adapt_lr``), as a :class:`SpeakerAdaptedNet`;
+        ``model`` itself when there is nothing to adapt."""
         s = self.settings
-        return speaker_adapted_logits(model, batch["segments"], batch["affect"],
-                                      batch["speakers"], batch["counts"], lr=s.adapt_lr,
-                                      steps=s.adapt_steps, chunk=s.adapt_chunk)
+        by_speaker: dict[str, list[SegmentItem]] = {}
+        for item in items:
+            if item.speaker and item.affect is not None:
+                by_speaker.setdefault(item.speaker, []).append(item)
+        if s.adapt_steps == 0 or not by_speaker:
+            return model
+        device = next(model.parameters()).device
+        adapted = {}
+        for speaker, mine in by_speaker.items():
+            segments = torch.cat([it.segments for it in mine]).to(device)
+            affect = torch.cat([it.affect[self.task_indices].expand(len(it.segments), -1)
+                                for it in mine])
+            adapted[speaker] = adapt_meta(model, segments, affect.to(device), lr=s.adapt_lr,
+                                          steps=s.adapt_steps, chunk=s.adapt_chunk,
+                                          optimizer=s.adapt_optimizer)
+        return SpeakerAdaptedNet(model, adapted)
+
+    def segment_logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Emotion logits per segment; with a :class:`SpeakerAdaptedNet` (from :meth:`adapt`)
+        each segment under its speaker's adapted meta learner."""
+        if not isinstance(model, SpeakerAdaptedNet):
+            return model(batch["segments"])
+        owners = [s for s, n in zip(batch["speakers"], batch["counts"].tolist())
+                  for _ in range(n)]
+        return model.speaker_logits(batch["segments"], owners)

@@ -56,14 +56,14 @@ class MSTR(FrameTransformer):
                  num_heads: int = 16, num_blocks: int = 4, p: int = 3, levels: int = 4,
                  ffn_dim: int = 2048, dropout: float = 0.1,
                  classifier_hidden: Optional[Sequence[int]] = None,
-                 implementation: str = "fused") -> None:
+                 implementation: str = "fused", positional_encoding: str = "none") -> None:
         check_implementation(implementation, "MSTR")
         blocks: List[nn.Module] = [
             MSTRBlock(embed_dim, num_heads, ffn_dim, p=p, levels=levels, dropout=dropout,
                       implementation=implementation)
             for _ in range(num_blocks)]
         super().__init__("MSTR", blocks, input_dim, embed_dim, num_classes, classifier_hidden,
-                         dropout)
+                         dropout, positional_encoding)
         self.p = p
         self.levels = levels
 

@@ -6,16 +6,18 @@ full softmax self-attention (fastser.methods.mstr.transformer.VanillaTransformer
 baseline is a recipe of its own so that ``fastser train/cv --model transformer`` runs it with
 the same features, sizes and settings, and the two compare one to one.
 
-Features: MFCCs (fastser.audio.features.MFCC, ``n_mfcc`` coefficients, 25 ms window) at a
-20 ms hop, the frame rate of SSL models (WavLM, HuBERT, wav2vec 2.0: 50 frames/s, so an
-utterance has the frame count MSTR sees on SSL features).  No SSL weights are available
-offline; the model's input projection maps any feature size to ``embed_dim``.  Features are
-standardised per coefficient with the mean and standard deviation of the training frames
-(``fit_extra``, :class:`fastser.train.kit.FeatureStats`; stored in ``extra_state``, applied in
-``collate``; identity before fitting).  With ``speaker_norm`` (the demo preset's setting)
-every speaker's frames are first standardised with that speaker's own statistics by the
-recipe base class (no labels needed, so test speakers too; a lone recording is its own
-speaker).  A batch is padded frames (B, T, n_mfcc) + lengths (B,) + labels (B,).
+Features (``features``): MFCCs (fastser.audio.features.MFCC, ``n_mfcc`` coefficients, 25 ms
+window) at a 20 ms hop, the frame rate of SSL models, or the layer outputs of an SSL front
+end (``features="ssl"``: the paper's HuBERT-large features, through the front end, settings
+and disk cache SAP uses, :mod:`fastser.train.kit.ssl`; the last layer or a learned weighted
+sum of all layers, ``layer``).  The model's input projection maps the frame size to
+``embed_dim``.  Features are standardised per coefficient (per layer and dimension for SSL
+layer outputs) with the mean and standard deviation of the training frames (``fit_extra``,
+:class:`fastser.train.kit.FeatureStats`; stored in ``extra_state``, applied in ``collate``;
+identity before fitting).  With ``speaker_norm`` (the demo preset's setting) every speaker's
+frames are first standardised with that speaker's own statistics by the recipe base class (no
+labels needed, so test speakers too; a lone recording is its own speaker).  A batch is padded
+frames (B, T, *frame_shape) + lengths (B,) + labels (B,).
 
 Settings: :class:`MSTRSettings` and :class:`TransformerSettings` (``fastser settings mstr`` /
 ``fastser settings transformer`` list them with their defaults).  ``implementation=
@@ -33,28 +35,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import numpy as np
+
 from fastser.audio.alignment import WordTiming
 from fastser.audio.features import MFCC
 from fastser.audio.io import SAMPLE_RATE
+from fastser.audio.ssl import VADSettings
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import SettingsError
 from fastser.methods.mstr.model import MSTR
-from fastser.methods.mstr.transformer import (ClassProbabilities, VanillaTransformer,
-                                              masked_mean)
-from fastser.train.kit import FeatureStats, Preset, Settings, setting
+from fastser.methods.mstr.transformer import (POSITIONAL_ENCODINGS, ClassProbabilities,
+                                              CombinedLayers, VanillaTransformer, masked_mean)
+from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
+                               class_weights, setting)
+from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 #: The MFCC analysis window; an utterance needs at least one.
 WINDOW_MS = 25.0
 #: The mel bands the MFCCs are taken from (n_mfcc can be at most this).
 N_MELS = 64
+#: Frame features: MFCCs or an SSL front end's layer outputs.
+FEATURES = ("mfcc", "ssl")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransformerSettings(Settings):
-    """The settings of the vanilla-Transformer baseline (and, with p and levels, of MSTR)."""
+class TransformerSettings(SSLSettings, AugmentSettings, ClassWeightSettings):
+    """The settings of the vanilla-Transformer baseline (and, with p and levels, of MSTR): the
+    SSL front end's (:class:`~fastser.train.kit.ssl.SSLSettings`, with ``features="ssl"``),
+    augmentation, class weights and the model's."""
 
+    features: str = setting("mfcc", "frame features: mfcc (n_mfcc coefficients every hop_ms) or "
+                            "ssl (the SSL front end's layer outputs, ssl_* and layer settings, "
+                            "20 ms frames)", choices=FEATURES)
     n_mfcc: int = setting(40, f"MFCC coefficients per {WINDOW_MS:g} ms frame (at most the "
                           f"{N_MELS} mel bands)", low=1, high=N_MELS)
     hop_ms: float = setting(20.0, "milliseconds between MFCC frames (20: the 50 frames/s of SSL "
@@ -68,8 +82,13 @@ class TransformerSettings(Settings):
     classifier_hidden: tuple[int, ...] | None = setting(
         None, "the two hidden sizes of the 3-layer classifier (null: embed_dim/2, embed_dim/4)",
         low=1)
+    positional_encoding: str = setting(
+        "none", "added to the projected input frames: sinusoidal (the original Transformer's) "
+        "or none (then the baseline's full attention sees no frame order)",
+        choices=POSITIONAL_ENCODINGS)
 
     def check(self, method: str) -> None:
+        super().check(method)
         if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
             raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
                                 f"sample at {SAMPLE_RATE} Hz")
@@ -93,29 +112,45 @@ class MSTRSettings(TransformerSettings):
 
 #: The settings every model of this folder takes as keyword arguments.
 MODEL_KEYS = ("embed_dim", "num_heads", "num_blocks", "ffn_dim", "dropout", "classifier_hidden",
-              "implementation")
+              "implementation", "positional_encoding")
 
 DEMO = Preset("small, regularised, per-speaker standardised model for the synthetic corpus "
               "(held-out UA 0.67 / 0.74 / 0.65 over seeds 0-2)",
               settings={"embed_dim": 64, "num_heads": 4, "num_blocks": 2, "ffn_dim": 128,
                         "dropout": 0.3, "speaker_norm": True},
               training={"epochs": 30, "batch_size": 16, "lr": 2e-3, "weight_decay": 0.05})
+#: Sec. 3.2 and Table 1 (IEMOCAP); filled in (docs/methods.md): the last HuBERT layer, the
+#: sinusoidal positional encoding, a constant learning rate, no clipping, no weight decay, model
+#: selection on validation UA. FFN 1024 gives Table 2's 27.0M parameters (26.9M counted).
+PAPER = Preset("the paper's setting on IEMOCAP (Sec. 3.2, Table 1): HuBERT-large features "
+               "(facebook/hubert-large-ll60k, or --set ssl_path=FOLDER), 4 blocks of 1024 with "
+               "16 heads, Adam 1e-4, 150 epochs of 32; `cv --protocol session --seeds 0-9` "
+               "(docs/methods.md)",
+               settings={"features": "ssl", "ssl_kind": "hubert",
+                         "ssl_path": "facebook/hubert-large-ll60k", "layer": "last",
+                         "embed_dim": 1024, "num_heads": 16, "num_blocks": 4, "ffn_dim": 1024,
+                         "positional_encoding": "sinusoidal"},
+               training={"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0,
+                         "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None,
+                         "epochs": 150, "batch_size": 32, "monitor": "ua"})
 
 
 class FrameItem(NamedTuple):
-    """One utterance: its feature frames (T, n_mfcc) float32 and its class (-1: unknown)."""
+    """One utterance: its feature frames (T, *frame_shape): MFCCs (T, n_mfcc) float32, or SSL
+    layer outputs (T, *layer_shape) in the cache dtype (memory-mapped from the cache; float32
+    after per-speaker standardisation), and its class (-1: unknown)."""
 
-    frames: Tensor
+    frames: Tensor | np.ndarray
     label: int
 
 
 class TransformerRecipe(Recipe):
-    """MSTR's vanilla-Transformer baseline: MFCC frames, full softmax self-attention,
+    """MSTR's vanilla-Transformer baseline: MFCC or SSL frames, full softmax self-attention,
     cross-entropy.  :class:`MSTRRecipe` is this recipe with MSTR's fractal attention."""
 
     name = "transformer"
     Settings = TransformerSettings
-    presets = {"demo": DEMO}
+    presets = {"demo": DEMO, "paper": PAPER}
     min_samples = round(WINDOW_MS * SAMPLE_RATE / 1000)  # one MFCC frame
     settings: TransformerSettings
 
@@ -123,43 +158,89 @@ class TransformerRecipe(Recipe):
         super().__init__(label_names, **settings)
         self.mfcc = MFCC(SAMPLE_RATE, self.settings.n_mfcc, win_ms=WINDOW_MS,
                          hop_ms=self.settings.hop_ms, n_mels=N_MELS)
+        # the front end SAP uses, with the VAD masks of its cache (so both share it)
+        self.ssl = SSLFeatures(self, VADSettings())
         self.feature_stats: FeatureStats | None = None
+        self.class_weights: Tensor | None = None
+
+    @property
+    def on_ssl(self) -> bool:
+        return self.settings.features == "ssl"
+
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return self.settings.pretrained_requirements() if self.on_ssl else []
 
     # -- features ------------------------------------------------------------------------------
+    def raw_items(self, utterances: Sequence[Utterance]) -> list[FrameItem]:
+        """SSL features come from (or go to) the disk cache (``cache``); MFCCs from the audio."""
+        if not (self.on_ssl and self.settings.cache) or not utterances:
+            return super().raw_items(utterances)
+        return [FrameItem(features, self.label_of(utterance)) for (features, _), utterance
+                in zip(self.ssl.cached(utterances), utterances)]
+
     def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
                   words: Sequence[WordTiming] | None = None) -> FrameItem:
-        """MFCC frames of the waveform; ``words`` are not used."""
+        """MFCC frames, or SSL layer outputs of the waveform cut to ``max_seconds``; ``words``
+        are not used."""
+        if self.on_ssl:
+            return FrameItem(self.ssl.layer_outputs(self.ssl.truncate(waveform)),
+                             self.label_of(utterance))
         return FrameItem(self.mfcc(waveform), self.label_of(utterance))
 
     def item_features(self, item: FrameItem) -> Tensor:
-        return item.frames
+        return _float32(item.frames)
 
     def with_features(self, item: FrameItem, features: Tensor) -> FrameItem:
         return item._replace(frames=features)
 
     def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
-        """Per-coefficient mean and standard deviation of every training frame."""
+        """Per-coefficient mean and standard deviation of every training frame, the class
+        weights of the training labels (``class_weighted``) and, on SSL features, the hash of
+        the front end the model sees."""
         self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
+        if self.settings.class_weighted:
+            self.class_weights = class_weights([item.label for item in train_items],
+                                               self.num_classes)
+        if self.on_ssl:
+            self.ssl.front_end  # noqa: B018  (records the front end's weights hash)
 
     def extra_state(self) -> dict[str, Any]:
-        return {} if self.feature_stats is None else self.feature_stats.state()
+        state = {} if self.feature_stats is None else self.feature_stats.state()
+        if self.class_weights is not None:
+            state["class_weights"] = self.class_weights
+        if self.ssl.weights_hash is not None:
+            state["front_end_hash"] = self.ssl.weights_hash
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.feature_stats = FeatureStats.from_state(state)
+        self.class_weights = state.get("class_weights")
+        self.ssl.weights_hash = state.get("front_end_hash")
 
     # -- model ---------------------------------------------------------------------------------
     def model_settings(self) -> dict[str, Any]:
         """The model's keyword arguments taken from the settings."""
         return {key: getattr(self.settings, key) for key in MODEL_KEYS}
 
+    def input_dim(self) -> int:
+        """The frame size the model reads: n_mfcc, or the SSL front end's hidden size."""
+        return self.ssl.front_end.hidden_size if self.on_ssl else self.settings.n_mfcc
+
+    def frame_model(self, model: nn.Module) -> nn.Module:
+        """``model`` behind the learned weighted sum of SSL layers where the features are all
+        layers (``layer="weighted"``)."""
+        combine = self.ssl.layer_combiner() if self.on_ssl else None
+        return model if combine is None else CombinedLayers(combine, model)
+
     def build_model(self) -> nn.Module:
-        return VanillaTransformer(self.settings.n_mfcc, self.num_classes,
-                                  **self.model_settings())
+        return self.frame_model(VanillaTransformer(self.input_dim(), self.num_classes,
+                                                   **self.model_settings()))
 
     # -- batches -------------------------------------------------------------------------------
     def make_batch(self, items: list[FrameItem]) -> Batch:
-        """Standardised frames padded with zeros (B, T, n_mfcc), lengths (B,), labels (B,)."""
-        frames = [item.frames for item in items]
+        """Standardised frames padded with zeros (B, T, *frame_shape) float32, lengths (B,),
+        labels (B,)."""
+        frames = [_float32(item.frames) for item in items]
         if self.feature_stats is not None:
             frames = [self.feature_stats.apply(f) for f in frames]
         features, lengths = pad_sequences(frames)
@@ -167,7 +248,11 @@ class TransformerRecipe(Recipe):
                 "labels": torch.tensor([item.label for item in items], dtype=torch.long)}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return F.cross_entropy(model(batch["features"], batch["lengths"]), batch["labels"])
+        logits = model(batch["features"], batch["lengths"])
+        if self.class_weights is None:
+            return F.cross_entropy(logits, batch["labels"])
+        return F.cross_entropy(logits.float(), batch["labels"],
+                               weight=self.class_weights.to(logits.device))
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(model(batch["features"], batch["lengths"]).softmax(dim=1))
@@ -195,5 +280,13 @@ class MSTRRecipe(TransformerRecipe):
     settings: MSTRSettings
 
     def build_model(self) -> nn.Module:
-        return MSTR(self.settings.n_mfcc, self.num_classes, p=self.settings.p,
-                    levels=self.settings.levels, **self.model_settings())
+        return self.frame_model(MSTR(self.input_dim(), self.num_classes, p=self.settings.p,
+                                     levels=self.settings.levels, **self.model_settings()))
+
+
+def _float32(frames: Tensor | np.ndarray) -> Tensor:
+    """Frames (MFCCs, or cached SSL layer outputs, possibly read-only memory-mapped) as a
+    float32 tensor."""
+    if isinstance(frames, np.ndarray):
+        return torch.from_numpy(np.array(frames, dtype=np.float32))
+    return frames.float()

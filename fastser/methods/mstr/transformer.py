@@ -5,9 +5,11 @@ Transformer baseline of MSTR (Li et al.).
 baseline share: an input projection of the frame features (B, T, input_dim) to the model
 dimension, a stack of blocks (attention + residual + LayerNorm, then a feed-forward
 network + residual + LayerNorm; post-norm, as in the original Transformer), a mean over each
-utterance's valid frames and a 3-layer fully connected classifier.  No positional encoding
-is added: SSL features already carry their context, and both attentions here are
-permutation-aware only through their inputs.
+utterance's valid frames and a 3-layer fully connected classifier.  The original
+Transformer's sinusoidal positional encoding is added to the projected input with
+``positional_encoding="sinusoidal"``; without it (``"none"``, fastser 0.1's default) full
+attention sees no frame order, so on MFCCs the baseline is a permutation-invariant bag of
+frames (SSL features carry their context; MSTR's windows and pooling see the order).
 
 Ragged batches are padded features plus ``lengths`` (int64 (B,), in [1, T]; None: all T).
 Frames at or past a length change nothing: they are zeroed on entry, are never attended to
@@ -17,6 +19,7 @@ pooling.  Every module here is TorchScript-scriptable.
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -25,6 +28,23 @@ from torch import Tensor, nn
 
 from fastser.nn.fractal_attention import IMPLEMENTATIONS
 from fastser.nn.guards import assert_range, tracing
+
+
+#: What is added to the projected input frames (module docstring).
+POSITIONAL_ENCODINGS = ("none", "sinusoidal")
+
+
+def sinusoidal_encoding(frames: int, dim: int, device: torch.device,
+                        dtype: torch.dtype) -> Tensor:
+    """The original Transformer's positional encoding (frames, dim): sin(t / 10000^(2i/dim)) in
+    the even channels, cos in the odd ones."""
+    position = torch.arange(frames, device=device, dtype=torch.float32)[:, None]
+    even = torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+    angle = position * torch.exp(even * (-math.log(10000.0) / dim))  # (frames, ceil(dim / 2))
+    encoding = torch.zeros(frames, dim, device=device, dtype=torch.float32)
+    encoding[:, 0::2] = torch.sin(angle)
+    encoding[:, 1::2] = torch.cos(angle[:, :dim // 2])
+    return encoding.to(dtype)
 
 
 def check_implementation(implementation: str, name: str) -> None:
@@ -172,16 +192,21 @@ def classifier_head(embed_dim: int, hidden: Sequence[int], num_classes: int,
 class FrameTransformer(nn.Module):
     """features (B, T, input_dim), lengths int64 (B,) or None -> class logits (B, C).
 
-    Input projection to ``embed_dim``, the blocks, masked mean pooling over valid frames, the
-    3-FC classifier.  Subclasses choose the blocks' attention."""
+    Input projection to ``embed_dim`` (plus the positional encoding, if any), the blocks,
+    masked mean pooling over valid frames, the 3-FC classifier.  Subclasses choose the blocks'
+    attention."""
 
     def __init__(self, name: str, blocks: List[nn.Module], input_dim: int, embed_dim: int,
                  num_classes: int, classifier_hidden: Optional[Sequence[int]],
-                 dropout: float) -> None:
+                 dropout: float, positional_encoding: str = "none") -> None:
         super().__init__()
         if input_dim < 1 or num_classes < 2:
             raise ValueError(f"{name}: need input_dim >= 1 and num_classes >= 2, got "
                              f"input_dim={input_dim}, num_classes={num_classes}")
+        if positional_encoding not in POSITIONAL_ENCODINGS:
+            raise ValueError(f"{name}: positional_encoding must be one of "
+                             f"{POSITIONAL_ENCODINGS}, got {positional_encoding!r}")
+        self.sinusoidal = positional_encoding == "sinusoidal"
         self.name = name
         self.input_dim = input_dim
         self.embed_dim = embed_dim
@@ -197,6 +222,8 @@ class FrameTransformer(nn.Module):
         lengths = check_features(features, lengths, self.input_dim, self.name)
         valid = valid_frames(lengths, features.shape[1])[:, :, None]
         x = self.input_proj(torch.where(valid, features, torch.zeros_like(features)))
+        if self.sinusoidal:
+            x = x + sinusoidal_encoding(x.shape[1], x.shape[2], x.device, x.dtype)
         for block in self.blocks:
             x = block(x, lengths)
         return x, lengths
@@ -221,7 +248,7 @@ class VanillaTransformer(FrameTransformer):
     def __init__(self, input_dim: int = 1024, num_classes: int = 4, *, embed_dim: int = 1024,
                  num_heads: int = 16, num_blocks: int = 4, ffn_dim: int = 2048,
                  dropout: float = 0.1, classifier_hidden: Optional[Sequence[int]] = None,
-                 implementation: str = "fused") -> None:
+                 implementation: str = "fused", positional_encoding: str = "none") -> None:
         check_implementation(implementation, "VanillaTransformer")
         blocks: List[nn.Module] = [
             EncoderBlock(FullSelfAttention(embed_dim, num_heads,
@@ -229,14 +256,28 @@ class VanillaTransformer(FrameTransformer):
                          embed_dim, ffn_dim, dropout)
             for _ in range(num_blocks)]
         super().__init__("VanillaTransformer", blocks, input_dim, embed_dim, num_classes,
-                         classifier_hidden, dropout)
+                         classifier_hidden, dropout, positional_encoding)
+
+
+class CombinedLayers(nn.Module):
+    """A :class:`FrameTransformer` over SSL layer outputs (B, T, L, D): the learned weighted
+    layer sum (``combine``, (B, T, L, D) -> (B, T, D)), then the model. lengths (B,) or None
+    -> logits (B, C)."""
+
+    def __init__(self, combine: nn.Module, model: FrameTransformer) -> None:
+        super().__init__()
+        self.combine, self.model = combine, model
+
+    def forward(self, layers: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        return self.model(self.combine(layers), lengths)
 
 
 class ClassProbabilities(nn.Module):
-    """The inference module of a :class:`FrameTransformer`: features (B, T, input_dim) and
-    lengths (B,) -> utterance class probabilities (B, C)."""
+    """The inference module of a :class:`FrameTransformer` (or :class:`CombinedLayers`):
+    features (B, T, input_dim) (or layers (B, T, L, D)) and lengths (B,) -> utterance class
+    probabilities (B, C)."""
 
-    def __init__(self, model: FrameTransformer) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 

@@ -4,7 +4,8 @@ Learning Features"): the SAP head over SSL frame features and the trained model 
 (:mod:`.recipe`), and its bench suite (:mod:`.bench`)."""
 
 from fastser.methods.sap.model import SAPClassifier, SAPHead, SAPModel, SAPOutput
-from fastser.methods.sap.recipe import SSL_PRESETS, SAPItem, SAPRecipe, SAPSettings
+from fastser.methods.sap.recipe import SAPItem, SAPRecipe, SAPSettings
+from fastser.train.kit.ssl import SSL_PRESETS
 
 __all__ = ["SSL_PRESETS", "SAPClassifier", "SAPHead", "SAPItem", "SAPModel", "SAPOutput",
            "SAPRecipe", "SAPSettings"]

@@ -70,7 +70,7 @@ def _pipeline_cases(device: torch.device, dtype: torch.dtype, quick: bool) -> li
     from fastser.audio.ssl import SSLFrontEnd
     from fastser.audio.vad import ssl_num_frames
     from fastser.methods.sap.model import SAPHead, SAPModel
-    from fastser.methods.sap.recipe import SSL_PRESETS
+    from fastser.train.kit.ssl import SSL_PRESETS
 
     result = []
     for preset, batch, seconds in PIPELINE_QUICK if quick else PIPELINE_SIZES:

@@ -6,7 +6,8 @@ For an utterance with n valid frames x_0..x_{n-1} (D each) and VAD speech frames
 - the speech frames attend to one another only (multi-head self-attention with keys and
   queries in S), SAP = mean of the attention outputs over S;
 - SR = [GAP, SAP] (2D) -> Linear(2D, 32) -> ReLU -> dropout -> an emotion classifier (C) and a
-  valence/arousal regressor (2), trained jointly.
+  valence/arousal regressor (2), trained jointly. ``pooling="gap"`` or ``"sap"`` keeps one of
+  the two (Table 1's GAP and SAP rows: D features; "gap" never runs the attention).
 An utterance in which VAD finds no speech pools all its valid frames instead (``fallback``).
 
 The batched pooling packs each utterance's speech frames to the front (a stable sort of the
@@ -27,6 +28,9 @@ from torch import Tensor, nn
 
 from fastser.nn.guards import assert_range, tracing
 from fastser.train.kit.settings import IMPLEMENTATIONS
+
+#: What SR holds: both poolings (the paper's method), or one of them (Table 1's rows).
+POOLINGS = ("gap+sap", "gap", "sap")
 
 
 class SAPOutput(NamedTuple):
@@ -62,6 +66,18 @@ def check_inputs(features: Tensor, lengths: Tensor, speech: Tensor) -> None:
                          f"to {longest}")
 
 
+def global_average(features: Tensor, lengths: Tensor,
+                   speech: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(features zeroed past each length (B, F, D), GAP (B, D): the mean of each utterance's
+    valid frames, the speech frames SAP pools (B, F) and fallback (B,): VAD found no speech,
+    so all valid frames are pooled; see :func:`speech_frames`)."""
+    valid, speech, fallback = speech_frames(lengths, speech)
+    zero = torch.zeros((), dtype=features.dtype, device=features.device)
+    features = torch.where(valid.unsqueeze(2), features, zero)
+    gap = features.sum(dim=1) / lengths.unsqueeze(1).to(features.dtype)
+    return features, gap, speech, fallback
+
+
 def speech_frames(lengths: Tensor, speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """(valid (B, F), pooled speech frames (B, F), fallback (B,)): speech restricted to valid
     frames; rows without speech fall back to all valid frames."""
@@ -80,23 +96,27 @@ class SAPHead(nn.Module):
     affine parameters; running statistics in eval mode and for a training batch of one), an
     addition to the paper for features whose dimensions spread on very different scales,
     such as those of a randomly initialised SSL model. implementation: "fused" pools the
-    batch at once (:meth:`pool`), "reference" one utterance at a time (:meth:`pool_loop`)."""
+    batch at once (:meth:`pool`), "reference" one utterance at a time (:meth:`pool_loop`).
+    pooling: one of :data:`POOLINGS` (SR = [GAP, SAP], GAP alone, SAP alone)."""
 
     def __init__(self, input_dim: int, num_classes: int, *, heads: int = 8,
                  proj_dim: int = 32, dropout: float = 0.1, attention_dropout: float = 0.0,
                  regression: bool = True, sr_norm: bool = False,
-                 implementation: str = "fused") -> None:
+                 implementation: str = "fused", pooling: str = "gap+sap") -> None:
         super().__init__()
         if input_dim % heads:
             raise ValueError(f"SAPHead: heads ({heads}) must divide input_dim ({input_dim})")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"SAPHead: implementation must be one of {IMPLEMENTATIONS}, got "
                              f"{implementation!r}")
-        self.implementation = implementation
+        if pooling not in POOLINGS:
+            raise ValueError(f"SAPHead: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.implementation, self.pooling = implementation, pooling
         self.attention = nn.MultiheadAttention(input_dim, heads, dropout=attention_dropout,
                                                batch_first=True)
-        self.sr_norm = nn.BatchNorm1d(2 * input_dim, affine=False) if sr_norm else None
-        self.projection = nn.Sequential(nn.Linear(2 * input_dim, proj_dim), nn.ReLU(),
+        width = 2 * input_dim if pooling == "gap+sap" else input_dim
+        self.sr_norm = nn.BatchNorm1d(width, affine=False) if sr_norm else None
+        self.projection = nn.Sequential(nn.Linear(width, proj_dim), nn.ReLU(),
                                         nn.Dropout(dropout))
         self.classifier = nn.Linear(proj_dim, num_classes)
         self.regressor = nn.Linear(proj_dim, 2 if regression else 0)
@@ -107,17 +127,21 @@ class SAPHead(nn.Module):
         return SAPOutput(self.classifier(hidden), self.regressor(hidden), fallback)
 
     def pooled(self, features: Tensor, lengths: Tensor, speech: Tensor) -> Tuple[Tensor, Tensor]:
-        """SR (B, 2D), the representation the projection reads, and fallback (B,)."""
+        """SR (B, 2D or D), standardised, the representation the projection reads, and
+        fallback (B,)."""
         check_inputs(features, lengths, speech)
-        if self.implementation == "reference":
-            gap, sap, fallback = self.pool_loop(features, lengths, speech)
+        if self.pooling == "gap":
+            _, sr, _, fallback = global_average(features, lengths, speech)
         else:
-            gap, sap, fallback = self.pool(features, lengths, speech)
-        return self.representation(gap, sap), fallback
+            if self.implementation == "reference":
+                gap, sap, fallback = self.pool_loop(features, lengths, speech)
+            else:
+                gap, sap, fallback = self.pool(features, lengths, speech)
+            sr = torch.cat([gap, sap], dim=1) if self.pooling == "gap+sap" else sap
+        return self.standardise(sr), fallback
 
-    def representation(self, gap: Tensor, sap: Tensor) -> Tensor:
-        """SR = [GAP, SAP] (B, 2D), standardised when sr_norm is on."""
-        sr = torch.cat([gap, sap], dim=1)
+    def standardise(self, sr: Tensor) -> Tensor:
+        """SR (B, 2D or D), standardised when sr_norm is on."""
         norm = self.sr_norm
         if norm is None:
             return sr
@@ -130,10 +154,8 @@ class SAPHead(nn.Module):
         """(GAP (B, D), SAP (B, D), fallback (B,)), batched."""
         if tracing():  # torch.export: no data-dependent sizes, so the masked form (same values)
             return self.pool_masked(features, lengths, speech)
-        valid, speech, fallback = speech_frames(lengths, speech)
+        features, gap, speech, fallback = global_average(features, lengths, speech)
         zero = torch.zeros((), dtype=features.dtype, device=features.device)
-        features = torch.where(valid.unsqueeze(2), features, zero)
-        gap = features.sum(dim=1) / lengths.unsqueeze(1).to(features.dtype)
         counts = speech.sum(dim=1)
         longest = int(counts.max())
         # speech frames first, in time order; the rest masked out of the attention
@@ -151,10 +173,8 @@ class SAPHead(nn.Module):
                     speech: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """:meth:`pool` as usually vectorised: attention over all F frames with non-speech
         and padded keys masked out (a baseline: F >= S_max frames of queries and keys)."""
-        valid, speech, fallback = speech_frames(lengths, speech)
+        features, gap, speech, fallback = global_average(features, lengths, speech)
         zero = torch.zeros((), dtype=features.dtype, device=features.device)
-        features = torch.where(valid.unsqueeze(2), features, zero)
-        gap = features.sum(dim=1) / lengths.unsqueeze(1).to(features.dtype)
         attended = self.attention(features, features, features, key_padding_mask=~speech,
                                   need_weights=False)[0]
         attended = torch.where(speech.unsqueeze(2), attended, zero)

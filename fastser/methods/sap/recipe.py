@@ -2,12 +2,16 @@
 trained on 0.5 · class-weighted CE + 0.25 · MAE(valence) + 0.25 · MAE(arousal)
 (``loss_weights``).
 
-The front end is a ``transformers`` SSL model (WavLM, HuBERT, wav2vec 2.0): pretrained weights
-from a local directory written by ``save_pretrained`` (``ssl_path``; nothing is downloaded), or
-random weights of a configuration (``ssl_config``: a preset of :data:`SSL_PRESETS` or the
-configuration's keyword arguments) drawn from ``ssl_seed``. The head sees its last layer or a
-learned weighted sum of all its layers (``layer``). VAD ("voice activity detection", webrtcvad)
-marks the SSL frames that hold speech; the head's self-attention pools only those.
+The front end is a ``transformers`` SSL model (WavLM, HuBERT, wav2vec 2.0; its settings and
+building are shared with MSTR: :mod:`fastser.train.kit.ssl`): pretrained weights (``ssl_path``:
+a local directory written by ``save_pretrained``, or a model name that ``transformers`` loads
+where the machine has network access), or random weights of a configuration (``ssl_config``:
+a preset of :data:`~fastser.train.kit.ssl.SSL_PRESETS` or the configuration's keyword
+arguments) drawn from ``ssl_seed``, with a :class:`~fastser.train.kit.ssl.RandomSSLWeightsWarning`.
+Audio past ``max_seconds`` is cut off first (the paper's 19 s). The head sees the last layer
+or a learned weighted sum of all layers (``layer``), and pools GAP and SAP, or one of them
+(``pooling``, Table 1). VAD ("voice activity detection", webrtcvad) marks the SSL frames that
+hold speech; the head's self-attention pools only those.
 
 Frozen front ends (the default): every utterance's SSL layer outputs are computed once, when
 the corpus is featurised, and cached on disk (``cache``, ``cache_dir``, ``cache_dtype``): a
@@ -37,57 +41,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastser.audio.alignment import WordTiming
-from fastser.audio.io import SAMPLE_RATE, load_audio
-from fastser.audio.ssl import (CACHE_DTYPES, LAYER_MODES, SSL_KINDS, SSLFrontEnd, VADSettings,
-                               WeightedLayerSum, cached_features, speech_mask)
+from fastser.audio.ssl import SSLFrontEnd, VADSettings, speech_mask
 from fastser.audio.vad import SSL_RECEPTIVE_FIELD, VAD_FRAME_MS
 from fastser.data.collate import pad_sequences
-from fastser.data.corpus import Utterance
-from fastser.data.synthetic import default_cache_dir
-from fastser.errors import CheckpointError, CorpusError, SettingsError, UserError
-from fastser.methods.sap.model import SAPHead, SAPModel
-from fastser.train.kit import Preset, Settings, setting
+from fastser.data.corpus import Corpus, Utterance
+from fastser.errors import CorpusError, SettingsError, UserError
+from fastser.methods.sap.model import POOLINGS, SAPHead, SAPModel
+from fastser.train.kit import AugmentSettings, Preset, class_weights, setting
+from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
-
-_COMMON = {"layerdrop": 0.0, "mask_time_prob": 0.0, "feat_extract_norm": "layer",
-           "conv_bias": True}
-#: Random-init front end sizes. "tiny" is for tests; "small" is the demo's (frozen, see
-#: methods/sap/ in docs/architecture.md); "base" has WavLM Base dimensions (benchmarks).
-SSL_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {**_COMMON, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64, "conv_dim": (16,) * 7, "num_conv_pos_embeddings": 16,
-             "num_conv_pos_embedding_groups": 4},
-    "small": {**_COMMON, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 128, "conv_dim": (64,) * 7, "num_conv_pos_embeddings": 32,
-              "num_conv_pos_embedding_groups": 4},
-    "base": {**_COMMON, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "intermediate_size": 3072, "conv_dim": (512,) * 7},
-}
 
 
 @dataclass(frozen=True, kw_only=True)
-class SAPSettings(Settings):
-    ssl_kind: str = setting("wavlm", "SSL model family of the front end",
-                            choices=tuple(SSL_KINDS))
-    ssl_path: str | None = setting(None, "local folder of pretrained SSL weights written by "
-                                   "save_pretrained (null: random weights of ssl_config)",
-                                   path=True)
-    ssl_config: str | dict = setting("small", "random-weight front end without ssl_path: a "
-                                     f"preset ({', '.join(SSL_PRESETS)}) or transformers "
-                                     "configuration keyword arguments (a JSON object)")
-    ssl_seed: int = setting(0, "seed of the random front-end weights (without ssl_path)",
-                            low=0, high=2**64 - 1)
-    layer: str = setting("weighted", "what the head sees: the last SSL layer, or a learned "
-                         "weighted sum of every layer", choices=LAYER_MODES)
+class SAPSettings(SSLSettings, AugmentSettings):
+    """SAP's settings: the SSL front end's (:class:`~fastser.train.kit.ssl.SSLSettings`),
+    augmentation and its own."""
+
     frozen: bool = setting(True, "keep the front end's weights fixed (features cached once); "
                            "false: fine-tune it with the head")
-    cache: bool = setting(True, "cache a frozen front end's layer outputs and VAD masks on "
-                          "disk, per corpus")
-    cache_dir: str | None = setting(None, "folder of the feature cache (null: the fastser "
-                                    "cache folder's ssl-features)", path=True,
-                                    resume_safe=True)
-    cache_dtype: str = setting("float16", "storage type of cached layer outputs",
-                               choices=CACHE_DTYPES)
     vad_frame_ms: int = setting(30, "webrtcvad frame length in milliseconds",
                                 choices=VAD_FRAME_MS)
     vad_aggressiveness: int = setting(3, "webrtcvad aggressiveness (3: the most non-speech "
@@ -100,6 +71,9 @@ class SAPSettings(Settings):
                              high=1.0, high_open=True)
     attention_dropout: float = setting(0.0, "dropout probability of the attention weights",
                                        low=0.0, high=1.0, high_open=True)
+    pooling: str = setting("gap+sap", "what the projection reads: gap+sap (SR = [GAP, SAP], the "
+                           "paper's method) or one of them (Table 1's GAP and SAP rows)",
+                           choices=POOLINGS)
     sr_norm: bool = setting(False, "standardise [GAP, SAP] over the batch (batch norm without "
                             "affine parameters; an addition to the paper)")
     regression: bool = setting(True, "valence/arousal regressors trained with the classifier "
@@ -109,30 +83,20 @@ class SAPSettings(Settings):
         "MAE (CE > 0)", low=0.0)
 
     def check(self, method: str) -> None:
-        if self.ssl_path is None and isinstance(self.ssl_config, str) \
-                and self.ssl_config not in SSL_PRESETS:
-            raise SettingsError(f"{method}: setting ssl_config must be a JSON object or one of "
-                                f"{sorted(SSL_PRESETS)}, got {self.ssl_config!r}")
+        super().check(method)
         if self.loss_weights[0] <= 0:
             raise SettingsError(f"{method}: setting loss_weights must be (CE, MAE valence, MAE "
                                 f"arousal) with CE > 0; got {self.loss_weights}")
         if self.speaker_norm and not self.frozen:
             raise SettingsError(f"{method}: setting speaker_norm standardises cached SSL "
                                 "features, so it needs a frozen front end (frozen=True)")
+        if (self.time_masks or self.feature_masks) and not self.frozen:
+            raise SettingsError(f"{method}: settings time_masks / feature_masks mask SSL "
+                                "feature frames, so they need a frozen front end (frozen=True)")
         hidden = self.hidden_size()
         if hidden is not None and hidden % self.heads:
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide the SSL "
                                 f"hidden size ({hidden})")
-
-    def hidden_size(self) -> int | None:
-        """The front end's hidden size where the settings tell it (a random-weight front end
-        of a preset, or of a configuration that sets hidden_size), else None."""
-        if self.ssl_path is not None:
-            return None
-        config = (SSL_PRESETS[self.ssl_config] if isinstance(self.ssl_config, str)
-                  else self.ssl_config)
-        hidden = config.get("hidden_size")
-        return hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
 
 
 @dataclass
@@ -160,7 +124,24 @@ class SAPRecipe(Recipe):
                               settings={"ssl_config": "small", "layer": "weighted",
                                         "speaker_norm": True, "dropout": 0.3},
                               training={"epochs": 20, "batch_size": 16, "lr": 2e-3,
-                                        "weight_decay": 0.05})}
+                                        "weight_decay": 0.05}),
+               # Sec. 4.1; filled in (docs/methods.md): the last layer, the optimiser and
+               # clipping of HuggingFace's Trainer (AdamW, no weight decay, norm 1.0)
+               "paper": Preset("the paper's SAP (Sec. 3-4.1): WavLM Large fine-tuned "
+                               "(microsoft/wavlm-large, or --set ssl_path=FOLDER), 19 s, SR, "
+                               "0.5/0.25/0.25, 30 epochs of 64 at 3e-5 with warm-up 0.1 and "
+                               "cosine decay, early stopping on the validation loss "
+                               "(docs/methods.md)",
+                               settings={"ssl_kind": "wavlm",
+                                         "ssl_path": "microsoft/wavlm-large", "layer": "last",
+                                         "frozen": False, "max_seconds": 19.0,
+                                         "pooling": "gap+sap", "proj_dim": 32,
+                                         "loss_weights": (0.5, 0.25, 0.25), "regression": True,
+                                         "sr_norm": False},
+                               training={"optimizer": "adamw", "weight_decay": 0.0,
+                                         "lr": 3e-5, "batch_size": 64, "epochs": 30,
+                                         "warmup_fraction": 0.1, "schedule": "warmup_cosine",
+                                         "grad_clip": 1.0, "patience": 5, "monitor": "loss"})}
     min_samples = SSL_RECEPTIVE_FIELD
     settings: SAPSettings
 
@@ -168,8 +149,7 @@ class SAPRecipe(Recipe):
         super().__init__(label_names, **settings)
         self.class_weights: list[float] | None = None
         self.va_mean: list[float] | None = None
-        self.front_end_hash: str | None = None
-        self._front_end: SSLFrontEnd | None = None
+        self.ssl = SSLFeatures(self, self.vad)
         self._fallbacks: torch.Tensor | None = None
 
     # -- front end -----------------------------------------------------------------------------
@@ -179,61 +159,35 @@ class SAPRecipe(Recipe):
         weights = self.settings.loss_weights
         return self.settings.regression and (weights[1] > 0 or weights[2] > 0)
 
+    def requirements(self, corpus: Corpus) -> list[str]:
+        return self.settings.pretrained_requirements()
+
     @property
     def vad(self) -> VADSettings:
         return VADSettings(self.settings.vad_frame_ms, self.settings.vad_aggressiveness)
 
-    def new_front_end(self) -> SSLFrontEnd:
-        """A front end as the settings describe it (the same weights on every call)."""
-        s = self.settings
-        options = {"layer": s.layer, "frozen": s.frozen}
-        if s.ssl_path is not None:
-            front_end = SSLFrontEnd.from_pretrained(self.required_path("ssl_path"), s.ssl_kind,
-                                                    **options)
-        else:
-            config = SSL_PRESETS[s.ssl_config] if isinstance(s.ssl_config, str) else s.ssl_config
-            front_end = SSLFrontEnd.from_config(s.ssl_kind, config, seed=s.ssl_seed, **options)
-        front_end.check_vad_alignment()
-        return front_end
-
     @property
     def front_end(self) -> SSLFrontEnd:
-        """The frozen front end that featurises audio (built once, checked against the one
-        the trained model saw)."""
-        if self._front_end is None:
-            front_end = self.new_front_end()
-            fingerprint = front_end.weights_hash()
-            if self.front_end_hash is not None and fingerprint != self.front_end_hash:
-                raise CheckpointError(
-                    "sap: the SSL front end built from these settings differs from the one the "
-                    f"model was trained with (weights hash {fingerprint}, trained with "
-                    f"{self.front_end_hash}): other weights in ssl_path, or another "
-                    "transformers version drawing other random weights")
-            self.front_end_hash = fingerprint
-            self._front_end = front_end
-        return self._front_end
+        """The frozen front end that featurises audio (:class:`SSLFeatures`)."""
+        return self.ssl.front_end
 
     # -- state ---------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """Class weights, V/A means and the frozen front end's hash, from :meth:`fit_extra`."""
         return {"class_weights": self.class_weights, "va_mean": self.va_mean,
-                "front_end_hash": self.front_end_hash}
+                "front_end_hash": self.ssl.weights_hash}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.class_weights = state.get("class_weights")
         self.va_mean = state.get("va_mean")
-        self.front_end_hash = state.get("front_end_hash")
+        self.ssl.weights_hash = state.get("front_end_hash")
 
     def fit_extra(self, train_items: Sequence[SAPItem]) -> None:
         """Class weights N / (C · n_c) of the training labels (0 for a class with no training
         utterance), training V/A means (the regressor's initial bias); every training
         utterance must have V/A when the loss uses them."""
-        labels = np.array([item.label for item in train_items])
-        if labels.size == 0 or (labels < 0).any():
-            raise ValueError("sap: fit_extra needs labelled training items")
-        counts = np.bincount(labels, minlength=self.num_classes).astype(np.float64)
-        weights = np.where(counts > 0, len(labels) / (self.num_classes * np.maximum(counts, 1)), 0.0)
-        self.class_weights = weights.tolist()
+        self.class_weights = class_weights([item.label for item in train_items],
+                                           self.num_classes).tolist()
         if self.regression:
             missing = [item.id for item in train_items if _missing_va(item)]
             _raise_missing_va(missing)
@@ -245,19 +199,18 @@ class SAPRecipe(Recipe):
     # -- model ---------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         s = self.settings
-        front_end = None if s.frozen else self.new_front_end()
+        front_end = None if s.frozen else self.ssl.new_front_end(frozen=False)
         layers = self.front_end if s.frozen else front_end
         head = SAPHead(layers.hidden_size, self.num_classes, heads=s.heads,
                        proj_dim=s.proj_dim, dropout=s.dropout,
                        attention_dropout=s.attention_dropout, regression=self.regression,
-                       sr_norm=s.sr_norm, implementation=s.implementation)
+                       sr_norm=s.sr_norm, implementation=s.implementation, pooling=s.pooling)
         if self.regression and self.va_mean is not None:
             with torch.no_grad():
                 head.regressor.bias.copy_(torch.tensor(self.va_mean))
         if front_end is not None:
             return SAPModel(head, front_end=front_end)
-        combine = WeightedLayerSum(layers.num_layers) if s.layer == "weighted" else None
-        return SAPModel(head, combine=combine)
+        return SAPModel(head, combine=self.ssl.layer_combiner())
 
     # -- items ---------------------------------------------------------------------------------
     def raw_items(self, utterances: Sequence[Utterance]) -> list[SAPItem]:
@@ -266,28 +219,19 @@ class SAPRecipe(Recipe):
         s = self.settings
         if not (s.frozen and s.cache) or not utterances:
             return super().raw_items(utterances)
-        cache_dir = self.path("cache_dir") or default_cache_dir() / "ssl-features"
-        cached = cached_features(self.front_end, [u.path for u in utterances],
-                                 lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
-                                 vad=self.vad, dtype=s.cache_dtype)
-        items = []
-        for index, utterance in enumerate(utterances):
-            features, speech = cached.utterance(index)
-            items.append(self._item(features, torch.from_numpy(np.array(speech)), utterance))
-        return items
+        return [self._item(features, speech, utterance) for (features, speech), utterance
+                in zip(self.ssl.cached(utterances), utterances)]
 
     def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
                   words: Sequence[WordTiming] | None = None) -> SAPItem:
         """The VAD mask and the SSL layer outputs (rounded to the cache dtype; frozen front
-        end) or the waveform (fine-tuning). ``words`` are not used."""
+        end) or the waveform (fine-tuning), of the waveform cut to ``max_seconds``. ``words``
+        are not used."""
+        waveform = self.ssl.truncate(waveform)
         speech = speech_mask(waveform, self.vad)
         if not self.settings.frozen:
             return self._item(waveform, speech, utterance)
-        lengths = torch.tensor([waveform.shape[0]])
-        with torch.no_grad():
-            layers, _ = self.front_end.layer_outputs(waveform[None], lengths)
-        return self._item(layers[0].numpy().astype(self.settings.cache_dtype), speech,
-                          utterance)
+        return self._item(self.ssl.layer_outputs(waveform), speech, utterance)
 
     def _item(self, inputs: np.ndarray | Tensor, speech: Tensor,
               utterance: Utterance | None) -> SAPItem:
@@ -332,8 +276,10 @@ class SAPRecipe(Recipe):
         if self.regression:
             _raise_missing_va(batch["missing_va"])
         out = model(batch["inputs"], batch["lengths"], batch["speech"])
-        fallbacks = out.fallback.sum()
-        self._fallbacks = fallbacks if self._fallbacks is None else self._fallbacks + fallbacks
+        if model.training:  # the count is of training utterances (not a validation loss's)
+            fallbacks = out.fallback.sum()
+            self._fallbacks = (fallbacks if self._fallbacks is None
+                               else self._fallbacks + fallbacks)
         weights = torch.tensor(self.class_weights, dtype=out.logits.dtype,
                                device=out.logits.device)
         w_ce, w_v, w_a = self.settings.loss_weights

@@ -53,6 +53,14 @@ def setting(default: Any, doc: str, *, choices: tuple[Any, ...] | None = None,
     return field(default=default, metadata=meta)
 
 
+def redefault(base: type["Settings"], name: str, default: Any) -> Any:
+    """Setting ``name`` of ``base`` with another default (the same description and accepted
+    values), for a method whose default differs from the shared one."""
+    meta = base.fields()[name].metadata
+    return setting(default, meta["doc"], choices=meta["choices"], low=meta["low"],
+                   high=meta["high"], low_open=meta["low_open"], high_open=meta["high_open"])
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named starting point: settings and training options (TrainConfig fields)."""
@@ -72,7 +80,8 @@ class Settings:
         choices=IMPLEMENTATIONS, resume_safe=True)
     speaker_norm: bool = setting(
         False, "standardise each speaker's features with that speaker's own statistics (no "
-        "labels needed, so held-out speakers too; a lone recording is its own speaker)")
+        "labels needed, so held-out speakers too; a lone recording is its own speaker, or, for "
+        "one feature vector per utterance, takes the training set's typical speaker)")
 
     #: The 0.1 values of settings whose default has changed since: checkpoints of fastser 0.1
     #: stored only the settings the user changed, the rest were that release's defaults.

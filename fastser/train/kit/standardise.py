@@ -9,16 +9,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
-def frame_statistics(frames: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+def frame_statistics(frames: Sequence[Tensor | np.ndarray]) -> tuple[Tensor, Tensor]:
     """Mean and standard deviation (floored at 1e-5; 1 for a single frame) over the frames of
-    every tensor (T_i, *feature_shape) together -> two float32 tensors (*feature_shape)."""
-    stacked = torch.cat([f.double() for f in frames])
-    std = stacked.std(0) if stacked.shape[0] > 1 else torch.ones_like(stacked[0])
-    return stacked.mean(0).float(), std.clamp_min(1e-5).float()
+    every tensor or array (T_i, *feature_shape) together -> two float32 tensors
+    (*feature_shape). Two passes in float64, one utterance at a time (memory-mapped SSL
+    features are never all in memory)."""
+    count, total = 0, None
+    for f in frames:
+        part = _float64(f)
+        count += part.shape[0]
+        total = part.sum(0) if total is None else total + part.sum(0)
+    mean = total / count
+    if count < 2:
+        return mean.float(), torch.ones_like(mean).float()
+    squares = sum((_float64(f) - mean).square().sum(0) for f in frames)
+    return mean.float(), (squares / (count - 1)).sqrt().clamp_min(1e-5).float()
+
+
+def _float64(frames: Tensor | np.ndarray) -> Tensor:
+    if isinstance(frames, np.ndarray):
+        return torch.from_numpy(np.asarray(frames, dtype=np.float64))
+    return frames.double()
 
 
 def standardise_by_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) -> list[Tensor]:
@@ -38,6 +54,20 @@ def standardise_by_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) ->
     return out
 
 
+def typical_speaker(frames: Sequence[Tensor], speakers: Sequence[str]) -> "FeatureStats":
+    """The statistics of a typical speaker of ``frames`` (T_i, *feature_shape) with their
+    ``speakers``: the mean of the speakers' means and the root mean of their variances. For
+    features that give a recording no statistics of its own (one vector per utterance), a
+    lone recording is standardised with these."""
+    groups: dict[str, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(index)
+    stats = [frame_statistics([frames[i] for i in indices]) for indices in groups.values()]
+    mean = torch.stack([m for m, _ in stats]).mean(0)
+    std = torch.stack([s for _, s in stats]).double().pow(2).mean(0).sqrt().float()
+    return FeatureStats(mean, std)
+
+
 @dataclass
 class FeatureStats:
     """Per-coefficient mean and standard deviation (*feature_shape) of the training frames."""
@@ -46,7 +76,7 @@ class FeatureStats:
     std: Tensor
 
     @classmethod
-    def fit(cls, frames: Sequence[Tensor]) -> "FeatureStats":
+    def fit(cls, frames: Sequence[Tensor | np.ndarray]) -> "FeatureStats":
         """The statistics of every frame of ``frames`` (T_i, *feature_shape) together."""
         return cls(*frame_statistics(frames))
 

@@ -207,3 +207,69 @@ def test_export_module_is_scriptable_and_saves(tmp_path):
     torch.testing.assert_close(expected.sum(dim=1), torch.ones(3))
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(path))(*batch), expected)
+
+
+# -- Table 4's ablations and Eq. 11-12 ---------------------------------------------------------
+def _shared_weights(source, target):
+    """``target`` with every parameter of ``source`` whose name and shape it shares."""
+    own = target.state_dict()
+    own.update({k: v for k, v in source.state_dict().items()
+                if k in own and own[k].shape == v.shape})
+    target.load_state_dict(own)
+    return target
+
+
+def test_own_context_side_heads_read_c_tt_and_c_aa_alone():
+    """Eq. 11-12: ŷ_T = W_T c_tt + b_T, ŷ_A = W_A c_aa + b_A; ŷ is unchanged."""
+    base = make_model(dtype=torch.float64)
+    own = _shared_weights(base, make_model(dtype=torch.float64, side_heads="own_context"))
+    assert own.text_classifier.in_features == own.audio_classifier.in_features == 8 * 2
+    batch = make_batch(dtype=torch.float64)
+    with torch.no_grad():
+        logits, text, audio = own(*batch)
+        h_text = own.text(batch[0], batch[3])
+        h_audio = own.audio(batch[1], batch[2], batch[3], batch[0].shape[1])
+        c_tt, _, c_aa, _ = own.cross(h_text, h_audio, batch[3])
+        torch.testing.assert_close(text, own.text_classifier(c_tt))
+        torch.testing.assert_close(audio, own.audio_classifier(c_aa))
+        torch.testing.assert_close(logits, base(*batch)[0])
+
+
+def test_without_stop_gradient_only_the_gradients_through_the_crossed_weights_change():
+    """The forward pass is unchanged; the crossed contexts' losses now reach the attending
+    query: with sg the text head's loss leaves q_audio and the audio encoder untouched, without
+    it they take a gradient (equal to autograd of the formulation without sg)."""
+    sg = make_model(dtype=torch.float64)
+    free = _shared_weights(sg, make_model(dtype=torch.float64, stop_gradient=False))
+    assert free.cross.stop_gradient is False and sg.cross.stop_gradient is True
+    batch = make_batch(dtype=torch.float64)
+    outputs = [m(*batch) for m in (sg, free)]
+    for a, b in zip(*outputs):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    for model, out in zip((sg, free), outputs):
+        F.cross_entropy(out[1], torch.tensor([0, 1, 2])).backward()
+    assert float(sg.cross.q_audio.grad.abs().sum()) == 0.0
+    assert float(free.cross.q_audio.grad.abs().sum()) > 0.0
+    # the text side's own gradients are the same
+    torch.testing.assert_close(free.text_classifier.weight.grad, sg.text_classifier.weight.grad)
+
+
+def test_without_cross_attention_the_prediction_reads_c_tt_and_c_aa_and_nothing_else():
+    model = make_model(dtype=torch.float64, cross_attention=False)
+    assert model.classifier.in_features == 2 * 16
+    assert not any(n.startswith(("text_classifier", "audio_classifier"))
+                   for n, _ in model.named_parameters())
+    batch = make_batch(dtype=torch.float64)
+    logits, text, audio = model(*batch)
+    assert text is None and audio is None
+    with torch.no_grad():
+        h_text = model.text(batch[0], batch[3])
+        h_audio = model.audio(batch[1], batch[2], batch[3], batch[0].shape[1])
+        c_tt, _, c_aa, _ = model.cross(h_text, h_audio, batch[3])
+        torch.testing.assert_close(logits, model.classifier(torch.cat([c_tt, c_aa], dim=1)))
+    labels = torch.tensor([0, 1, 2])
+    torch.testing.assert_close(can_loss(logits, text, audio, labels, 0.1),
+                               F.cross_entropy(logits, labels))
+    torch.testing.assert_close(model.predict_proba(*batch), logits.float().softmax(dim=1))
+    with pytest.raises(ValueError, match="side_heads must be one of"):
+        make_model(side_heads="text")

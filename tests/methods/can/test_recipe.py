@@ -12,7 +12,7 @@ import optest
 from fastser.audio.alignment import WordTiming, aligned_segments, word_frame_ranges
 from fastser.audio.features import MFCC
 from fastser.audio.io import load_audio
-from fastser.data.corpus import Utterance
+from fastser.data.corpus import Corpus, Utterance
 from fastser.data.iemocap import read_iemocap
 from fastser.errors import AudioError, SettingsError
 from fastser.methods import make_recipe, recipe_class
@@ -358,6 +358,46 @@ def test_settings_that_do_not_fit_together_are_settings_errors(settings, message
         CanRecipe(LABELS, **settings)
 
 
+def test_training_plus_glove_vocabulary_keeps_test_words_glove_covers(items, tmp_path):
+    """Words only a test utterance has are <unk> with the training vocabulary; with
+    vocabulary_source=training+glove, those the GloVe file covers get their own id (and
+    their pretrained vector)."""
+    train = items[: len(items) // 2]
+    seen = {w.casefold() for item in train for w in item.words}
+    unseen = sorted({w.casefold() for item in items for w in item.words} - seen)
+    assert unseen, "the test needs a word only the later utterances have"
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {i}.5 1.0\n" for i, w in enumerate(unseen[:2] + ["zebra"])))
+    plain = CanRecipe(LABELS, embed_dim=2, hidden=4, word_hidden=4, heads=2, glove=str(glove))
+    joined = CanRecipe(LABELS, embed_dim=2, hidden=4, word_hidden=4, heads=2, glove=str(glove),
+                       vocabulary_source="training+glove")
+    for recipe in (plain, joined):
+        recipe.fit_extra(train)
+    assert unseen[0] not in plain.vocabulary
+    assert unseen[0] in joined.vocabulary and "zebra" in joined.vocabulary
+    assert joined.vocabulary.words[:len(plain.vocabulary.words)] == plain.vocabulary.words
+    model = joined.build_model()
+    row = joined.vocabulary.index[unseen[0]]
+    torch.testing.assert_close(model.text.embedding.weight[row].detach(), torch.tensor([0.5, 1.0]))
+    limited = CanRecipe(LABELS, glove=str(glove), vocabulary_source="training+glove",
+                        glove_max_words=1)
+    limited.fit_extra(train)
+    assert len(limited.vocabulary.words) == len(plain.vocabulary.words) + 1
+    with pytest.raises(SettingsError, match="training\\+glove needs the GloVe vectors"):
+        CanRecipe(LABELS, vocabulary_source="training+glove")
+
+
+def test_paper_preset():
+    paper = CanRecipe.presets["paper"]
+    assert paper.settings["side_heads"] == "own_context"
+    assert (paper.training["optimizer"], paper.training["lr"], paper.training["batch_size"],
+            paper.training["grad_clip"], paper.training["patience"]) == ("adam", 1e-3, 64, 1.0,
+                                                                         10)
+    with pytest.raises(SettingsError, match="set glove=PATH"):
+        CanRecipe(LABELS, **paper.settings)
+    CanRecipe(LABELS, **paper.settings, glove="/any/glove.txt")
+
+
 def test_a_min_count_no_word_reaches_is_a_settings_error(items):
     recipe = CanRecipe(LABELS, min_count=10**6)
     with pytest.raises(SettingsError, match="min_count = 1000000"):
@@ -436,3 +476,35 @@ def test_old_import_paths_still_work_with_a_deprecation_warning(old, new):
     with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+def test_equal_segmentation_takes_the_transcript_words_without_timings():
+    untimed = Utterance(id="u1", path="x.wav", label="sad", speaker="s", session="s",
+                        transcript="Der Lappen liegt auf dem Eisschrank.")
+    equal = CanRecipe(LABELS, segmentation="equal")
+    item = equal.item_from_audio(torch.zeros(32000), untimed)
+    assert item.words == ("Der", "Lappen", "liegt", "auf", "dem", "Eisschrank")
+    assert item.frame_counts.shape == (6,)
+    corpus = Corpus("c", LABELS, (untimed,))
+    assert equal.requirements(corpus) == []
+    aligned = CanRecipe(LABELS)
+    with pytest.raises(WordTimingsError, match="segmentation=equal and a transcript"):
+        aligned.item_from_audio(torch.zeros(32000), untimed)
+    assert "1 of 1 utterances have no word timings" in aligned.requirements(corpus)[0]
+
+
+def test_class_weighted_loss_weights_each_class_by_its_training_rarity(items):
+    recipe = fitted(items, class_weighted=True)
+    labels = torch.tensor([item.label for item in items])
+    counts = torch.bincount(labels, minlength=4).double()
+    expected = counts.sum() / (4 * counts)
+    torch.testing.assert_close(recipe.class_weights.double(), expected)
+    model = recipe.build_model().eval()
+    batch = recipe.collate(items[:8])
+    logits, text, audio = model(*recipe._inputs(batch))
+    weight = expected.float()
+    reference = sum(scale * torch.nn.functional.cross_entropy(out, batch["labels"], weight=weight)
+                    for scale, out in ((1.0, logits), (0.1, text), (0.1, audio)))
+    torch.testing.assert_close(recipe.loss(model, batch), reference)
+    restored = CanRecipe.from_state(recipe.state())
+    torch.testing.assert_close(restored.class_weights, recipe.class_weights)

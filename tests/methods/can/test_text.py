@@ -96,3 +96,12 @@ def test_embeddings_take_the_loaded_vectors_and_random_rows_elsewhere(tmp_path):
 
 def test_words_are_case_folded():
     assert normalize_word("Straße") == "strasse" and normalize_word("HELLO") == "hello"
+
+
+def test_glove_words_in_file_order_case_folded_and_limited(tmp_path):
+    from fastser.methods.can.text import glove_words
+
+    path = tmp_path / "g.txt"
+    path.write_text("the 0.1 0.2\nThe 0.3 0.4\nof 0.5 0.6\nnew york 0.7 0.8\n<unk> 1 1\n")
+    assert glove_words(path) == ["the", "of", "new york"]
+    assert glove_words(path, limit=2) == ["the", "of"]

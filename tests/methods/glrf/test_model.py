@@ -119,3 +119,55 @@ def test_inference_module_scripts_and_runs_in_a_fresh_process(tmp_path):
     torch.testing.assert_close(loaded.segment_probs(inputs[0]),
                                torch.sigmoid(module.model(inputs[0])).detach())
     optest.check_scripted_in_fresh_process(tmp_path / "glrf.pt", inputs, expected, tmp_path)
+
+
+# -- the paper's scorer and Table 4's ablations ------------------------------------------------
+def test_linear_scorer_is_one_fc_layer_over_the_time_average():
+    mlp, linear = _model().eval(), _model(scorer="linear").eval()
+    assert [type(m).__name__ for m in linear.scorer] == ["Dropout", "Linear"]
+    features = torch.randn(4, 24, 12)
+    with torch.no_grad():
+        x = linear.stem(((features - linear.feature_mean) / linear.feature_std).transpose(1, 2))
+        for block in linear.blocks:
+            x = block(x)
+        torch.testing.assert_close(linear(features), linear.scorer[1](x.mean(dim=2)))
+    # nothing else changes: every other weight has the same name and shape
+    others = lambda m: {k: v.shape for k, v in m.state_dict().items()  # noqa: E731
+                        if not k.startswith("scorer.")}
+    assert others(linear) == others(mlp)
+
+
+def test_sum_fusion_adds_the_branches():
+    torch.manual_seed(2)
+    block = GLRABlock(16, 4, fusion="sum").eval()
+    assert not list(block.fusion.parameters())
+    x = torch.randn(3, 16, 10)
+    with torch.no_grad():
+        fused = block.global_branch(x) + block.local_branch(x)
+        torch.testing.assert_close(block(x), torch.nn.functional.max_pool1d(fused, 2, 2))
+    sk = GLRABlock(16, 4)
+    same = {k for k in sk.state_dict() if not k.startswith("fusion.")}
+    assert same == set(block.state_dict())
+
+
+def test_convolution_branches_replace_attention_and_the_local_branch():
+    from fastser.methods.glrf.model import ConvBranch
+
+    torch.manual_seed(3)
+    block = GLRABlock(16, 4, branches="convolutions").eval()
+    assert isinstance(block.global_branch, ConvBranch) and isinstance(block.local_branch,
+                                                                       ConvBranch)
+    assert [b.body[0].kernel_size for b in (block.global_branch, block.local_branch)] == [(3,),
+                                                                                          (5,)]
+    x = torch.randn(2, 16, 12)
+    with torch.no_grad():
+        branch = block.global_branch
+        torch.testing.assert_close(branch(x), x + branch.body(x))
+        g, l = block.global_branch(x), block.local_branch(x)
+        torch.testing.assert_close(block(x), torch.nn.functional.max_pool1d(block.fusion(g, l),
+                                                                            2, 2))
+    assert set(GLRABlock(16, 4).fusion.state_dict()) == set(block.fusion.state_dict())
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        GLRABlock(16, 4, fusion="concat")
+    with pytest.raises(ValueError, match="scorer must be one of"):
+        _model(scorer="deep")

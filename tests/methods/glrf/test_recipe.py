@@ -14,6 +14,7 @@ from fastser.inference import Recognizer, export_program, load_trained
 from fastser.methods import make_recipe
 from fastser.methods.glrf import GLRFRecipe
 from fastser.methods.glrf.model import utterance_scores
+from fastser.ops import head_k_pooling_loss
 from fastser.ops.reference import head_k_pooling_loss_reference
 from fastser.train.evaluation import evaluate
 from fastser.train.trainer import TrainConfig, Trainer
@@ -127,6 +128,28 @@ def test_fused_and_reference_losses_agree_with_gradients(neutral):
     want = head_k_pooling_loss_reference(model(features), counts, batch["labels"], 0.6,
                                          0 if neutral else None)
     torch.testing.assert_close(fused.loss(model, batch), want, atol=1e-6, rtol=1e-6)
+
+
+def test_k_of_one_is_the_cross_entropy_ablation():
+    """Table 4's "wo/ Head-k-Pooling": with k = 1 every segment is selected and the loss is the
+    mean one-vs-rest binary cross entropy of all segments towards the utterance's class."""
+    torch.manual_seed(5)
+    logits, counts = torch.randn(7, 4), torch.tensor([3, 1, 3])
+    labels = torch.tensor([2, 0, 3])
+    targets = torch.nn.functional.one_hot(labels.repeat_interleave(counts), 4).float()
+    want = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(
+        part_logits, part_targets) for part_logits, part_targets in
+        zip(logits.split(counts.tolist()), targets.split(counts.tolist()))]).mean()
+    for neutral in (None, 0):
+        torch.testing.assert_close(head_k_pooling_loss(logits, counts, labels, k=1.0,
+                                                       neutral_class=neutral), want)
+
+
+def test_paper_preset():
+    paper = GLRFRecipe.presets["paper"]
+    s = GLRFRecipe(LABELS, **paper.settings).settings
+    assert (s.scorer, s.fusion, s.branches, s.k, s.train_hop, s.test_hop) == (
+        "linear", "sk", "global_local", 0.7, 0.2, 0.4)
 
 
 def test_neutral_class_and_settings():

@@ -65,12 +65,31 @@ def test_smoke_training_runs_end_to_end_and_the_loss_decreases(name, corpus, ite
     assert 0.0 <= metrics["ua"] <= 1.0 and "pure_accuracy" in metrics
 
 
-@pytest.mark.parametrize("speaker_chunk", [None, 2])
-def test_reference_and_batched_training_give_the_same_model(corpus, items, tmp_path,
-                                                            speaker_chunk):
+@pytest.mark.parametrize("transfer_input", ["affect_logits", "representation"])
+def test_training_moves_every_parameter_the_shared_affect_classifier_included(
+        transfer_input, corpus, items, tmp_path):
+    """fastser 0.1 left FC_2 (meta.head) at its initialisation: its outer gradient was zero."""
+    from fastser.train.trainer import seed_everything
+
     train, _ = _split(items)
-    settings = [{"implementation": "fused", "speaker_chunk": speaker_chunk},
-                {"implementation": "reference"}]
+    recipe = MMTLRecipe(corpus.labels, transfer_input=transfer_input, **TINY)
+    config = _config(epochs=1)
+    trained = Trainer(recipe, config, tmp_path).fit(train).model
+    seed_everything(config.seed)
+    initial = recipe.build_model().state_dict()
+    for name, value in trained.state_dict().items():
+        assert not torch.equal(value, initial[name]), name
+
+
+@pytest.mark.parametrize("speaker_chunk, paper", [(None, False), (2, False), (None, True)])
+def test_reference_and_batched_training_give_the_same_model(corpus, items, tmp_path,
+                                                            speaker_chunk, paper):
+    train, _ = _split(items)
+    # paper: the settings of the paper preset that change the outer step
+    method = ({"transfer_input": "affect_logits", "episode_draws": "same",
+               "lstm_summary": "mean"} if paper else {})
+    settings = [{"implementation": "fused", "speaker_chunk": speaker_chunk, **method},
+                {"implementation": "reference", **method}]
     models = [Trainer(make_recipe("mmtl", corpus.labels, **extra, **TINY), _config(epochs=1),
                       tmp_path / str(i)).fit(train).model for i, extra in enumerate(settings)]
     for (name, batched), reference in zip(models[0].state_dict().items(),
@@ -208,6 +227,66 @@ def test_speaker_episodes_cover_each_speaker_before_repeating(items):
     assert len({tuple(s.flatten()[:40].tolist()) for s in seen}) == pool
 
 
+def test_auxiliary_tasks_select_the_meta_learners_tasks_in_training_and_adaptation(corpus,
+                                                                                   items):
+    from fastser.methods.mmtl import adapt_meta
+    from fastser.methods.mmtl.meta import select_tasks
+
+    train, test = _split(items)
+    valence = MMTLRecipe(corpus.labels, auxiliary_tasks=("valence",), adapt_lr=0.1, **TINY)
+    every = MMTLRecipe(corpus.labels, adapt_lr=0.1, **TINY)
+    torch.manual_seed(0)
+    model = every.build_model()
+    batch = next(iter(SpeakerEpisodes(train, 2, 4, seed=0)))
+    got = valence.step_gradients(model, batch.batch).gradients
+    want = outer_gradients_for(model, select_tasks(batch.batch, [0]))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    assert not all(torch.allclose(g, e) for g, e in
+                   zip(got, every.step_gradients(model, batch.batch).gradients))
+    adapted = valence.adapt(model, test).adapted[test[0].speaker]
+    segments = torch.cat([it.segments for it in test])
+    affect = torch.cat([it.affect.expand(len(it.segments), 3) for it in test])[:, :1]
+    expected = adapt_meta(model, segments, affect, lr=0.1, steps=1)
+    for name, value in expected.items():
+        torch.testing.assert_close(adapted[name], value)
+    with pytest.raises(SettingsError, match="auxiliary_tasks must be a non-empty selection"):
+        MMTLRecipe(corpus.labels, auxiliary_tasks=("valence", "joy"))
+
+
+def outer_gradients_for(model, episode):
+    from fastser.methods.mmtl import outer_gradients
+
+    return outer_gradients(model, episode, alpha=0.01, beta=0.01)[1]
+
+
+def test_same_draws_give_support_and_query_the_same_segments(items):
+    train, _ = _split(items)
+    same = SpeakerEpisodes(train, 3, 4, seed=5, draws="same")
+    independent = SpeakerEpisodes(train, 3, 4, seed=5)
+    assert len(same) == len(independent)
+    for step in same:
+        batch = step.batch
+        assert torch.equal(batch["support"], batch["query"])
+        for k, speaker in enumerate(sorted({it.speaker for it in train})):
+            for row in range(3):
+                owner = [it for it in train if it.speaker == speaker and any(
+                    torch.equal(batch["query"][k, row], s) for s in it.segments)][0]
+                assert owner.label == int(batch["query_labels"][k, row])
+                assert torch.equal(owner.affect, batch["support_affect"][k, row])
+    assert not all(torch.equal(a.batch["support"], a.batch["query"]) for a in independent)
+    # only segments with both labels are drawn
+    speaker = train[0].speaker
+    partial = [_without_affect(it) if it is train[0] else it for it in train]
+    episodes = SpeakerEpisodes(partial, 3, 4, draws="same")
+    pool = episodes.support[episodes.speakers.index(speaker)]
+    assert 0 not in pool[:, 0].tolist() and len(pool) > 0
+    alone = [_without_affect(it) if it.speaker == speaker else it for it in train]
+    with pytest.raises(CorpusError, match=f"speaker '{speaker}' has no utterance with affect "
+                                          r"labels .* and an emotion label"):
+        SpeakerEpisodes(alone, 2, 4, draws="same")
+
+
 def test_speaker_episodes_split_speakers_over_processes(items):
     train, _ = _split(items)
     single = list(SpeakerEpisodes(train, 2, 4, seed=3, speakers_per_step=2))
@@ -222,27 +301,47 @@ def test_speaker_episodes_split_speakers_over_processes(items):
 
 
 # -- prediction and export -------------------------------------------------------------------
-def test_prediction_adapts_only_the_meta_learner_per_speaker(corpus, items):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_evaluation_adapts_the_meta_learner_on_each_speakers_whole_data(corpus, items,
+                                                                        optimizer):
+    """Test-time adaptation: per speaker, on all of that speaker's affect-labelled items of the
+    evaluated set, the same whatever the evaluation batch size; the model is not modified."""
+    from fastser.methods.mmtl import SpeakerAdaptedNet, adapt_meta, adapted_logits
+    from fastser.train.evaluation import predict_items
+
     train, test = _split(items)
     torch.manual_seed(0)
-    model = MMTLRecipe(corpus.labels, **TINY).build_model().eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     plain = MMTLRecipe(corpus.labels, adapt_steps=0, **TINY)
-    adapting = MMTLRecipe(corpus.labels, adapt_steps=3, adapt_lr=0.5, **TINY)
-    batch = plain.collate(test)
-    with torch.no_grad():  # evaluation's context: adaptation still takes its gradients
-        unadapted = plain.predict(model, batch).probs
-        adapted = adapting.predict(model, batch).probs
-        no_labels = adapting.predict(model, adapting.collate([_without_affect(it) for it in test]))
-    assert not torch.allclose(adapted, unadapted, atol=1e-4)
-    torch.testing.assert_close(no_labels.probs, unadapted)  # no affect: predicted unadapted
+    model = plain.build_model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapting = MMTLRecipe(corpus.labels, adapt_steps=3, adapt_lr=0.05, adapt_optimizer=optimizer,
+                          **TINY)
+    mixed = train[:5] + test
+    by_batch = [predict_items(adapting, model, mixed, batch_size=size)[0].probs
+                for size in (1, 3, len(mixed))]
+    for probs in by_batch[1:]:
+        torch.testing.assert_close(probs, by_batch[0], rtol=1e-5, atol=1e-6)
+    unadapted = predict_items(plain, model, mixed)[0].probs
+    assert not torch.allclose(by_batch[0], unadapted, atol=1e-4)
+    # the test speaker's adaptation: adapt_meta on every segment of that speaker in the set
+    segments = torch.cat([it.segments for it in test])
+    affect = torch.cat([it.affect.expand(len(it.segments), 3) for it in test])
+    theta = adapt_meta(model, segments, affect, lr=0.05, steps=3, chunk=64, optimizer=optimizer)
+    with torch.no_grad():
+        expected = adapted_logits(model, theta, segments).softmax(dim=1)
+    counts = [len(it.segments) for it in test]
+    expected = torch.stack([part.mean(dim=0) for part in expected.split(counts)])
+    torch.testing.assert_close(by_batch[0][5:], expected, rtol=1e-5, atol=1e-6)
+    adapted = adapting.adapt(model, mixed)
+    assert isinstance(adapted, SpeakerAdaptedNet)
+    assert set(adapted.adapted) == {it.speaker for it in mixed}
+    # items without affect labels are predicted unadapted
+    no_labels = [_without_affect(it) for it in test]
+    assert adapting.adapt(model, no_labels) is model
+    torch.testing.assert_close(predict_items(adapting, model, no_labels)[0].probs,
+                               unadapted[5:])
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
-    # the adaptation of one speaker does not depend on the other speakers in the batch
-    mixed = adapting.collate(train[:5] + test)
-    with torch.no_grad():
-        together = adapting.predict(model, mixed).probs[5:]
-    torch.testing.assert_close(together, adapted, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mmtl", "mtl"])

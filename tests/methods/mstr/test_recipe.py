@@ -6,6 +6,7 @@ corpus."""
 import importlib
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -234,6 +235,78 @@ def test_settings_checked_together(cls):
     assert [(m.in_features, m.out_features) for m in linears] == [(16, 12), (12, 6), (6, 4)]
 
 
+# -- SSL features, positional encoding, the paper preset ---------------------------------------
+
+@pytest.fixture(scope="module")
+def ssl_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("ssl-cache"))
+
+
+def ssl_settings(cache_dir, **more):
+    return {**SMALL, "features": "ssl", "ssl_config": "tiny", "cache_dir": cache_dir, **more}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("layer", ["last", "weighted"])
+def test_ssl_features_through_the_front_end_and_cache_sap_uses(corpus, ssl_cache, layer,
+                                                                tmp_path):
+    from fastser.audio.io import load_audio
+    from fastser.methods.mstr.transformer import CombinedLayers
+    from fastser.methods.sap import SAPRecipe
+
+    recipe = MSTRRecipe(LABELS, **ssl_settings(ssl_cache, layer=layer))
+    items = recipe.featurize(list(corpus))
+    sap = SAPRecipe(LABELS, ssl_config="tiny", heads=2, cache_dir=ssl_cache, layer=layer)
+    sap_items = sap.featurize(list(corpus))  # the same cache entry: the same arrays
+    for item, other in zip(items, sap_items):
+        assert item.frames.shape == other.inputs.shape and item.frames.dtype == np.float16
+        np.testing.assert_array_equal(np.asarray(item.frames), np.asarray(other.inputs))
+    fresh = recipe.item_from_audio(load_audio(corpus[2].path))
+    np.testing.assert_allclose(fresh.frames.astype(np.float32),
+                               np.asarray(items[2].frames, dtype=np.float32), rtol=2e-3,
+                               atol=1e-4)
+    recipe.fit_extra(items)
+    model = recipe.build_model()
+    assert isinstance(model, CombinedLayers) == (layer == "weighted")
+    assert recipe.extra_state()["front_end_hash"] == recipe.ssl.front_end.weights_hash()
+    fit = Trainer(recipe, TrainConfig(epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu",
+                                      progress=False), tmp_path).fit(items[:32], items[32:])
+    assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
+    batch = recipe.collate(items[:3])
+    path = export_torchscript(TrainedModel(recipe, fit.model.eval(), {}), tmp_path / "m.ts")
+    with torch.no_grad():
+        expected = recipe.predict(fit.model, batch).probs
+    optest.check_scripted_in_fresh_process(path, recipe.export_inputs(batch), expected,
+                                           tmp_path, atol=1e-5)
+
+
+def test_the_sinusoidal_encoding_makes_the_baseline_see_frame_order(items):
+    frames = items[0].frames[None]
+    order = torch.randperm(frames.shape[1], generator=torch.Generator().manual_seed(0))
+    for encoding in ("none", "sinusoidal"):
+        torch.manual_seed(0)
+        model = VanillaTransformer(40, 4, **SMALL, positional_encoding=encoding).eval()
+        with torch.no_grad():
+            same = torch.allclose(model.embed(frames), model.embed(frames[:, order]), atol=1e-5)
+        assert same == (encoding == "none")  # without it: a bag of frames
+
+
+@pytest.mark.parametrize("cls", RECIPES)
+def test_paper_preset(cls):
+    paper = cls.presets["paper"]
+    recipe = cls(LABELS, **paper.settings)  # nothing loaded yet
+    s = recipe.settings
+    assert (s.features, s.ssl_kind, s.ssl_path, s.layer) == (
+        "ssl", "hubert", "facebook/hubert-large-ll60k", "last")
+    assert (s.embed_dim, s.num_heads, s.num_blocks, s.ffn_dim) == (1024, 16, 4, 1024)
+    model = (MSTR if cls is MSTRRecipe else VanillaTransformer)(
+        1024, 4, **recipe.model_settings())  # HuBERT-large's 1024-d frames
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 26.9  # Table 2: 27.0
+    config = TrainConfig(**paper.training)
+    assert (config.optimizer, config.lr, config.epochs, config.batch_size) == ("adam", 1e-4,
+                                                                               150, 32)
+
+
 @pytest.mark.parametrize("cls", RECIPES)
 def test_demo_preset(cls):
     demo = cls.presets["demo"]
@@ -314,3 +387,34 @@ def test_old_import_paths_still_work_with_a_warning(old, new, monkeypatch):
     with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("cls", RECIPES)
+def test_class_weighted_cross_entropy(cls, items):
+    plain, weighted = fitted(cls, items), fitted(cls, items, class_weighted=True)
+    assert plain.class_weights is None and "class_weights" not in plain.state()["extra"]
+    labels = torch.tensor([item.label for item in items])
+    counts = torch.bincount(labels, minlength=len(LABELS)).double()
+    torch.testing.assert_close(weighted.class_weights.double(),
+                               counts.sum() / (len(LABELS) * counts))
+    model = weighted.build_model().eval()
+    batch = weighted.collate(items[:8])
+    logits = model(batch["features"], batch["lengths"])
+    nll = -logits.log_softmax(1).double()[torch.arange(8), batch["labels"]]
+    w = weighted.class_weights.double()[batch["labels"]]
+    torch.testing.assert_close(weighted.loss(model, batch).double(), (w * nll).sum() / w.sum(),
+                               rtol=1e-5, atol=1e-6)
+    restored = cls.from_state(weighted.state())
+    torch.testing.assert_close(restored.class_weights, weighted.class_weights)
+
+
+def test_the_leaderboard_skips_random_ssl_weights_like_sap(corpus):
+    from fastser.methods.sap import SAPRecipe
+
+    random_weights = [cls(LABELS, **SMALL, features="ssl", ssl_config="tiny") for cls in RECIPES]
+    for recipe in [*random_weights, SAPRecipe(LABELS, ssl_config="tiny", heads=2)]:
+        assert "no pretrained SSL weights" in recipe.requirements(corpus)[0]
+    for cls in RECIPES:  # MFCC, or SSL with weights named (nothing is loaded here)
+        assert cls(LABELS, **SMALL).requirements(corpus) == []
+        assert cls(LABELS, **SMALL, features="ssl", ssl_path="/somewhere").requirements(
+            corpus) == []

@@ -66,6 +66,26 @@ def test_gap_and_sap_values():
             assert fallback.tolist() == [False, True, False, False, False, False]
 
 
+@pytest.mark.parametrize("pooling", ["gap", "sap"])
+def test_pooling_ablations_read_gap_or_sap_alone(pooling):
+    """Table 1's GAP and SAP rows: the projection reads that pooling alone (D features)."""
+    both = head()
+    one = head(pooling=pooling)
+    state = both.state_dict()
+    state["projection.0.weight"] = state["projection.0.weight"][:, :16] if pooling == "gap" \
+        else state["projection.0.weight"][:, 16:]
+    one.load_state_dict(state)
+    features, lengths, speech = make_batch()
+    with torch.no_grad():
+        gap, sap, fallback = both.pool(features, lengths, speech)
+        hidden = one.projection((gap if pooling == "gap" else sap))
+        out = one(features, lengths, speech)
+        torch.testing.assert_close(out.logits, one.classifier(hidden))
+        assert out.fallback.tolist() == fallback.tolist()
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        head(pooling="max")
+
+
 @pytest.mark.parametrize("sr_norm", [False, True])
 def test_fused_equals_reference_forward_and_backward(sr_norm):
     fused = head(sr_norm=sr_norm).train()
@@ -152,17 +172,17 @@ def test_sr_norm_standardises_over_the_batch():
     model = head(sr_norm=True).train()
     features, lengths, speech = make_batch()
     gap, sap, _ = model.pool(features, lengths, speech)
-    sr = model.representation(gap, sap)
+    sr = model.standardise(torch.cat([gap, sap], 1))
     torch.testing.assert_close(sr.mean(dim=0), torch.zeros(32), atol=1e-5, rtol=0)
     torch.testing.assert_close(sr.var(dim=0, unbiased=False), torch.ones(32), atol=1e-3,
                                rtol=1e-3)
     assert model.sr_norm.running_mean.abs().sum() > 0
-    one = model.representation(gap[:1], sap[:1])  # a batch of one uses the running statistics
+    one = model.standardise(torch.cat([gap[:1], sap[:1]], 1))  # a batch of one: running stats
     stats = model.sr_norm
     want = (torch.cat([gap[:1], sap[:1]], 1) - stats.running_mean) / (stats.running_var + 1e-5).sqrt()
     torch.testing.assert_close(one, want)
     model.eval()
-    torch.testing.assert_close(model.representation(gap, sap)[:1], want)
+    torch.testing.assert_close(model.standardise(torch.cat([gap, sap], 1))[:1], want)
 
 
 @pytest.mark.parametrize("implementation,sr_norm", [("fused", True), ("reference", False)])

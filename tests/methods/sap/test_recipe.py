@@ -194,6 +194,9 @@ def test_vad_fallback_is_counted(corpus, cache_dir, items):
     r.loss(model, r.collate([items[1], silent]))
     assert r.epoch_logs() == {"vad_fallback_utterances": 3}
     assert r.epoch_logs() == {"vad_fallback_utterances": 0}
+    model.eval()  # a validation loss does not count
+    r.loss(model, r.collate([silent, items[0]]))
+    assert r.epoch_logs() == {"vad_fallback_utterances": 0}
 
 
 def test_reference_implementation_matches(corpus, cache_dir, items):
@@ -427,6 +430,70 @@ def test_settings_round_trip_and_old_states(corpus, cache_dir, items):
     assert old.settings.implementation == "reference" and old.settings.heads == 2
 
 
+def test_random_front_ends_warn_loudly_and_pretrained_ones_do_not(corpus, cache_dir, tmp_path,
+                                                                     caplog):
+    from fastser.audio.ssl import build_ssl_model
+    from fastser.train.kit.ssl import SSL_PRESETS, RandomSSLWeightsWarning
+
+    with pytest.warns(RandomSSLWeightsWarning, match=r"sap: the SSL front end has RANDOM "
+                                                     r"weights \(wavlm, tiny configuration"):
+        recipe(corpus, cache_dir).front_end  # noqa: B018
+    assert "RANDOM weights" in caplog.text
+    build_ssl_model("wavlm", SSL_PRESETS["tiny"]).save_pretrained(tmp_path / "wavlm")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomSSLWeightsWarning)
+        recipe(corpus, cache_dir, ssl_path=str(tmp_path / "wavlm")).front_end  # noqa: B018
+
+
+def test_an_ssl_model_name_that_cannot_be_fetched_is_a_clear_error(corpus, cache_dir,
+                                                                    monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network here
+    r = recipe(corpus, cache_dir, ssl_path="fastser-tests/no-such-wavlm")
+    with pytest.raises(UserError, match="SSL model 'fastser-tests/no-such-wavlm': not a local "
+                                        "folder, and transformers could not load it by name"):
+        r.featurize(list(corpus)[:2])
+
+
+def test_max_seconds_cuts_the_audio_before_the_front_end(corpus, cache_dir, items):
+    longest = max(range(len(corpus)), key=lambda i: items[i].inputs.shape[0])
+    wave = load_audio(corpus[longest].path)
+    seconds = wave.shape[0] / 16000 / 2
+    r = recipe(corpus, cache_dir, max_seconds=seconds)
+    cut = r.featurize([corpus[longest]])[0]  # through the cache (its own key)
+    half = recipe(corpus, cache_dir).item_from_audio(wave[:round(seconds * 16000)],
+                                                     corpus[longest])
+    assert cut.inputs.shape == half.inputs.shape < items[longest].inputs.shape
+    np.testing.assert_allclose(np.asarray(cut.inputs, dtype=np.float32),
+                               half.inputs.astype(np.float32), rtol=2e-3, atol=1e-4)
+    assert torch.equal(cut.speech, half.speech)
+    fresh = r.item_from_audio(wave, corpus[longest])
+    assert fresh.inputs.shape == half.inputs.shape
+
+
+@pytest.mark.parametrize("pooling", ["gap", "sap"])
+def test_pooling_ablations_train(corpus, cache_dir, items, pooling):
+    r, model = fitted(corpus, cache_dir, items, pooling=pooling)
+    assert model.head.projection[0].in_features == 32  # D, not 2D
+    r.loss(model, r.collate(items[:4])).backward()
+    used = model.head.attention.in_proj_weight.grad is not None
+    assert used == (pooling == "sap")
+
+
+def test_paper_preset(corpus):
+    preset = SAPRecipe.presets["paper"]
+    r = make_recipe("sap", corpus.labels, **preset.settings)  # nothing loaded yet
+    s = r.settings
+    assert (s.ssl_path, s.frozen, s.max_seconds, s.pooling) == ("microsoft/wavlm-large", False,
+                                                                19.0, "gap+sap")
+    config = TrainConfig(**preset.training)
+    assert (config.lr, config.batch_size, config.epochs, config.warmup_fraction,
+            config.schedule, config.patience, config.monitor) == (3e-5, 64, 30, 0.1,
+                                                                  "warmup_cosine", 5, "loss")
+
+
 def test_demo_preset(corpus):
     preset = SAPRecipe.presets["demo"]
     r = make_recipe("sap", corpus.labels, **preset.settings)
@@ -434,3 +501,10 @@ def test_demo_preset(corpus):
     assert r.settings.ssl_config == "small" and r.settings.layer == "weighted"
     assert dict(preset.training) == {"epochs": 20, "batch_size": 16, "lr": 2e-3,
                                      "weight_decay": 0.05}
+
+
+def test_augmentation_settings_are_checked_next_to_the_ssl_front_end():
+    # SSLSettings.check hands on to AugmentSettings.check (SAPSettings has both bases)
+    with pytest.raises(SettingsError, match="noise_snr"):
+        make_recipe("sap", ["neutral", "angry"], ssl_config="tiny", heads=2,
+                    noise_snr=(30.0, 10.0))
