@@ -101,11 +101,12 @@ def test_bad_config_is_rejected():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(amp="fp8")
-    with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'adam'\)"):
+    with pytest.raises(ValueError,
+                       match=r"optimizer \(--optimizer\): expected one of adamw, adam, got 'sgd'"):
         TrainConfig(optimizer="sgd")
-    with pytest.raises(ValueError, match="schedule must be one of"):
+    with pytest.raises(ValueError, match="schedule \\(--schedule\\): expected one of"):
         TrainConfig(schedule="step")
-    with pytest.raises(ValueError, match="monitor must be one of .*'loss'"):
+    with pytest.raises(ValueError, match="monitor \\(--monitor\\): expected one of .*loss"):
         TrainConfig(monitor="val_loss")
 
 
