@@ -142,7 +142,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation UA")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
-                   help="mixed precision (auto: bf16 on GPU, off on CPU)")
+                   help="mixed precision (auto: bf16 on GPUs and on CPUs with AMX-BF16 or "
+                        "AVX512-BF16, see `fastser info`; float32 elsewhere)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting (repeatable), e.g. --set k=0.7; `fastser settings "

@@ -1,6 +1,7 @@
-"""The trainer every method shares: AMP on GPU, gradient clipping, warm-up + cosine schedule,
-early stopping on a validation split, seeds, progress bars, per-epoch JSON-lines metrics,
-atomic checkpoints and exact resumption, DistributedDataParallel under torchrun."""
+"""The trainer every method shares: mixed precision (bf16 on GPUs and bf16-capable CPUs),
+gradient clipping, warm-up + cosine schedule, early stopping on a validation split, seeds,
+progress bars, per-epoch JSON-lines metrics, atomic checkpoints and exact resumption,
+DistributedDataParallel under torchrun."""
 
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from fastser.checkpoint import load_checkpoint, save_checkpoint
 from fastser.errors import SettingsError, TrainingDiverged, UserError
 from fastser.train.distributed import DistContext, init_distributed, resolve_device
 from fastser.train.evaluation import evaluate
+from fastser.train.precision import AMP_MODES, autocast
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import warmup_cosine
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass
@@ -112,13 +113,7 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        mode = self.config.amp
-        if mode == "auto":
-            mode = "bf16" if self.device.type == "cuda" else "off"
-        if mode == "off":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.config.amp, self.device)
 
     def _checkpoint_payload(self, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
                             step: int, history: list, best: dict | None) -> dict[str, Any]:

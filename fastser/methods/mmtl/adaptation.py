@@ -92,9 +92,9 @@ def speaker_adapted_logits(net: MMTLNet, segments: Tensor, affect: Tensor,
                            chunk=chunk)
         index = mine.nonzero().squeeze(1).to(segments.device)
         with torch.no_grad():
-            logits[index] = adapted_logits(net, theta, segments[index])
+            logits[index] = adapted_logits(net, theta, segments[index]).to(logits.dtype)
         unadapted &= ~mine
     if bool(unadapted.any()):
         rest = unadapted.nonzero().squeeze(1).to(segments.device)
-        logits[rest] = net(segments[rest])
+        logits[rest] = net(segments[rest]).to(logits.dtype)  # bf16 under autocast
     return logits
