@@ -15,7 +15,8 @@ def _predict(args: argparse.Namespace) -> int:
     words = _read_words(args.words) if args.words else None
     if words is not None and len(args.files) != 1:
         raise CommandError("--words belongs to one recording: pass exactly one FILE with it")
-    recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device or "cpu")
+    recognizer = Recognizer.from_checkpoint(args.checkpoint, device=args.device or "cpu",
+                                            amp=args.amp, compile=args.compile)
     results = {}
     for path in args.files:
         recognition = recognizer.predict(path, words=words)
@@ -76,6 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--words", help="word timings for the audio-text model: a .wdseg file or a "
                                    "JSON list of [word, start, end]")
     p.add_argument("--device")
+    p.add_argument("--amp", default="off", choices=("auto", "off", "bf16"),
+                   help="mixed precision (default off; auto: bf16 on GPUs and on CPUs with "
+                        "AMX-BF16 or AVX512-BF16)")
+    p.add_argument("--compile", action="store_true", help="run the model under torch.compile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_predict)
 

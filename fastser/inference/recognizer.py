@@ -13,6 +13,7 @@ from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio, validate_waveform
 from fastser.errors import UserError
 from fastser.inference.checkpoint import load_trained
+from fastser.train.precision import autocast, resolve_amp
 from fastser.train.recipe import move_to
 
 
@@ -42,13 +43,19 @@ class Recognition:
 class Recognizer:
     """A trained model ready for prediction: ``Recognizer.from_checkpoint(path).predict(x)``."""
 
-    def __init__(self, trained) -> None:
+    def __init__(self, trained, *, amp: str = "off", compile: bool = False) -> None:
+        """``amp``: mixed precision of the forward pass (fastser.train.precision: "auto" is
+        bf16 on GPUs and bf16-capable CPUs); ``compile``: the model under torch.compile."""
         self.recipe, self.model = trained.recipe, trained.model.eval()
         self.device = next(self.model.parameters()).device
+        self.amp = resolve_amp(amp, self.device)
+        if compile:
+            self.model.compile(dynamic=True)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu") -> "Recognizer":
-        return cls(load_trained(path, device=device))
+    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu", amp: str = "off",
+                        compile: bool = False) -> "Recognizer":
+        return cls(load_trained(path, device=device), amp=amp, compile=compile)
 
     @property
     def labels(self) -> list[str]:
@@ -67,7 +74,7 @@ class Recognizer:
             waveform = validate_waveform(audio, sample_rate, SAMPLE_RATE)
         item = self.recipe.item_from_audio(waveform, None, words=words)
         batch = move_to(self.recipe.collate([item]), self.device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.amp, self.device):
             preds = self.recipe.predict(self.model, batch)
         scores = self._scores(preds.probs[0])
         recognition = Recognition(max(scores, key=scores.get), scores)

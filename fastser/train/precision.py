@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from fastser.errors import SettingsError
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: CPU flags (as /proc/cpuinfo names them) of native bf16 matrix arithmetic.
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -51,7 +53,7 @@ def cpu_fast_bf16() -> bool:
 def resolve_amp(mode: str, device: torch.device) -> str:
     """``mode`` with "auto" replaced by what it means on ``device``: "bf16" or "off"."""
     if mode not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
+        raise SettingsError(f"amp must be one of {AMP_MODES}, got {mode!r}")
     if mode != "auto":
         return mode
     if device.type == "cuda" or (device.type == "cpu" and cpu_fast_bf16()):

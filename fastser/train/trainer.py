@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     grad_clip: float | None = 5.0
     amp: str = "auto"
+    compile: bool = False  # the model under torch.compile (dynamic shapes)
     seed: int = 0
     patience: int | None = None
     monitor: str = "ua"
@@ -143,6 +144,8 @@ class Trainer:
         seed_everything(cfg.seed)
         recipe.fit_extra(train_items)
         model = recipe.build_model().to(self.device)
+        if cfg.compile:
+            model.compile(dynamic=True)  # in place: the state dict keeps its keys
         if dist.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

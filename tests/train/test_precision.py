@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from fastser.errors import SettingsError
 from fastser.methods import METHODS, make_recipe, recipe_class
 from fastser.train import precision
 from fastser.train.evaluation import predict_items
@@ -41,7 +42,7 @@ def test_auto_without_override_follows_the_cpu_flags(monkeypatch):
     expected = "bf16" if precision.cpu_bf16_flags() else "off"
     assert precision.resolve_amp("auto", CPU) == expected
     assert precision.resolve_amp("auto", torch.device("cuda")) == "bf16"
-    with pytest.raises(ValueError, match="amp must be one of"):
+    with pytest.raises(SettingsError, match="amp must be one of"):
         precision.resolve_amp("fp8", CPU)
 
 
