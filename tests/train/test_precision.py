@@ -108,3 +108,25 @@ def test_method_trains_and_predicts_under_cpu_bf16(name, tiny_corpus, tmp_path, 
         half, _ = predict_items(recipe, model, items[32:])
     assert half.probs.dtype == torch.float32
     torch.testing.assert_close(half.probs, full.probs, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["glrf", "mstr"])
+def test_recognizer_under_bf16_matches_float32(name, tiny_corpus, tmp_path):
+    from types import SimpleNamespace
+
+    from fastser.audio.io import SAMPLE_RATE, load_audio
+    from fastser.inference import Recognizer
+
+    recipe = _recipe(name, tiny_corpus, tmp_path)
+    recipe.fit_extra(recipe.featurize(list(tiny_corpus)[:8]))
+    torch.manual_seed(0)
+    trained = SimpleNamespace(recipe=recipe, model=recipe.build_model())
+    waveform = load_audio(list(tiny_corpus)[0].path, SAMPLE_RATE)
+    full = Recognizer(trained).predict(waveform, SAMPLE_RATE)
+    half = Recognizer(trained, amp="bf16").predict(waveform, SAMPLE_RATE)
+    assert half.scores.keys() == full.scores.keys()
+    for label, score in full.scores.items():
+        assert half.scores[label] == pytest.approx(score, abs=0.05)
+    assert len(half.segments) == len(full.segments)
+    with pytest.raises(SettingsError, match="amp must be one of"):
+        Recognizer(trained, amp="half")
