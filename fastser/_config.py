@@ -10,6 +10,7 @@ import torch
 
 from fastser.ops import _library
 from fastser.ops._library import build_info, has_kernel, op_backend, registered_ops
+from fastser.train.precision import cpu_bf16_flags, cpu_fast_bf16, describe_cpu_bf16
 from fastser.version import __version__
 
 
@@ -46,6 +47,8 @@ def build_config() -> dict[str, Any]:
         "gpus": gpus,
         "threads": torch.get_num_threads(),
         "parallel_backend": _parallel_backend(),
+        "cpu_bf16": list(cpu_bf16_flags()),
+        "cpu_amp_auto": "bf16" if cpu_fast_bf16() else "off",
     }
 
 
@@ -78,6 +81,7 @@ def show_config(file: TextIO | None = None) -> None:
     gpus = ", ".join(cfg["gpus"]) if cfg["gpus"] else "none visible"
     rows.append(("CUDA at run time", gpus))
     rows.append(("CPU threads", f"{cfg['threads']} ({cfg['parallel_backend']})"))
+    rows.append(("CPU bf16", describe_cpu_bf16()))
     width = max([len(k) for k, _ in rows] + [len(op) + 2 for op in cfg["ops"]])
     for key, value in rows:
         print(f"{key:<{width}}  {value}", file=out)

@@ -5,12 +5,17 @@ synthetic corpus."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 SAMPLE_DIR = "pyannote/audio/sample"
+
+# The same numbers on every CPU: --amp auto trains in float32 here (and in the processes the
+# tests start); tests/train/test_precision.py turns CPU bf16 on where it tests it.
+os.environ["FASTSER_CPU_BF16"] = "0"
 
 
 def sample_file(name: str) -> Path:

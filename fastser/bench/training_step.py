@@ -9,16 +9,17 @@ from typing import Any, Sequence
 import torch
 
 from fastser.bench.measure import time_call
+from fastser.train.precision import autocast
 from fastser.train.recipe import Recipe, move_to
 
 
 def step_runner(recipe: Recipe, items: Sequence[Any], batch_size: int, *,
-                device: torch.device = torch.device("cpu"), seed: int = 0):
+                device: torch.device = torch.device("cpu"), seed: int = 0, amp: str = "off"):
     """A zero-argument callable running one training step of a fresh model of ``recipe`` as
     the trainer would: on the first step of the recipe's own batches (``train_batches``, e.g.
     MMTL's per-speaker episodes) or else on the first ``batch_size`` items, with the recipe's
     own gradients (``step_gradients``, e.g. MMTL's outer step) or else the back-propagated
-    loss."""
+    loss; the forward pass under the trainer's autocast of ``amp``."""
     torch.manual_seed(seed)
     recipe.fit_extra(items)
     model = recipe.build_model().to(device).train()
@@ -33,9 +34,11 @@ def step_runner(recipe: Recipe, items: Sequence[Any], batch_size: int, *,
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        own = recipe.step_gradients(model, batch)
+        with autocast(amp, device):
+            own = recipe.step_gradients(model, batch)
+            loss = recipe.loss(model, batch) if own is None else None
         if own is None:
-            recipe.loss(model, batch).backward()
+            loss.backward()
         else:
             for param, grad in zip(model.parameters(), own.gradients):
                 param.grad = grad

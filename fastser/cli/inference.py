@@ -52,6 +52,7 @@ def _bulk(args: argparse.Namespace, task: str, open_writer) -> int:
     try:
         recognizer = Recognizer.from_checkpoint(args.checkpoint, device=device,
                                                 window=args.window, hop=args.hop,
+                                                amp=args.amp, compile=args.compile,
                                                 **checkpoint_options(args))
         writer = open_writer(recognizer) if dist.is_main else None
         stats = run_bulk(recognizer, inputs, task, writer.write if writer else None,
@@ -189,6 +190,10 @@ def _bulk_options(p: argparse.ArgumentParser) -> None:
                                    "a .wdseg file or a JSON list of [word, start, end]")
     p.add_argument("--device", help="cpu (default) or cuda; under torchrun each process "
                                     "takes its local GPU")
+    p.add_argument("--amp", default="off", choices=("auto", "off", "bf16"),
+                   help="mixed precision (default off; auto: bf16 on GPUs and on CPUs with "
+                        "AMX-BF16 or AVX512-BF16)")
+    p.add_argument("--compile", action="store_true", help="run the model under torch.compile")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
 

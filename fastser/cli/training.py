@@ -281,7 +281,11 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
                    help="validation speakers drawn from each fold's training speakers "
                         "(session and speaker protocols; default 1, 0: none)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
-                   help="mixed precision (auto: bf16 on GPU, off on CPU)")
+                   help="mixed precision (auto: bf16 on GPUs and on CPUs with AMX-BF16 or "
+                        "AVX512-BF16, see `fastser info`; float32 elsewhere)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="train the model under torch.compile (off by default: on the CPU "
+                        "its compile time outweighs the step time saved, bench/RESULTS.md)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a method setting (repeatable), e.g. --set k=0.7; `fastser settings "

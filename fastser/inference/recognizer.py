@@ -14,6 +14,7 @@ from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE, load_audio, validate_waveform
 from fastser.errors import NonFiniteError, UserError
 from fastser.inference.checkpoint import load_trained
+from fastser.train.precision import autocast, resolve_amp
 from fastser.train.recipe import move_to
 
 Audio = str | Path | torch.Tensor | np.ndarray
@@ -89,22 +90,29 @@ class Recognizer:
     """A trained model ready for prediction: ``Recognizer.from_checkpoint(path).predict(x)``,
     ``.predict_batch([x, y, ...])``, ``.embed(x)``."""
 
-    def __init__(self, trained) -> None:
+    def __init__(self, trained, *, amp: str = "off", compile: bool = False) -> None:
+        """``amp``: mixed precision of the forward pass (fastser.train.precision: "auto" is
+        bf16 on GPUs and bf16-capable CPUs); ``compile``: the model under torch.compile."""
         self.recipe, self.model = trained.recipe, trained.model.eval()
         self.device = next(self.model.parameters()).device
+        self.amp = resolve_amp(amp, self.device)
+        if compile:
+            self.model.compile(dynamic=True)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         window: float | None = None, hop: float | None = None,
                         settings: Mapping[str, Any] | None = None,
-                        stored_paths: bool = False) -> "Recognizer":
+                        stored_paths: bool = False, amp: str = "off",
+                        compile: bool = False) -> "Recognizer":
         """The checkpoint's model on ``device``; ``window``/``hop``: the segment length and
         hop in seconds of a segment-level method's predictions (None: as trained);
         ``settings``: path settings the model needs again (e.g. SAP's ``ssl_path``);
         ``stored_paths``: trust the paths stored in the checkpoint instead (see
-        :func:`fastser.inference.load_trained`)."""
+        :func:`fastser.inference.load_trained`); ``amp`` and ``compile``: as the
+        constructor's."""
         return cls(load_trained(path, device=device, window=window, hop=hop, settings=settings,
-                                stored_paths=stored_paths))
+                                stored_paths=stored_paths), amp=amp, compile=compile)
 
     @property
     def labels(self) -> list[str]:
@@ -185,7 +193,7 @@ class Recognizer:
 
     def recognise(self, prepared: Sequence[PreparedAudio]) -> list[Recognition]:
         """Emotion of prepared recordings, as one batch."""
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.amp, self.device):
             preds = self.recipe.predict(self.model, self._batch(prepared))
         segments: list[torch.Tensor | None] = [None] * len(prepared)
         if preds.segment_probs is not None:
@@ -205,7 +213,7 @@ class Recognizer:
 
     def embeddings(self, prepared: Sequence[PreparedAudio]) -> list[Embedding]:
         """Embeddings of prepared recordings, as one batch."""
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.amp, self.device):
             batch = self.recipe.embed(self.model, self._batch(prepared))
         found = [Embedding(e) for e in batch.utterance.float().cpu()]
         if batch.segments is not None:

@@ -1,4 +1,5 @@
-"""The trainer every method shares: AdamW or Adam, AMP on GPU, gradient clipping, warm-up +
+"""The trainer every method shares: AdamW or Adam, mixed precision (bf16 on GPUs and
+bf16-capable CPUs), optionally torch.compile, gradient clipping, warm-up +
 cosine (or constant) schedule, early stopping on a validation split, model selection (best
 validation epoch by UA, F1 or loss; last epoch; the mean of the last epochs' weights),
 class-balanced sampling, augmentation (the recipe's training items), seeds, progress bars,
@@ -33,13 +34,13 @@ from fastser.outputs import write_text
 from fastser.train.averaging import WeightAverage
 from fastser.train.evaluation import evaluate, mean_loss
 from fastser.train.kit.balance import balanced_item_weights
+from fastser.train.precision import AMP_MODES, autocast
 from fastser.train.recipe import Recipe, TrainBatches, TrainStep, move_to
 from fastser.train.resume import check_resume
 from fastser.train.rng import rng_state, set_rng_state
 from fastser.train.sampler import GlobalBatchSampler
 from fastser.train.schedule import SCHEDULES, make_schedule
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: adamw: decoupled weight decay (torch.optim.AdamW); adam: torch.optim.Adam (weight decay, if
 #: any, as an L2 term in the gradient).
 OPTIMIZERS = ("adamw", "adam")
@@ -56,7 +57,7 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 CLIP_OFF = "off"
 #: The options ``fastser train`` and ``cv`` take as flags (``--batch-size`` for batch_size).
 COMMAND_LINE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
-                        "grad_clip", "optimizer", "schedule", "amp", "seed", "patience",
+                        "grad_clip", "optimizer", "schedule", "amp", "compile", "seed", "patience",
                         "monitor", "select", "average_epochs", "class_balance",
                         "validation_speakers", "device")
 
@@ -81,6 +82,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     schedule: str = "warmup_cosine"
     amp: str = "auto"
+    compile: bool = False  # the model under torch.compile (dynamic shapes)
     seed: int = 0
     patience: int | None = None
     monitor: str = "ua"
@@ -118,8 +120,9 @@ class TrainConfig:
             raise SettingsError("select='average' averages the last average_epochs of the "
                                 "planned epochs, which early stopping (patience) would cut; "
                                 "use one of them")
-        if not isinstance(self.progress, bool):
-            raise _option_error("progress", "true or false", self.progress)
+        for name in ("progress", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise _option_error(name, "true or false", getattr(self, name))
         # parseable and present (Trainer resolves it again, with its process's local rank)
         resolve_device(self.device, option=f"training option {_flag('device')}")
 
@@ -219,13 +222,7 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        mode = self.config.amp
-        if mode == "auto":
-            mode = "bf16" if self.device.type == "cuda" else "off"
-        if mode == "off":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.config.amp, self.device)
 
     def _checkpoint_payload(self, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
                             step: int, history: list, best: dict | None) -> dict[str, Any]:
@@ -263,6 +260,8 @@ class Trainer:
         seed_everything(cfg.seed)
         recipe.fit_extra(train_items)
         model = recipe.build_model().to(self.device)
+        if cfg.compile:
+            model.compile(dynamic=True)  # in place: the state dict keeps its keys
         if dist.enabled and recipe.gradient_trained:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -195,10 +195,11 @@ class GLRFRecipe(Recipe):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         features, counts = self.segments(batch, self.train_hop_samples)
         s = self.settings
+        logits = model(features).float()  # the loss in float32 also under bf16 autocast
         if s.implementation == "reference":
-            return head_k_pooling_loss_reference(model(features), counts, batch["labels"],
+            return head_k_pooling_loss_reference(logits, counts, batch["labels"],
                                                  s.k, self.neutral_class, s.negative_weight)
-        return head_k_pooling_loss(model(features), counts, batch["labels"], k=s.k,
+        return head_k_pooling_loss(logits, counts, batch["labels"], k=s.k,
                                    neutral_class=self.neutral_class,
                                    negative_weight=s.negative_weight)
 

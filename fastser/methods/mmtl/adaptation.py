@@ -110,9 +110,10 @@ class SpeakerAdaptedNet(nn.Module):
                 continue
             mine = torch.tensor([o == speaker for o in owners])
             logits[mine.to(segments.device)] = adapted_logits(self.net, self.adapted[speaker],
-                                                              segments[mine.to(segments.device)])
+                                                              segments[mine.to(segments.device)]
+                                                              ).to(logits.dtype)
             unadapted &= ~mine
         if bool(unadapted.any()):
             rest = unadapted.to(segments.device)
-            logits[rest] = self.net(segments[rest])
+            logits[rest] = self.net(segments[rest]).to(logits.dtype)  # bf16 under autocast
         return logits
