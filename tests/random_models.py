@@ -25,6 +25,7 @@ SMALL = {
     "sap": {"ssl_config": "tiny", "heads": 2, "cache": False, "dropout": 0.0},
     "can": {"embed_dim": 8, "hidden": 8, "word_hidden": 8, "heads": 2, "dropout": 0.0,
             "vocabulary": ("yes", "no", "maybe")},
+    "egemaps": {},
 }
 
 
@@ -37,6 +38,10 @@ def random_trained(method: str, seed: int = 0, **settings):
     if method == "glrf":
         model.feature_mean.uniform_(-20, 20)
         model.feature_std.uniform_(5, 30)
+    if method == "egemaps":  # fitted by scikit-learn in training: drawn here
+        with torch.no_grad():
+            model.weight.normal_()
+            model.bias.normal_()
     return recipe, model.eval()
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
                                  method_names, print_metrics)
-from fastser.train.trainer import CLASS_BALANCE, MONITORS, SELECTIONS
 
 
 def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
@@ -266,17 +265,18 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
                                       "decay) or constant (default warmup_cosine)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation --monitor")
-    p.add_argument("--monitor", choices=MONITORS,
-                   help="validation metric that picks the best epoch (--select best) and "
+    p.add_argument("--monitor",
+                   help="validation metric (ua, wa, micro_f1, macro_f1, weighted_f1) or loss, "
+                        "that picks the best epoch (--select best) and "
                         "drives early stopping (default ua; loss: the method's loss on the "
                         "validation utterances, lower is better)")
-    p.add_argument("--select", choices=SELECTIONS,
+    p.add_argument("--select",
                    help="the final model: best (validation epoch by --monitor; default), last "
                         "(epoch) or average (of the last --average-epochs epochs' weights)")
     p.add_argument("--average-epochs", dest="average_epochs", type=int,
                    help="epochs whose weights --select average averages (default 5)")
-    p.add_argument("--class-balance", dest="class_balance", choices=CLASS_BALANCE,
-                   help="sampler: draw training batches class-balanced (default none)")
+    p.add_argument("--class-balance", dest="class_balance",
+                   help="none or sampler: draw training batches class-balanced (default none)")
     p.add_argument("--validation-speakers", dest="validation_speakers", type=int,
                    help="validation speakers drawn from each fold's training speakers "
                         "(session and speaker protocols; default 1, 0: none)")

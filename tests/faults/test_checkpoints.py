@@ -109,7 +109,7 @@ def test_a_stored_model_path_is_not_loaded_unless_passed_again(tmp_path):
     assert restored.settings.ssl_path == str(stored)  # kept for the record
     with pytest.raises(CheckpointError, match=r"trained with ssl_path=.*pass it again \(--set "
                                               r"ssl_path=PATH"):
-        restored.new_front_end()
+        restored.ssl.new_front_end()
     assert SAPRecipe.from_state(state, paths={"ssl_path": str(mine)}).required_path(
         "ssl_path") == str(mine)
     assert SAPRecipe.from_state(state, stored_paths=True).required_path(
@@ -119,7 +119,7 @@ def test_a_stored_model_path_is_not_loaded_unless_passed_again(tmp_path):
 def test_a_stored_cache_folder_never_decides_where_features_are_written(tmp_path,
                                                                          tiny_corpus,
                                                                          monkeypatch):
-    import fastser.methods.sap.recipe as sap
+    import fastser.train.kit.ssl as sap
 
     planted = tmp_path / "planted-cache"
     state = SAPRecipe(LABELS, ssl_config="tiny", heads=2, cache_dir=str(planted)).state()

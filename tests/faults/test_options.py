@@ -145,7 +145,7 @@ def test_train_config_in_python():
     assert TrainConfig(grad_clip="off", device="cpu").grad_clip is None
     assert TrainConfig(epochs=3.0, device="cpu").epochs == 3  # an integral float is an integer
     for bad in ({"epochs": 2.5}, {"epochs": True}, {"batch_size": "8"}, {"lr": "0.1"},
-                {"grad_clip": -1.0}, {"grad_clip": float("nan")}, {"monitor": "loss"},
+                {"grad_clip": -1.0}, {"grad_clip": float("nan")}, {"monitor": "val_loss"},
                 {"amp": "fp8"}, {"progress": "yes"}, {"patience": 0}, {"device": ""}):
         with pytest.raises(SettingsError, match=rf"training option {next(iter(bad))}[ :]"):
             TrainConfig(**{"device": "cpu", **bad})

@@ -43,6 +43,8 @@ def _classified(recipe, model, batch, embeddings):
         head = model.head
         return (head.classifier(head.projection(embeddings.utterance)),
                 model(batch["inputs"], batch["lengths"], batch["speech"]).logits)
+    if name == "egemaps":
+        return model.scores(embeddings.utterance), model(batch["features"])
     assert name == "can"
     inputs = (batch["token_ids"], batch["frames"], batch["frame_lengths"], batch["lengths"])
     return model.classifier(embeddings.utterance), model(*inputs)[0]

@@ -58,7 +58,15 @@ class LinearFunctionals(nn.Module):
         self.bias = nn.Parameter(torch.zeros(scores), requires_grad=False)
 
     def forward(self, features: Tensor) -> Tensor:
-        x = (features - self.feature_mean) / self.feature_std
+        return self.scores(self.standardise(features))
+
+    def standardise(self, features: Tensor) -> Tensor:
+        """The functionals (B, D) standardised with the training statistics: what the linear
+        classifier reads (the method's embedding)."""
+        return (features - self.feature_mean) / self.feature_std
+
+    def scores(self, x: Tensor) -> Tensor:
+        """Class scores (B, num_classes) of standardised functionals (B, D)."""
         scores = nn.functional.linear(x, self.weight, self.bias)
         if self.one_vs_one:
             scores = one_vs_one_scores(scores, self.pairs, self.present)

@@ -52,7 +52,7 @@ from fastser.methods.egemaps.features import (FEATURE_SET, MIN_SECONDS, NUM_FEAT
 from fastser.methods.egemaps.model import ClassProbabilities, LinearFunctionals
 from fastser.train.kit import (ClassWeightSettings, FeatureStats, Preset, Settings, redefault,
                                setting, typical_speaker)
-from fastser.train.recipe import Batch, Predictions, Recipe
+from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
 CLASSIFIERS = ("logreg", "linear_svm", "svc")
 #: C of each classifier when the setting c is null (measured on EmoDB, docs: bench/RESULTS.md).
@@ -237,6 +237,10 @@ class EgemapsRecipe(Recipe):
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         return Predictions(model(batch["features"]).softmax(dim=1))
+
+    def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
+        """The standardised functionals (B, 88) the linear classifier reads."""
+        return Embeddings(model.standardise(batch["features"]))
 
     def export_module(self, model: nn.Module) -> nn.Module:
         return ClassProbabilities(model)
