@@ -10,7 +10,7 @@ import torch
 
 from fastser.audio.io import save_audio
 from fastser.checkpoint import save_checkpoint
-from fastser.methods import make_recipe
+from fastser.methods import make_recipe, recipe_class
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 #: Small settings of each method (random weights; the SAP front end is the tiny random one).
@@ -43,6 +43,16 @@ def random_trained(method: str, seed: int = 0, **settings):
             model.weight.normal_()
             model.bias.normal_()
     return recipe, model.eval()
+
+
+def demo_recipe(method: str, corpus, tmp_path: Path):
+    """The method's recipe with its demo settings for ``corpus``'s labels (SAP: the tiny
+    random WavLM, its feature cache in ``tmp_path``)."""
+    preset = recipe_class(method).presets.get("demo")
+    settings = dict(preset.settings) if preset else {}
+    if method == "sap":
+        settings.update(ssl_config="tiny", heads=2, cache_dir=str(tmp_path / "cache"))
+    return make_recipe(method, corpus.labels, **settings)
 
 
 def save_random_checkpoint(path: Path, method: str, **settings) -> Path:

@@ -25,15 +25,20 @@ def print_metrics(result: dict[str, Any]) -> None:
             print(f"  {key:<14} {result[key]:.4f}")
 
 
-def key_values(pairs: list[str] | None) -> dict[str, str]:
-    """--set KEY=VALUE pairs (the values as text)."""
-    values: dict[str, str] = {}
+def key_value_pairs(pairs: list[str] | None, option: str = "--set") -> list[tuple[str, str]]:
+    """``option``'s KEY=VALUE arguments as (KEY, VALUE) text pairs, in order."""
+    parsed = []
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        values[key] = value
-    return values
+            raise CommandError(f"{option} expects KEY=VALUE, got {pair!r}")
+        parsed.append((key, value))
+    return parsed
+
+
+def key_values(pairs: list[str] | None) -> dict[str, str]:
+    """--set KEY=VALUE pairs (the values as text; a repeated key: the last)."""
+    return dict(key_value_pairs(pairs))
 
 
 def add_checkpoint_options(p: argparse.ArgumentParser) -> None:

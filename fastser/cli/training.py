@@ -9,18 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
-                                 method_names, print_metrics)
-
-
-def _set_pairs(pairs: list[str] | None) -> list[tuple[str, str]]:
-    """--set KEY=VALUE pairs as (KEY, VALUE)."""
-    parsed = []
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandError(f"--set expects KEY=VALUE, got {pair!r}")
-        parsed.append((key, value))
-    return parsed
+                                 key_value_pairs, method_names, print_metrics)
 
 
 def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -32,10 +21,7 @@ def _data_options(pairs: list[str] | None) -> dict[str, Any]:
     """--data-option KEY=VALUE pairs: the corpus reader's options, values read as JSON where
     they are JSON (true, 7, ...), else as text."""
     options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandError(f"--data-option expects KEY=VALUE, got {pair!r}")
+    for key, value in key_value_pairs(pairs, "--data-option"):
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -52,7 +38,7 @@ def _train_config(args: argparse.Namespace, model: str | None = None,
     from fastser.train.trainer import COMMAND_LINE_OPTIONS, TrainConfig
 
     model = args.model if model is None else model
-    pairs = _set_pairs(args.set) if pairs is None else pairs
+    pairs = key_value_pairs(args.set) if pairs is None else pairs
     cls = recipe_class(model)
     preset_name = "demo" if args.demo_settings else args.preset
     if preset_required and preset_name is not None and preset_name not in cls.presets:
@@ -182,7 +168,7 @@ def _leaderboard(args: argparse.Namespace, seeds: list[int] | None) -> int:
     from fastser.data.sources import open_corpus
     from fastser.workflows.leaderboard import format_table, leaderboard_title, run_leaderboard
 
-    pairs = _leaderboard_settings(args.model, _set_pairs(args.set))
+    pairs = _leaderboard_settings(args.model, key_value_pairs(args.set))
     configs, settings = {}, {}
     for model in args.model:
         configs[model], settings[model] = _train_config(args, model, pairs[model],

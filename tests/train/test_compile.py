@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fastser.checkpoint import load_checkpoint
-from fastser.methods import make_recipe, recipe_class
 from fastser.train.trainer import TrainConfig, Trainer
+from random_models import demo_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -19,14 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 #: fails a view after dropout) and compile with graph breaks.
 FULLGRAPH = {"mstr": "fastser.fractal_attention", "transformer": None, "sap": None,
              "mmtl": None}
-
-
-def _recipe(name, corpus, tmp_path):
-    preset = recipe_class(name).presets.get("demo")
-    settings = dict(preset.settings) if preset else {}
-    if name == "sap":
-        settings.update(ssl_config="tiny", heads=2, cache_dir=str(tmp_path / "cache"))
-    return make_recipe(name, corpus.labels, **settings)
 
 
 class GraphRecorder:
@@ -43,7 +35,7 @@ class GraphRecorder:
 @pytest.mark.parametrize("name", sorted(FULLGRAPH))
 def test_compiled_model_matches_eager(name, tiny_corpus, tmp_path):
     torch._dynamo.reset()
-    recipe = _recipe(name, tiny_corpus, tmp_path)
+    recipe = demo_recipe(name, tiny_corpus, tmp_path)
     items = recipe.featurize(list(tiny_corpus)[:8])
     recipe.fit_extra(items)
     torch.manual_seed(0)
@@ -77,7 +69,7 @@ def test_compiled_model_matches_eager(name, tiny_corpus, tmp_path):
 
 def test_trainer_compiles_the_model(tiny_corpus, tmp_path):
     torch._dynamo.reset()
-    recipe = _recipe("mstr", tiny_corpus, tmp_path)
+    recipe = demo_recipe("mstr", tiny_corpus, tmp_path)
     items = recipe.featurize(list(tiny_corpus))
     config = TrainConfig(epochs=1, batch_size=8, progress=False, device="cpu", amp="off",
                          compile=True)

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from fastser.errors import SettingsError
-from fastser.methods import METHODS, make_recipe, recipe_class
+from fastser.methods import METHODS, recipe_class
 from fastser.train import precision
 from fastser.train.evaluation import predict_items
 from fastser.train.trainer import TrainConfig, Trainer
+from random_models import demo_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -56,15 +57,6 @@ def test_autocast_context(monkeypatch):
         assert not torch.is_autocast_enabled("cpu")
 
 
-def _recipe(name, corpus, tmp_path):
-    """The method's demo settings (SAP: the tiny random WavLM, cache in tmp_path)."""
-    preset = recipe_class(name).presets.get("demo")
-    settings = dict(preset.settings) if preset else {}
-    if name == "sap":
-        settings.update(ssl_config="tiny", heads=2, cache_dir=str(tmp_path / "cache"))
-    return make_recipe(name, corpus.labels, **settings)
-
-
 class AutocastSpy:
     """Wraps a recipe's loss and step_gradients: records the autocast state and loss dtype."""
 
@@ -94,7 +86,7 @@ class AutocastSpy:
 def test_method_trains_and_predicts_under_cpu_bf16(name, tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
     utterances = list(tiny_corpus)
-    recipe = _recipe(name, tiny_corpus, tmp_path)
+    recipe = demo_recipe(name, tiny_corpus, tmp_path)
     items = recipe.featurize(utterances)
     spy = AutocastSpy(recipe)
     config = TrainConfig(epochs=1, batch_size=8, progress=False, device="cpu", amp="auto")
@@ -118,7 +110,7 @@ def test_recognizer_under_bf16_matches_float32(name, tiny_corpus, tmp_path):
     from fastser.audio.io import SAMPLE_RATE, load_audio
     from fastser.inference import Recognizer
 
-    recipe = _recipe(name, tiny_corpus, tmp_path)
+    recipe = demo_recipe(name, tiny_corpus, tmp_path)
     recipe.fit_extra(recipe.featurize(list(tiny_corpus)[:8]))
     torch.manual_seed(0)
     trained = SimpleNamespace(recipe=recipe, model=recipe.build_model())
