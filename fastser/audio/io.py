@@ -7,6 +7,8 @@ usable but suspicious (:class:`AudioWarning`).
 
 - Channels are averaged to mono; resampling uses torchaudio's windowed-sinc resampler, whose
   kernel is built once per (original rate, new rate) pair and cached.
+- :class:`AudioSpan` names a file or a part [start, end) seconds of it (a segment of a longer
+  recording); ``load_audio(path, start=..., end=...)`` reads only that part.
 - Errors (:class:`~fastser.errors.AudioError` and the path errors of :mod:`fastser.errors`,
   all user errors): a missing file (also a ``FileNotFoundError``), an empty file, a file
   soundfile cannot decode (naming the file and soundfile's message), zero-length audio, any NaN
@@ -29,7 +31,8 @@ import functools
 import os
 import stat
 import warnings
-from typing import Union
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import soundfile
@@ -50,6 +53,8 @@ MAX_SAMPLE_RATE = 384000
 #: MAX_SECONDS_ENV or the ``max_seconds`` argument of :func:`load_audio`).
 DEFAULT_MAX_SECONDS = 3 * 3600.0
 MAX_SECONDS_ENV = "FASTSER_MAX_AUDIO_SECONDS"
+#: How far (seconds) a segment's end may lie past the end of its file (annotation rounding).
+END_TOLERANCE = 0.01
 
 # (name accepted by save_audio) -> soundfile subtype
 ENCODINGS = {"float32": "FLOAT", "pcm16": "PCM_16", "vorbis": "VORBIS"}
@@ -191,38 +196,103 @@ def validate_waveform(waveform: Waveform, sample_rate: int,
     return resample(mono.contiguous(), sample_rate, target_rate)
 
 
-def load_audio(path: PathLike, target_rate: int = SAMPLE_RATE, *, warn: bool = True,
+def load_audio(path: PathLike, target_rate: int = SAMPLE_RATE, *, start: float | None = None,
+               end: float | None = None, warn: bool = True,
                max_seconds: float | None = None) -> torch.Tensor:
     """Read a wav/flac/ogg (anything libsndfile decodes) file as mono float32 (N,) at
-    ``target_rate`` Hz, with the checks of :func:`validate_waveform`. Before decoding, the
-    header's sample rate must lie in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] and its duration be at
-    most ``max_seconds`` (default :func:`max_audio_seconds`); a file holding fewer samples
-    than its header declares gives an AudioWarning."""
+    ``target_rate`` Hz, with the checks of :func:`validate_waveform`.
+
+    ``start``/``end``: read only the part [start, end) seconds of the file (a segment of a
+    longer recording; None: its start / its end); AudioError for a part outside the file.
+    Before decoding, the header's sample rate must lie in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]
+    and the part read be at most ``max_seconds`` long (default :func:`max_audio_seconds`); a
+    file holding fewer samples than its header declares gives an AudioWarning."""
     target_rate = check_sample_rate(target_rate, "target_rate")
     path = os.fspath(path)
+    name = str(AudioSpan(path, start, end))
     _check_audio_file(path)
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
     try:
-        info = soundfile.info(path)
+        with soundfile.SoundFile(path) as file:
+            sample_rate, frames, encoding = file.samplerate, file.frames, file.format
+            check_rate_range(sample_rate, path)
+            first, stop = _frame_range(frames, sample_rate, start, end, name)
+            if (stop - first) / sample_rate > limit:
+                raise AudioError(
+                    f"{name}: {(stop - first) / sample_rate:.1f} s of audio ({stop - first} "
+                    f"samples at {sample_rate} Hz) is longer than the {limit:g} s fastser reads; "
+                    f"cut it, or raise the limit ({MAX_SECONDS_ENV} or max_seconds)")
+            file.seek(first)
+            data = file.read(stop - first, dtype="float32", always_2d=True)
     except RuntimeError as error:  # soundfile.LibsndfileError and its parents
         raise AudioError(f"cannot decode audio file {path}: {error}") from error
-    check_rate_range(info.samplerate, path)
-    limit = max_audio_seconds() if max_seconds is None else max_seconds
-    if info.frames / info.samplerate > limit:
-        raise AudioError(f"{path}: {info.frames / info.samplerate:.1f} s of audio ({info.frames} "
-                         f"samples at {info.samplerate} Hz) is longer than the {limit:g} s fastser "
-                         f"reads; cut it, or raise the limit ({MAX_SECONDS_ENV} or max_seconds)")
-    try:
-        data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except RuntimeError as error:
-        raise AudioError(f"cannot decode audio file {path}: {error}") from error
     if data.shape[0] == 0:
-        raise AudioError(f"audio file has zero length (no samples): {path}")
-    declared = info.frames if info.format == "FLAC" else _wav_declared_frames(path)
-    if warn and declared is not None and data.shape[0] < declared:
+        raise AudioError(f"audio file has zero length (no samples): {name}")
+    declared = frames if encoding == "FLAC" else _wav_declared_frames(path)
+    if warn and declared is not None and frames < declared:
         warnings.warn(f"{path}: truncated file: its header declares {declared} samples "
-                      f"({declared / sample_rate:.3f} s), it holds {data.shape[0]} "
-                      f"({data.shape[0] / sample_rate:.3f} s)", AudioWarning, stacklevel=2)
-    return validate_waveform(data.T, sample_rate, target_rate, name=path, warn=warn)
+                      f"({declared / sample_rate:.3f} s), it holds {frames} "
+                      f"({frames / sample_rate:.3f} s)", AudioWarning, stacklevel=2)
+    return validate_waveform(data.T, sample_rate, target_rate, name=name, warn=warn)
+
+
+def _frame_range(frames: int, sample_rate: int, start: float | None, end: float | None,
+                 name: str) -> tuple[int, int]:
+    """[first, stop) frames of the part [start, end) seconds of a file of ``frames`` frames
+    (an end at most ``END_TOLERANCE`` seconds past the file is clipped to it)."""
+    first = 0 if start is None else round(start * sample_rate)
+    stop = frames if end is None else round(end * sample_rate)
+    length = frames / sample_rate
+    if first >= frames and frames > 0:
+        raise AudioError(f"{name}: the segment starts at {start} s, past the end of the "
+                         f"{length:.3f} s file")
+    if stop > frames + max(1, round(END_TOLERANCE * sample_rate)):
+        raise AudioError(f"{name}: the segment ends at {end} s, past the end of the "
+                         f"{length:.3f} s file")
+    return first, min(stop, frames)
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """An audio file, or the part [start, end) seconds of it (None: its start / its end)."""
+
+    path: str
+    start: float | None = None
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", os.fspath(self.path))
+
+    def load(self, target_rate: int = SAMPLE_RATE, *, warn: bool = True) -> torch.Tensor:
+        """Mono float32 (N,) at ``target_rate`` (:func:`load_audio` of the part)."""
+        return load_audio(self.path, target_rate, start=self.start, end=self.end, warn=warn)
+
+    def seconds(self) -> float:
+        """The duration of the part, from the file's header (nothing decoded)."""
+        if not os.path.isfile(self.path):
+            raise MissingPathError(f"audio file not found: {self.path}")
+        try:
+            info = soundfile.info(self.path)
+        except RuntimeError as error:
+            raise AudioError(f"cannot read the audio file header of {self.path}: "
+                             f"{error}") from error
+        length = info.frames / info.samplerate
+        return max(0.0, min(length, self.end if self.end is not None else length)
+                   - (self.start or 0.0))
+
+    def identity(self) -> list[Any]:
+        """[absolute path, size, modification time in ns, start, end]: what tells this audio
+        apart in a cache (segments of one file differ by their times)."""
+        resolved = os.path.realpath(self.path)
+        status = os.stat(resolved)
+        return [resolved, status.st_size, status.st_mtime_ns, self.start, self.end]
+
+    def __str__(self) -> str:
+        if self.start is None and self.end is None:
+            return self.path
+        start = "start" if self.start is None else f"{self.start:g}"
+        end = "end" if self.end is None else f"{self.end:g}"
+        return f"{self.path} [{start}-{end} s]"
 
 
 def _check_audio_file(path: str) -> None:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from fastser.audio._batch import WaveformBatch, as_padded
-from fastser.audio.io import SAMPLE_RATE, check_sample_rate, resample
+from fastser.audio.io import SAMPLE_RATE, AudioSpan, check_sample_rate, resample
 from fastser.audio.vad import (SSL_RECEPTIVE_FIELD, SSL_STRIDE, _check_vad_args, frames_to_ssl,
                                vad_frames)
 from fastser.errors import AudioError, MissingPathError, UserError
@@ -55,6 +55,8 @@ SSL_KINDS = {
     "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model", "wav2vec2"),
 }
 LAYER_MODES = ("last", "weighted")
+#: What the feature cache reads: a file path or a part of a file.
+AudioSource = str | os.PathLike | AudioSpan
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
 
@@ -416,9 +418,12 @@ class CachedFeatures:
         return self.features[start:start + count], self.speech[start:start + count]
 
 
-def file_identity(path: str | os.PathLike) -> list[Any]:
-    """[absolute path, size, modification time in ns]: what keys a file in the cache."""
-    resolved = Path(path).resolve()
+def file_identity(source: AudioSource) -> list[Any]:
+    """[absolute path, size, modification time in ns] (and [start, end] for a part of a file,
+    :meth:`AudioSpan.identity`): what keys an audio source in a cache."""
+    if isinstance(source, AudioSpan):
+        return source.identity()
+    resolved = Path(source).resolve()
     stat = resolved.stat()
     return [str(resolved), stat.st_size, stat.st_mtime_ns]
 
@@ -433,47 +438,48 @@ def speech_mask(waveform: Tensor, vad: VADSettings) -> Tensor:
     return frames_to_ssl(flags, SAMPLE_RATE * vad.frame_ms // 1000, waveform.shape[0])
 
 
-def cache_key(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike], vad: VADSettings,
+def cache_key(front_end: SSLFrontEnd, sources: Sequence[AudioSource], vad: VADSettings,
               dtype: str, max_samples: int | None = None) -> str:
     """Key of a corpus' cached features: front end fingerprint, VAD settings, storage dtype,
-    the truncation (if any) and every audio file's identity, in order."""
+    the truncation (if any) and every audio file's (or file part's) identity, in order."""
     key = {"version": CACHE_VERSION, "front_end": front_end.fingerprint(),
            "vad": [vad.frame_ms, vad.aggressiveness], "dtype": dtype,
-           "files": [file_identity(p) for p in paths]}
+           "files": [file_identity(source) for source in sources]}
     if max_samples is not None:
         key["max_samples"] = int(max_samples)
     blob = json.dumps(key)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def cached_features(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike],
-                    load: Callable[[Path], Tensor], cache_dir: str | os.PathLike, *,
+def cached_features(front_end: SSLFrontEnd, sources: Sequence[AudioSource],
+                    load: Callable[[Any], Tensor], cache_dir: str | os.PathLike, *,
                     vad: VADSettings = VADSettings(), dtype: str = "float16",
                     batch_seconds: float = 160.0,
                     max_samples: int | None = None) -> CachedFeatures:
-    """The front end's layer outputs and VAD masks of the audio files ``paths`` (read at
-    16 kHz by ``load``, cut to their first ``max_samples`` samples when given), computed once
-    and memory-mapped from ``cache_dir/<key>/`` afterwards.
+    """The front end's layer outputs and VAD masks of the audio ``sources`` (file paths, or
+    :class:`~fastser.audio.io.AudioSpan` parts of files; each read at 16 kHz by ``load``, cut
+    to its first ``max_samples`` samples when given), computed once and memory-mapped from
+    ``cache_dir/<key>/`` afterwards.
 
     The key changes with the front end's weights or configuration, the VAD settings, the
-    storage dtype, the truncation and any file's path, size or modification time. The cache
-    is written to a temporary folder and renamed into place, so an interrupted run leaves no
-    partial cache.
+    storage dtype, the truncation and any file's path, size or modification time (and a
+    part's times). The cache is written to a temporary folder and renamed into place, so an
+    interrupted run leaves no partial cache.
     """
     if dtype not in CACHE_DTYPES:
         raise ValueError(f"cache dtype must be one of {CACHE_DTYPES}, got {dtype!r}")
-    if not paths:
+    if not sources:
         raise ValueError("cached_features: no audio files")
     if max_samples is not None:
         load = _truncating(load, max_samples)
     root = Path(cache_dir)
-    folder = root / cache_key(front_end, paths, vad, dtype, max_samples)
+    folder = root / cache_key(front_end, sources, vad, dtype, max_samples)
     created = not (folder / "index.npy").is_file()
     if created:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=root))
         try:
-            _write_cache(tmp, front_end, [Path(p) for p in paths], load, vad, dtype,
+            _write_cache(tmp, front_end, list(sources), load, vad, dtype,
                          batch_seconds)
             try:
                 tmp.rename(folder)
@@ -488,13 +494,13 @@ def cached_features(front_end: SSLFrontEnd, paths: Sequence[str | os.PathLike],
                           index[:, 0].copy(), index[:, 1].copy(), created)
 
 
-def _truncating(load: Callable[[Path], Tensor],
-               max_samples: int) -> Callable[[Path], Tensor]:
-    return lambda path: load(path)[:max_samples]
+def _truncating(load: Callable[[Any], Tensor],
+               max_samples: int) -> Callable[[Any], Tensor]:
+    return lambda source: load(source)[:max_samples]
 
 
-def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
-                 load: Callable[[Path], Tensor], vad: VADSettings, dtype: str,
+def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[AudioSource],
+                 load: Callable[[Any], Tensor], vad: VADSettings, dtype: str,
                  batch_seconds: float) -> None:
     """VAD masks and frame counts file by file (keeping up to KEEP_AUDIO_BYTES of audio),
     then SSL features in batches of similar lengths, written straight into the memory-mapped
@@ -532,7 +538,7 @@ def _write_cache(folder: Path, front_end: SSLFrontEnd, paths: list[Path],
 
 
 def _write_batch(features: np.ndarray, front_end: SSLFrontEnd, waveforms: list[Tensor],
-                 paths: list[Path], offsets: np.ndarray, lengths: np.ndarray) -> None:
+                 paths: list[AudioSource], offsets: np.ndarray, lengths: np.ndarray) -> None:
     padded, sample_lengths = as_padded(waveforms, None)
     with torch.no_grad():
         outputs, frame_lengths = front_end.layer_outputs(padded, sample_lengths)

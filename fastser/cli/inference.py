@@ -17,19 +17,9 @@ INPUTS_HELP = ("audio files, folders (searched recursively), manifests (.csv, .j
 
 def _read_words(path: str):
     """Word timings from a JSON list of [word, start, end] or an IEMOCAP .wdseg file."""
-    from fastser.audio.alignment import WordTiming
-    from fastser.data.iemocap import read_wdseg
+    from fastser.data.manifest import read_word_timings
 
-    file = Path(path)
-    if not file.is_file():
-        raise CommandError(f"--words: {file} does not exist")
-    if file.suffix == ".wdseg":
-        return list(read_wdseg(file))
-    try:
-        return [WordTiming(str(w), float(s), float(e)) for w, s, e in json.loads(file.read_text())]
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise CommandError(f"--words: {file} is neither a .wdseg file nor a JSON list of "
-                           f"[word, start, end]: {error}") from error
+    return list(read_word_timings(path))
 
 
 def _bulk(args: argparse.Namespace, task: str, open_writer) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastser.errors import CorpusError, MissingPathError, NotAFolderError
+from fastser.errors import CorpusError, MissingPathError, NotAFileError, NotAFolderError
 
 #: Four-class label set shared by IEMOCAP, the synthetic corpus and the 4-class options.
 FOUR_CLASSES = ("neutral", "happy", "sad", "angry")
@@ -32,14 +32,28 @@ def no_audio(corpus: str, root: Path, layout: str) -> CorpusError:
     return CorpusError(f"{corpus}: no audio found under {root} (expected {layout})")
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its line break) of a UTF-8 text file."""
+def read_text(path: Path) -> str:
+    """The contents of a UTF-8 text file (a leading byte-order mark dropped)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its line break) of a UTF-8 text file."""
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         yield number, line
+
+
+def require_file(what: str, path: str | Path) -> Path:
+    """``path`` as a Path, checked to be an existing file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise MissingPathError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise NotAFileError(f"{what} {path} is a folder, expected a file")
+    return path
 
 
 def wav_files(folder: Path) -> list[Path]:

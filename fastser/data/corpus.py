@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastser.audio.alignment import WordTiming
+from fastser.audio.io import AudioSpan
 from fastser.errors import CorpusError
 
 GENDERS = ("F", "M")
+#: The affect dimensions an utterance may be annotated with (each on its corpus' own scale).
+AFFECT = ("valence", "arousal", "dominance")
 
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled recording. Times are seconds from the start of its audio file.
+    """One annotated recording: the audio file ``path``, or the part [``start``, ``end``)
+    seconds of it (a segment of a longer recording; None: the file's start / end).
 
-    ``gender`` is ``"F"``, ``"M"`` or None (unknown). valence/arousal/dominance are on the
-    corpus' own scale (IEMOCAP and the synthetic corpus: 1-5) or None. ``words`` are the word
-    timings of the transcript where the corpus has them (IEMOCAP forced alignments keep the
-    aligner's tokens such as ``<s>`` and ``<sil>``). ``emotion_span`` is the part of the audio
-    that expresses the label where it is known (synthetic corpus), ``duration`` the length in
-    seconds where the corpus states it.
+    ``label`` is the emotion class, or None where only affect values are annotated.
+    ``gender`` is ``"F"``, ``"M"`` or None (unknown). valence/arousal/dominance (:data:`AFFECT`)
+    are on the corpus' own scale (IEMOCAP and the synthetic corpus: 1-5) or None. ``words``
+    are the word timings of the transcript where the corpus has them (IEMOCAP forced
+    alignments keep the aligner's tokens such as ``<s>`` and ``<sil>``). ``emotion_span`` is
+    the part of the audio that expresses the label where it is known (synthetic corpus),
+    ``duration`` the length in seconds where the corpus states it. Times in ``words`` and
+    ``emotion_span`` are seconds from the start of the utterance's audio (``start`` within
+    the file for a segment).
     """
 
     id: str
     path: Path
-    label: str
+    label: str | None
     speaker: str
     session: str
     gender: str | None = None
@@ -39,12 +46,25 @@ class Utterance:
     words: tuple[WordTiming, ...] = ()
     emotion_span: tuple[float, float] | None = None
     duration: float | None = None
+    start: float | None = None
+    end: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("id", "label", "speaker", "session"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise CorpusError(f"Utterance {self.id!r}: {name} must be a non-empty string")
+            value = getattr(self, name)
+            if (name != "label" or value is not None) and (not isinstance(value, str)
+                                                           or not value):
+                raise CorpusError(f"Utterance {self.id!r}: {name} must be a non-empty string"
+                                  + (" or None" if name == "label" else ""))
         object.__setattr__(self, "path", Path(self.path))
+        for name in AFFECT:
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and not isinstance(value, bool)
+                                          and math.isfinite(value)):
+                raise CorpusError(f"Utterance {self.id!r}: {name} must be a finite number or "
+                                  f"None, got {value!r}")
+        self._check_times()
         if self.gender not in (*GENDERS, None):
             raise CorpusError(f"Utterance {self.id!r}: gender must be 'F', 'M' or None, "
                              f"got {self.gender!r}")
@@ -61,24 +81,52 @@ class Utterance:
             raise CorpusError(f"Utterance {self.id!r}: duration must be positive, "
                              f"got {self.duration}")
 
+    def _check_times(self) -> None:
+        start, end = self.start, self.end
+        if start is not None and not (math.isfinite(start) and start >= 0):
+            raise CorpusError(f"Utterance {self.id!r}: start must be a time >= 0 s, got {start}")
+        if end is not None and not (math.isfinite(end) and end > (start or 0.0)):
+            raise CorpusError(f"Utterance {self.id!r}: end must be a time after start "
+                              f"({start or 0.0} s), got {end}")
+
+    @property
+    def audio(self) -> AudioSpan:
+        """The utterance's audio: its file, or the part [start, end) of it."""
+        return AudioSpan(self.path, self.start, self.end)
+
+    @property
+    def affect(self) -> tuple[float | None, ...]:
+        """(valence, arousal, dominance), None where unknown."""
+        return tuple(getattr(self, name) for name in AFFECT)
+
 
 @dataclass(frozen=True)
 class CorpusSummary:
-    """Utterance counts of a corpus, overall and per label, speaker, session and gender."""
+    """Utterance counts of a corpus, overall and per label, speaker, session and gender;
+    class counts per speaker; how many utterances carry each affect dimension; the hours of
+    audio when they were measured (``Corpus.summary(audio=True)``)."""
 
     utterances: int
     labels: dict[str, int]
     speakers: dict[str, int]
     sessions: dict[str, int]
     genders: dict[str, int]
+    unlabelled: int = 0
+    affect: dict[str, int] = field(default_factory=dict)
+    by_speaker: dict[str, dict[str, int]] = field(default_factory=dict)
+    hours: float | None = None
 
     def __str__(self) -> str:
         def row(title: str, counts: dict[str, int]) -> str:
             return f"{title:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items())
 
-        return "\n".join([f"{'total':<9} {self.utterances}", row("labels", self.labels),
-                          row("speakers", self.speakers), row("sessions", self.sessions),
-                          row("genders", self.genders)])
+        total = f"{self.utterances}" + ("" if self.hours is None else f" ({self.hours:.2f} h)")
+        lines = [f"{'total':<9} {total}", row("labels", self.labels)]
+        if self.unlabelled:
+            lines.append(f"{'':<9} {self.unlabelled} without an emotion label")
+        lines += [row("affect", self.affect), row("speakers", self.speakers),
+                  row("sessions", self.sessions), row("genders", self.genders)]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -86,7 +134,8 @@ class Corpus:
     """A named list of utterances over a fixed, ordered label set.
 
     The label order is the class index order of every model and metric: ``labels[i]`` is
-    class ``i``. A corpus may be empty (e.g. an unused validation part of a split).
+    class ``i``. A corpus may be empty (e.g. an unused validation part of a split), and its
+    label set may be empty when no utterance has an emotion label (affect annotations only).
     """
 
     name: str
@@ -96,14 +145,12 @@ class Corpus:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "utterances", tuple(self.utterances))
-        if not self.labels:
-            raise CorpusError(f"Corpus {self.name!r}: needs at least one label")
         if len(set(self.labels)) != len(self.labels):
             raise CorpusError(f"Corpus {self.name!r}: duplicate labels in {self.labels}")
         known = set(self.labels)
         seen: set[str] = set()
         for utt in self.utterances:
-            if utt.label not in known:
+            if utt.label is not None and utt.label not in known:
                 raise CorpusError(f"Corpus {self.name!r}: utterance {utt.id!r} has label "
                                  f"{utt.label!r}, not one of {self.labels}")
             if utt.id in seen:
@@ -139,8 +186,43 @@ class Corpus:
         return self.labels[index]
 
     def targets(self) -> list[int]:
-        """Class index of every utterance, in order."""
-        return [self.labels.index(u.label) for u in self.utterances]
+        """Class index of every utterance, in order (-1 without an emotion label)."""
+        return [-1 if u.label is None else self.labels.index(u.label) for u in self.utterances]
+
+    # -- label transforms (``--label-map``, ``--labels``) ---------------------------------------
+    def relabel(self, mapping: Mapping[str, str], name: str | None = None) -> Corpus:
+        """Labels renamed or merged: ``mapping`` old -> new (``{"excited": "happy"}``); the
+        class order is the old order with each label replaced by its new name (a merged name
+        keeps its first place). Every old name must be a label of the corpus."""
+        unknown = [old for old in mapping if old not in self.labels]
+        if unknown:
+            raise CorpusError(f"Corpus {self.name!r}: label map names {unknown}, not labels "
+                              f"of the corpus; its labels are {list(self.labels)}")
+        for old, new in mapping.items():
+            if not isinstance(new, str) or not new:
+                raise CorpusError(f"Corpus {self.name!r}: label map sends {old!r} to {new!r}; "
+                                  "expected a non-empty label name")
+        labels = tuple(dict.fromkeys(mapping.get(label, label) for label in self.labels))
+        return Corpus(name or self.name, labels, tuple(
+            u if u.label not in mapping else replace(u, label=mapping[u.label])
+            for u in self.utterances))
+
+    def select_labels(self, labels: Sequence[str], name: str | None = None) -> Corpus:
+        """The utterances of the classes ``labels``, in that class order (others, and
+        utterances without an emotion label, are left out). Every name must be a label of
+        the corpus."""
+        if isinstance(labels, str):
+            raise CorpusError(f"Corpus {self.name!r}: labels must be a sequence of names, not "
+                              f"the string {labels!r}")
+        unknown = [label for label in labels if label not in self.labels]
+        if unknown:
+            raise CorpusError(f"Corpus {self.name!r}: unknown label(s) {unknown}; its labels "
+                              f"are {list(self.labels)}")
+        if len(set(labels)) != len(labels):
+            raise CorpusError(f"Corpus {self.name!r}: labels {list(labels)} name a class twice")
+        keep = set(labels)
+        return Corpus(name or self.name, tuple(labels),
+                      tuple(u for u in self.utterances if u.label in keep))
 
     @property
     def speakers(self) -> tuple[str, ...]:
@@ -182,13 +264,24 @@ class Corpus:
                              f"known: {list(known)}")
         return set(names)
 
-    def summary(self) -> CorpusSummary:
-        """Counts per label (in label order), speaker, session and gender (``?``: unknown)."""
+    def summary(self, *, audio: bool = False) -> CorpusSummary:
+        """Counts per label (in label order), speaker, session and gender (``?``: unknown),
+        class counts per speaker, affect annotations; with ``audio``, the hours of audio
+        (from the audio files' headers)."""
         labels = Counter(u.label for u in self.utterances)
+        by_speaker: dict[str, Counter] = {}
+        for u in self.utterances:
+            by_speaker.setdefault(u.speaker, Counter())[u.label] += 1
         return CorpusSummary(
             utterances=len(self.utterances),
             labels={label: labels[label] for label in self.labels},
             speakers=dict(sorted(Counter(u.speaker for u in self.utterances).items())),
             sessions=dict(sorted(Counter(u.session for u in self.utterances).items())),
             genders=dict(sorted(Counter(u.gender or "?" for u in self.utterances).items())),
+            unlabelled=labels[None],
+            affect={name: sum(getattr(u, name) is not None for u in self.utterances)
+                    for name in AFFECT},
+            by_speaker={speaker: {label: counts[label] for label in self.labels}
+                        for speaker, counts in sorted(by_speaker.items())},
+            hours=sum(u.audio.seconds() for u in self.utterances) / 3600 if audio else None,
         )

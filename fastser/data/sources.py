@@ -1,24 +1,28 @@
 """Open a corpus from a source string: ``synthetic`` (generated and cached),
-``synthetic:PATH`` (a folder written by ``fastser synth``), ``iemocap:PATH``,
-``crema-d:PATH``, ``ravdess:PATH`` or ``emodb:PATH``."""
+``synthetic:PATH`` (a folder written by ``fastser synth``), ``manifest:FILE`` (a CSV or JSON
+lines manifest, :mod:`fastser.data.manifest`), ``iemocap:PATH``, ``crema-d:PATH``,
+``ravdess:PATH`` or ``emodb:PATH``; with the user's class set (:mod:`fastser.data.labels`)
+applied to any of them."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 
 from fastser.data.corpus import Corpus
 from fastser.data.crema_d import read_crema_d
 from fastser.data.emodb import read_emodb
 from fastser.data.iemocap import read_iemocap
+from fastser.data.labels import LabelMap, apply_labels
+from fastser.data.manifest import read_manifest
 from fastser.data.ravdess import read_ravdess
 from fastser.data.synthetic import SyntheticConfig, load_synthetic, read_synthetic
 from fastser.errors import UserError
 
 READERS: dict[str, Callable[..., Corpus]] = {
-    "iemocap": read_iemocap, "crema-d": read_crema_d, "ravdess": read_ravdess,
-    "emodb": read_emodb,
+    "manifest": read_manifest, "iemocap": read_iemocap, "crema-d": read_crema_d,
+    "ravdess": read_ravdess, "emodb": read_emodb,
 }
 SOURCES = ("synthetic", *READERS)
 
@@ -33,10 +37,17 @@ def reader_options(name: str) -> list[str]:
     return sorted(names)
 
 
-def open_corpus(source: str, **options) -> Corpus:
-    """The corpus named by ``source``; ``options`` go to its reader (e.g. ``four_class=True``
-    for CREMA-D, ``improvised_only=True`` or ``classes=7`` for IEMOCAP, ``utterances=40`` for
-    synthetic; an option the reader does not take is a UserError listing those it takes)."""
+def open_corpus(source: str, *, labels: Sequence[str] | None = None,
+                label_map: LabelMap | Mapping[str, str] | None = None, **options) -> Corpus:
+    """The corpus named by ``source``, with ``label_map`` (merge or rename classes) then
+    ``labels`` (the classes kept, in that order) applied; ``options`` go to its reader (e.g.
+    ``four_class=True`` for CREMA-D, ``improvised_only=True`` or ``classes=7`` for IEMOCAP,
+    ``utterances=40`` for synthetic; an option the reader does not take is a UserError listing
+    those it takes)."""
+    return apply_labels(_read(source, options), labels, label_map)
+
+
+def _read(source: str, options: dict) -> Corpus:
     if not isinstance(source, str) or not source:
         raise UserError(f"corpus source must be a non-empty string, got {source!r}")
     name, sep, path = source.partition(":")

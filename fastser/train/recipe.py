@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from fastser.audio.alignment import WordTiming
-from fastser.audio.io import SAMPLE_RATE, load_audio
+from fastser.audio.io import SAMPLE_RATE
 from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import CheckpointError, SettingsError, UserError
 from fastser.train.kit.augment import Augmentation, AugmentSettings, TrainingItems
@@ -287,7 +287,7 @@ class Recipe(abc.ABC):
     def raw_items(self, utterances: Sequence[Utterance]) -> list[Any]:
         """The items of ``utterances`` before any per-speaker standardisation (override to
         read them from a cache)."""
-        return [self.checked_item(load_audio(u.path, SAMPLE_RATE), u) for u in utterances]
+        return [self.checked_item(u.audio.load(SAMPLE_RATE), u) for u in utterances]
 
     def item_from_audio(self, waveform: torch.Tensor, utterance: Utterance | None = None, *,
                         words: Sequence[WordTiming] | None = None) -> Any:
@@ -315,7 +315,7 @@ class Recipe(abc.ABC):
             return copies
         kinds: dict[str, list[tuple[int, Any, str]]] = {}
         for index, utterance in enumerate(utterances):
-            waveform = load_audio(utterance.path, SAMPLE_RATE)
+            waveform = utterance.audio.load(SAMPLE_RATE)
             for kind, copy, copy_utterance in self.augmentation.copies(waveform, utterance):
                 kinds.setdefault(kind, []).append(
                     (index, self.checked_item(copy, copy_utterance), utterance.speaker))

@@ -102,5 +102,5 @@ def test_corpus_rejects_inconsistent_contents():
         Corpus("bad", LABELS, (utt(0, "sad", "A", "s"), utt(0, "sad", "B", "s")))
     with pytest.raises(ValueError, match="duplicate labels"):
         Corpus("bad", ("sad", "sad"))
-    with pytest.raises(ValueError, match="at least one label"):
-        Corpus("bad", ())
+    with pytest.raises(ValueError, match=r"has label 'sad', not one of \(\)"):
+        Corpus("bad", (), (utt(0, "sad", "A", "s"),))

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from fastser.audio.alignment import WordTiming
 from fastser.audio.cache import cached_rows
-from fastser.audio.io import SAMPLE_RATE, load_audio
+from fastser.audio.io import SAMPLE_RATE
 from fastser.data.corpus import Corpus, Utterance
 from fastser.data.synthetic import default_cache_dir
 from fastser.methods.egemaps.features import (FEATURE_SET, MIN_SECONDS, NUM_FEATURES,
@@ -129,10 +129,10 @@ class EgemapsRecipe(Recipe):
 
         def compute(index: int) -> np.ndarray:
             utterance = utterances[index]
-            waveform = load_audio(utterance.path, SAMPLE_RATE)
+            waveform = utterance.audio.load(SAMPLE_RATE)
             return self.checked_item(waveform, utterance).raw.numpy()
 
-        rows = cached_rows(default_cache_dir() / "egemaps", key, [u.path for u in utterances],
+        rows = cached_rows(default_cache_dir() / "egemaps", key, [u.audio for u in utterances],
                            compute)
         return [self._item(torch.from_numpy(row.copy()), u) for row, u in zip(rows, utterances)]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastser.audio.io import SAMPLE_RATE, load_audio
+from fastser.audio.io import SAMPLE_RATE
 from fastser.audio.ssl import (CACHE_DTYPES, LAYER_MODES, SSL_KINDS, SSLFrontEnd, VADSettings,
                                WeightedLayerSum, cached_features)
 from fastser.data.corpus import Utterance
@@ -179,8 +179,8 @@ class SSLFeatures:
         cache."""
         s = self.settings
         cache_dir = self.recipe.path("cache_dir") or default_cache_dir() / "ssl-features"
-        cached = cached_features(self.front_end, [u.path for u in utterances],
-                                 lambda path: load_audio(path, SAMPLE_RATE), cache_dir,
+        cached = cached_features(self.front_end, [u.audio for u in utterances],
+                                 lambda audio: audio.load(SAMPLE_RATE), cache_dir,
                                  vad=self.vad, dtype=s.cache_dtype,
                                  max_samples=self.max_samples)
         parts = []
