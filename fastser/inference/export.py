@@ -4,13 +4,14 @@ has no library), ``torch.export`` programs, and ONNX files that need neither fas
 PyTorch (standard ONNX operators only).
 
 The exported module is the recipe's inference module: it maps the model inputs of a batch
-(``Recipe.export_inputs``) to utterance class probabilities (B, C). The label names and input
-description travel with the file (TorchScript extra file ``fastser.json``; a JSON file beside
-a ``torch.export`` program or an ONNX file, :func:`sidecar_path`), which for ONNX also holds
-what a deployment needs to compute the inputs: the sample rate, the method's settings and
-what it learnt from the training set, e.g. feature statistics or a vocabulary. Files are
-serialised in memory (or a temporary folder) and written atomically (:mod:`fastser.outputs`):
-a full disk is a StorageError, never a truncated file.
+(``Recipe.export_inputs``) to utterance class probabilities (B, C) (a model's affect
+predictions are not exported: ``fastser predict`` and Recognizer give them). The label names
+and input description travel with the file (TorchScript extra file ``fastser.json``; a JSON
+file beside a ``torch.export`` program or an ONNX file, :func:`sidecar_path`), which for ONNX
+also holds what a deployment needs to compute the inputs: the sample rate, the method's
+settings and what it learnt from the training set, e.g. feature statistics or a vocabulary.
+Files are serialised in memory (or a temporary folder) and written atomically
+(:mod:`fastser.outputs`): a full disk is a StorageError, never a truncated file.
 """
 
 from __future__ import annotations
@@ -74,7 +75,13 @@ def _load_hint() -> str:
 
 
 def _module_and_inputs(trained: TrainedModel):
-    module = trained.recipe.export_module(trained.model).eval()
+    recipe = trained.recipe
+    if not recipe.predicts_emotion:
+        raise UserError(f"{recipe.name}: the model predicts affect only "
+                        f"({', '.join(recipe.targets)}); exported files give class "
+                        "probabilities, so it has nothing to export (fastser predict and "
+                        "Recognizer give its affect values)")
+    module = recipe.export_module(trained.model).eval()
     return module, _example_inputs(trained)
 
 

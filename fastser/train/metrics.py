@@ -13,6 +13,16 @@ index seen. Every metric returns a Python float.
   predictions, ``weighted`` weights it by ground-truth support, ``micro`` pools every
   decision (equal to WA for single-label classification).
 - Pure accuracy (GLRF): from per-segment predictions; see :func:`pure_accuracy`.
+
+Regression metrics of dimensional emotion (affect: valence, arousal, dominance) take 1-D
+real-valued sequences of equal length, computed in float64:
+
+- CCC (concordance correlation coefficient, Lin 1989), the challenge metric of dimensional
+  SER: 2 cov(t, p) / (var(t) + var(p) + (mean(t) - mean(p))^2), population moments;
+  1 for identical constant sequences.
+- Pearson's r: cov(t, p) / (sd(t) sd(p)); 0 when either sequence is constant (no linear
+  relation can be measured).
+- MAE: mean |t - p|, on the values' own scale.
 """
 
 from __future__ import annotations
@@ -132,6 +142,73 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None) -> di
     for average in F1_AVERAGES:
         metrics[f"{average}_f1"] = f1_score(y_true, y_pred, average, num_classes)
     return metrics
+
+
+def _real_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().double().numpy()
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(array.shape)}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
+        arrays.append(array)
+    true, pred = arrays
+    if len(true) != len(pred):
+        raise ValueError(f"y_true and y_pred differ in length: {len(true)} vs {len(pred)}")
+    if len(true) == 0:
+        raise ValueError("y_true and y_pred are empty")
+    return true, pred
+
+
+def concordance_cc(y_true, y_pred) -> float:
+    """CCC of two real sequences (see the module docstring)."""
+    true, pred = _real_pair(y_true, y_pred)
+    covariance = ((true - true.mean()) * (pred - pred.mean())).mean()
+    denominator = true.var() + pred.var() + (true.mean() - pred.mean()) ** 2
+    return 1.0 if denominator == 0 else float(2 * covariance / denominator)
+
+
+def pearson_cc(y_true, y_pred) -> float:
+    """Pearson's correlation of two real sequences (0 when either is constant)."""
+    true, pred = _real_pair(y_true, y_pred)
+    spread = true.std() * pred.std()
+    if spread == 0:
+        return 0.0
+    return float(((true - true.mean()) * (pred - pred.mean())).mean() / spread)
+
+
+def mean_absolute_error(y_true, y_pred) -> float:
+    """Mean absolute difference of two real sequences."""
+    true, pred = _real_pair(y_true, y_pred)
+    return float(np.abs(true - pred).mean())
+
+
+AFFECT_METRICS = {"ccc": concordance_cc, "pearson": pearson_cc, "mae": mean_absolute_error}
+
+
+def affect_metrics(y_true, y_pred, names: Sequence[str]) -> dict[str, float]:
+    """``<name>_ccc``, ``<name>_pearson`` and ``<name>_mae`` of each affect dimension (columns
+    of y_true and y_pred, (N, K), named ``names``), over the utterances whose true value is
+    known (not NaN), and ``ccc``: their mean CCC. A dimension without a known value has no
+    entries."""
+    true, pred = (np.asarray(v.detach().cpu().double() if isinstance(v, torch.Tensor) else v,
+                             dtype=np.float64) for v in (y_true, y_pred))
+    if true.ndim != 2 or true.shape != pred.shape or true.shape[1] != len(names):
+        raise ValueError(f"y_true and y_pred must be (N, {len(names)}), got "
+                         f"{tuple(true.shape)} and {tuple(pred.shape)}")
+    result: dict[str, float] = {}
+    for k, name in enumerate(names):
+        known = ~np.isnan(true[:, k])
+        if known.any():
+            for metric, function in AFFECT_METRICS.items():
+                result[f"{name}_{metric}"] = function(true[known, k], pred[known, k])
+    cccs = [result[f"{name}_ccc"] for name in names if f"{name}_ccc" in result]
+    if cccs:
+        result["ccc"] = float(np.mean(cccs))
+    return result
 
 
 def plot_confusion_matrix(matrix, labels: Sequence[str], path: str | Path, *,

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from fastser.audio.alignment import WordTiming
 from fastser.audio.io import SAMPLE_RATE
 from fastser.data.corpus import Corpus, Utterance
-from fastser.errors import CheckpointError, SettingsError, UserError
+from fastser.errors import CheckpointError, CorpusError, SettingsError, UserError
+from fastser.train.kit.affect import EMOTION, affect_values
 from fastser.train.kit.augment import Augmentation, AugmentSettings, TrainingItems
 from fastser.train.kit.settings import Preset, Settings
 from fastser.train.kit.standardise import standardise_by_speaker
@@ -37,13 +38,16 @@ Batch = dict[str, Any]
 class Predictions:
     """Scores for a batch of B utterances.
 
-    probs: (B, C) utterance class probabilities.  Segment-level methods also give
-    segment_probs (S, C), packed utterance after utterance, and segment_counts (B,) int64.
+    probs: (B, C) utterance class probabilities (C = 0 for a model without emotion classes).
+    Segment-level methods also give segment_probs (S, C), packed utterance after utterance,
+    and segment_counts (B,) int64. Methods with affect targets give affect (B, K): the
+    predicted values of the recipe's ``affect_targets``, on the corpus' scale.
     """
 
     probs: torch.Tensor
     segment_probs: torch.Tensor | None = None
     segment_counts: torch.Tensor | None = None
+    affect: torch.Tensor | None = None
 
 
 @dataclass
@@ -139,7 +143,12 @@ class Recipe(abc.ABC):
     :meth:`with_features`), training augmentation (:meth:`augmented_copies`,
     :meth:`training_items`) and the empty-batch guard. A subclass implements
     :meth:`make_item`, :meth:`make_batch`, :meth:`build_model`, :meth:`loss`, :meth:`predict`,
-    :meth:`export_module`, :meth:`export_inputs` and :meth:`embed`."""
+    :meth:`export_module`, :meth:`export_inputs` and :meth:`embed`.
+
+    What a method predicts is its settings' ``targets`` (methods that can carry affect
+    dimensions declare that setting; the others predict the emotion classes only): the label
+    order is the class order of the model, and ``affect_targets`` the columns of
+    ``Predictions.affect``. A recipe without the emotion target has no classes."""
 
     name: ClassVar[str]
     #: The method's settings: a dataclass of typed, range-checked fields with their defaults.
@@ -158,9 +167,6 @@ class Recipe(abc.ABC):
     gradient_trained: ClassVar[bool] = True
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
-        if len(label_names) < 2:
-            raise UserError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
-        self.label_names = list(label_names)
         self.settings = self.Settings.build(self.name, settings)
         #: Path settings whose value came from a checkpoint and that the user did not pass
         #: again: :meth:`path` does not use them (:meth:`from_state`).
@@ -169,6 +175,24 @@ class Recipe(abc.ABC):
         #: AugmentSettings), else None.
         self.augmentation = (Augmentation(self.settings)
                              if isinstance(self.settings, AugmentSettings) else None)
+        if self.predicts_emotion and len(label_names) < 2:
+            raise UserError(f"{self.name}: needs at least 2 classes, got {list(label_names)}")
+        self.label_names = list(label_names) if self.predicts_emotion else []
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """What the model predicts (the settings' ``targets``; the emotion classes for methods
+        without that setting)."""
+        return tuple(getattr(self.settings, "targets", (EMOTION,)))
+
+    @property
+    def predicts_emotion(self) -> bool:
+        return EMOTION in self.targets
+
+    @property
+    def affect_targets(self) -> tuple[str, ...]:
+        """The affect dimensions the model predicts, in the order of ``Predictions.affect``."""
+        return tuple(t for t in self.targets if t != EMOTION)
 
     @property
     def num_classes(self) -> int:
@@ -183,8 +207,18 @@ class Recipe(abc.ABC):
 
     def label_of(self, utterance: Utterance | None) -> int:
         """The class index of ``utterance``'s label; -1 without an utterance (a new
-        recording, label unknown)."""
-        return -1 if utterance is None else self.label_index(utterance.label)
+        recording, label unknown) or for a model without emotion classes. CorpusError for an
+        utterance without an emotion label when the model predicts the classes."""
+        if utterance is None or not self.predicts_emotion:
+            return -1
+        if utterance.label is None:
+            raise CorpusError(f"no emotion label, which the targets {list(self.targets)} "
+                              "need")
+        return self.label_index(utterance.label)
+
+    def affect_of(self, utterance: Utterance | None) -> tuple[float, ...]:
+        """The utterance's values of ``affect_targets`` (NaN where unknown)."""
+        return affect_values(utterance, self.affect_targets)
 
     def item_label(self, item: Any) -> int:
         """The class index an item holds (-1: unknown); override for items without a
@@ -192,9 +226,26 @@ class Recipe(abc.ABC):
         return item.label
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        """Why this method, with these settings, cannot give a meaningful result on
-        ``corpus`` (missing annotations, an optional dependency, ...); empty when it can."""
-        return []
+        """Why this method, with these settings, cannot train on ``corpus`` or give a
+        meaningful result on it (missing annotations, an optional dependency, ...): one
+        sentence a reason, none when it can. Methods with needs of their own (word timings,
+        affect annotations, pretrained weights) add theirs to these."""
+        reasons = []
+        if self.predicts_emotion:
+            used = {u.label for u in corpus if u.label is not None}
+            if len(used) < 2:
+                reasons.append(f"needs utterances of at least 2 emotion classes, has "
+                               f"{sorted(used)}")
+            unlabelled = sum(u.label is None for u in corpus)
+            if unlabelled:
+                reasons.append(f"{unlabelled} utterance(s) have no emotion label (leave them "
+                               "out with --labels, or train affect targets only)")
+        for name in self.affect_targets:
+            missing = sum(getattr(u, name) is None for u in corpus)
+            if missing:
+                reasons.append(f"its targets include {name}, which {missing} of {len(corpus)} "
+                               "utterance(s) lack")
+        return reasons
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

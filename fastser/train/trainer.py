@@ -44,10 +44,13 @@ from fastser.train.schedule import SCHEDULES, make_schedule
 #: adamw: decoupled weight decay (torch.optim.AdamW); adam: torch.optim.Adam (weight decay, if
 #: any, as an L2 term in the gradient).
 OPTIMIZERS = ("adamw", "adam")
-#: Validation metrics early stopping and model selection can monitor: the first five higher
-#: is better; "loss" (the recipe's loss over the validation items, the mean per utterance)
-#: lower is better.
-MONITORS = ("ua", "wa", "micro_f1", "macro_f1", "weighted_f1", "loss")
+#: Validation metrics of the emotion classes, higher is better.
+CLASS_MONITORS = ("ua", "wa", "micro_f1", "macro_f1", "weighted_f1")
+#: Validation metrics early stopping and model selection can monitor: "auto" (UA for models
+#: with emotion classes, else the mean CCC of their affect targets), the class metrics and
+#: "ccc", higher is better; "loss" (the recipe's loss over the validation items, the mean per
+#: utterance) lower is better.
+MONITORS = ("auto", *CLASS_MONITORS, "ccc", "loss")
 #: The final model: the best validation epoch by ``monitor`` (the last epoch without
 #: validation), the last epoch, or the mean of the last ``average_epochs`` epochs' weights.
 SELECTIONS = ("best", "last", "average")
@@ -85,7 +88,7 @@ class TrainConfig:
     compile: bool = False  # the model under torch.compile (dynamic shapes)
     seed: int = 0
     patience: int | None = None
-    monitor: str = "ua"
+    monitor: str = "auto"
     select: str = "best"
     average_epochs: int = 5
     class_balance: str = "none"
@@ -126,13 +129,19 @@ class TrainConfig:
         # parseable and present (Trainer resolves it again, with its process's local rank)
         resolve_device(self.device, option=f"training option {_flag('device')}")
 
-    def better(self, metrics: dict[str, Any], best: dict[str, Any] | None) -> bool:
-        """Whether validation ``metrics`` beat ``best`` (None: nothing yet) on ``monitor``."""
-        if best is None:
-            return True
-        if self.monitor == "loss":
-            return metrics["loss"] < best["loss"]
-        return metrics[self.monitor] > best[self.monitor]
+    def monitored(self, recipe: Recipe) -> str:
+        """The validation metric that picks the best epoch: ``monitor``, where "auto" is UA
+        for models with emotion classes, else the mean CCC of their affect targets. A
+        SettingsError (before any training) for a metric the recipe's model has none of."""
+        if self.monitor == "auto":
+            return "ua" if recipe.predicts_emotion else "ccc"
+        if (self.monitor in CLASS_MONITORS and not recipe.predicts_emotion) or \
+                (self.monitor == "ccc" and not recipe.affect_targets):
+            kind = "emotion classes" if self.monitor in CLASS_MONITORS else "affect targets"
+            raise SettingsError(f"training option {_flag('monitor')}: {self.monitor} is a "
+                                f"metric of {kind}, and this {recipe.name} model (targets "
+                                f"{', '.join(recipe.targets)}) has none")
+        return self.monitor
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         """The optimiser of ``params`` at ``lr`` with ``weight_decay``."""
@@ -172,6 +181,16 @@ def _choice(config: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
     value = getattr(config, name)
     if value not in choices:
         raise _option_error(name, f"one of {', '.join(choices)}", value)
+
+
+
+def better(metrics: dict[str, Any], best: dict[str, Any] | None, monitor: str) -> bool:
+    """Whether validation ``metrics`` beat ``best`` (None: nothing yet) on ``monitor``."""
+    if best is None:
+        return True
+    if monitor == "loss":
+        return metrics["loss"] < best["loss"]
+    return metrics[monitor] > best[monitor]
 
 
 @dataclass
@@ -295,6 +314,7 @@ class Trainer:
             self._write_metrics([])
 
         stopped_early = False
+        monitor = cfg.monitored(recipe)
         for epoch in range(start_epoch, epochs):
             patience_spent = (best is not None and cfg.patience is not None
                               and epoch - best["epoch"] > cfg.patience)
@@ -311,8 +331,8 @@ class Trainer:
             if average is not None and epoch >= epochs - cfg.average_epochs:
                 average.add(_unwrap(model))
             if val_items is not None and dist.is_main:
-                record["val"] = self._validate(model, val_items)
-                if cfg.better(record["val"], best):
+                record["val"] = self._validate(model, val_items, monitor)
+                if better(record["val"], best, monitor):
                     best = {"epoch": epoch, **record["val"]}
                     if cfg.select == "best":
                         save_checkpoint(self._checkpoint_payload(
@@ -334,7 +354,7 @@ class Trainer:
                 model.load_state_dict(load_checkpoint(self.best_path, recipe=recipe.name,
                                                       map_location=self.device)["model"])
         else:
-            best = self._select_final(model, average, val_items, history, best)
+            best = self._select_final(model, average, val_items, history, best, monitor)
             if dist.is_main:
                 save_checkpoint(self._checkpoint_payload(
                     model, optimizer, scheduler, scaler, len(history) - 1, step, history,
@@ -360,18 +380,19 @@ class Trainer:
             len(training), cfg.batch_size, seed=cfg.seed, rank=dist.rank,
             world_size=dist.world_size, weights=weights))
 
-    def _validate(self, model: nn.Module, val_items: Sequence[Any]) -> dict[str, Any]:
-        """Validation metrics (and the validation loss when it is monitored)."""
+    def _validate(self, model: nn.Module, val_items: Sequence[Any],
+                  monitor: str) -> dict[str, Any]:
+        """Validation metrics (and the validation loss when it is ``monitor``)."""
         cfg, recipe = self.config, self.recipe
         metrics = evaluate(recipe, _unwrap(model), val_items, batch_size=cfg.eval_batch_size)
-        if cfg.monitor == "loss":
+        if monitor == "loss":
             metrics["loss"] = mean_loss(recipe, _unwrap(model), val_items,
                                         batch_size=cfg.eval_batch_size)
         return metrics
 
     def _select_final(self, model: nn.Module, average: WeightAverage | None,
                       val_items: Sequence[Any] | None, history: list[dict[str, Any]],
-                      best: dict[str, Any] | None) -> dict[str, Any] | None:
+                      best: dict[str, Any] | None, monitor: str) -> dict[str, Any] | None:
         """Load the final model of select="last" / "average" (or of "best" without
         validation) into ``model``; its validation metrics (None without validation)."""
         if average is not None:
@@ -382,7 +403,7 @@ class Trainer:
         if average is None and "val" in history[-1]:
             return {"epoch": last, **history[-1]["val"]}
         return {"epoch": last, "averaged_epochs": average.count if average else 1,
-                **self._validate(model, val_items)}
+                **self._validate(model, val_items, monitor)}
 
     def _fitted_epoch(self, model: nn.Module, train_items: Sequence[Any]) -> dict[str, Any]:
         """The one epoch of a method fitted in fit_extra: its training loss, no steps."""

@@ -2,9 +2,12 @@
 utterance named, the empty-batch guard, per-speaker standardisation through the item hooks,
 state round trips (also of fastser 0.1 states)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from fastser.audio.io import AudioSpan
 from fastser.data.corpus import Utterance
 from fastser.errors import AudioError, SettingsError, UserError
 from toy_recipe import LABELS, ToyRecipe
@@ -39,7 +42,7 @@ def test_speaker_norm_standardises_each_speaker_with_its_own_statistics(tmp_path
     gen = torch.Generator().manual_seed(0)
     waves = {u.id: 0.1 * torch.randn(64, generator=gen) * (1 + 4 * (u.speaker == "b"))
              for u in utterances}
-    monkeypatch.setattr("fastser.train.recipe.load_audio", lambda path, rate: waves[path.stem])
+    monkeypatch.setattr(AudioSpan, "load", lambda span, rate: waves[Path(span.path).stem])
     plain = ToyRecipe(LABELS).featurize(utterances)
     normed = ToyRecipe(LABELS, speaker_norm=True).featurize(utterances)
     for speaker in ("a", "b"):

@@ -48,7 +48,8 @@ class MSTR(FrameTransformer):
     """Multi-Scale Temporal Transformer for utterance classification.
 
     features (B, T, input_dim) float, lengths int64 (B,) in [1, T] or None -> class logits
-    (B, num_classes).  ``implementation="reference"`` runs every block on the reference
+    (B, num_classes) and the ``affect_dims`` affect values after them.
+    ``implementation="reference"`` runs every block on the reference
     op (fastser.ops.reference.fractal_attention_reference) instead of the fused kernels, with
     the same parameters (state dicts are interchangeable)."""
 
@@ -56,14 +57,15 @@ class MSTR(FrameTransformer):
                  num_heads: int = 16, num_blocks: int = 4, p: int = 3, levels: int = 4,
                  ffn_dim: int = 2048, dropout: float = 0.1,
                  classifier_hidden: Optional[Sequence[int]] = None,
-                 implementation: str = "fused", positional_encoding: str = "none") -> None:
+                 implementation: str = "fused", positional_encoding: str = "none",
+                 affect_dims: int = 0) -> None:
         check_implementation(implementation, "MSTR")
         blocks: List[nn.Module] = [
             MSTRBlock(embed_dim, num_heads, ffn_dim, p=p, levels=levels, dropout=dropout,
                       implementation=implementation)
             for _ in range(num_blocks)]
         super().__init__("MSTR", blocks, input_dim, embed_dim, num_classes, classifier_hidden,
-                         dropout, positional_encoding)
+                         dropout, positional_encoding, affect_dims)
         self.p = p
         self.levels = levels
 

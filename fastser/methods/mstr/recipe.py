@@ -1,7 +1,11 @@
 """The MSTR recipe ("mstr") and its vanilla-Transformer baseline ("transformer").
 
-Both train an utterance classifier over frame features with cross-entropy; they differ only
-in the blocks' attention: MSTR's fused fractal attention (fastser.methods.mstr.model.MSTR) or
+Both train an utterance classifier over frame features with cross-entropy and, with affect
+``targets`` (valence, arousal, dominance), a regression head for dimensional emotion trained
+on 1 - CCC (``affect_loss``: CCC is how dimensional SER is scored, so it is optimised
+directly, as the MSP-Podcast challenge baselines do; the values standardised with the training
+set's statistics, :class:`fastser.train.kit.affect.AffectScale`); they differ only in the
+blocks' attention: MSTR's fused fractal attention (fastser.methods.mstr.model.MSTR) or
 full softmax self-attention (fastser.methods.mstr.transformer.VanillaTransformer).  The
 baseline is a recipe of its own so that ``fastser train/cv --model transformer`` runs it with
 the same features, sizes and settings, and the two compare one to one.
@@ -17,7 +21,8 @@ layer outputs) with the mean and standard deviation of the training frames (``fi
 identity before fitting).  With ``speaker_norm`` (the demo preset's setting) every speaker's
 frames are first standardised with that speaker's own statistics by the recipe base class (no
 labels needed, so test speakers too; a lone recording is its own speaker).  A batch is padded
-frames (B, T, *frame_shape) + lengths (B,) + labels (B,).
+frames (B, T, *frame_shape) + lengths (B,) + labels (B,) + affect (B, K) values of the affect
+targets.
 
 Settings: :class:`MSTRSettings` and :class:`TransformerSettings` (``fastser settings mstr`` /
 ``fastser settings transformer`` list them with their defaults).  ``implementation=
@@ -44,11 +49,14 @@ from fastser.audio.ssl import VADSettings
 from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import SettingsError
+from fastser.losses.affect import AFFECT_LOSSES
 from fastser.methods.mstr.model import MSTR
 from fastser.methods.mstr.transformer import (POSITIONAL_ENCODINGS, ClassProbabilities,
                                               CombinedLayers, VanillaTransformer, masked_mean)
 from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
                                class_weights, setting)
+from fastser.train.kit.affect import (EMOTION, TARGETS_DOC, AffectScale, check_targets,
+                                      weighted_affect_loss)
 from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
@@ -86,9 +94,20 @@ class TransformerSettings(SSLSettings, AugmentSettings, ClassWeightSettings):
         "none", "added to the projected input frames: sinusoidal (the original Transformer's) "
         "or none (then the baseline's full attention sees no frame order)",
         choices=POSITIONAL_ENCODINGS)
+    targets: tuple[str, ...] = setting((EMOTION,), TARGETS_DOC)
+    loss_weights: tuple[float, ...] | None = setting(
+        None, "weight of each target's loss, in targets order (null: 1 each)", low=0.0)
+    affect_loss: str = setting("ccc", "loss of each affect target (ccc: 1 - CCC, the metric "
+                               "of dimensional SER; mae; mse)", choices=AFFECT_LOSSES)
 
     def check(self, method: str) -> None:
         super().check(method)
+        check_targets(method, self.targets)
+        if self.loss_weights is not None and (len(self.loss_weights) != len(self.targets)
+                                              or not sum(self.loss_weights) > 0):
+            raise SettingsError(f"{method}: setting loss_weights must give one weight per "
+                                f"target {list(self.targets)}, not all 0; got "
+                                f"{list(self.loss_weights)}")
         if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
             raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
                                 f"sample at {SAMPLE_RATE} Hz")
@@ -138,10 +157,13 @@ PAPER = Preset("the paper's setting on IEMOCAP (Sec. 3.2, Table 1): HuBERT-large
 class FrameItem(NamedTuple):
     """One utterance: its feature frames (T, *frame_shape): MFCCs (T, n_mfcc) float32, or SSL
     layer outputs (T, *layer_shape) in the cache dtype (memory-mapped from the cache; float32
-    after per-speaker standardisation), and its class (-1: unknown)."""
+    after per-speaker standardisation), its class (-1: unknown), its values of the affect
+    targets (NaN where unknown) and its id."""
 
     frames: Tensor | np.ndarray
     label: int
+    affect: tuple[float, ...] = ()
+    id: str = "the recording"
 
 
 class TransformerRecipe(Recipe):
@@ -162,30 +184,39 @@ class TransformerRecipe(Recipe):
         self.ssl = SSLFeatures(self, VADSettings())
         self.feature_stats: FeatureStats | None = None
         self.class_weights: Tensor | None = None
+        self.affect_scale: AffectScale | None = None
 
     @property
     def on_ssl(self) -> bool:
         return self.settings.features == "ssl"
 
+    @property
+    def loss_weights(self) -> tuple[float, ...]:
+        return self.settings.loss_weights or (1.0,) * len(self.targets)
+
     def requirements(self, corpus: Corpus) -> list[str]:
-        return self.settings.pretrained_requirements() if self.on_ssl else []
+        return super().requirements(corpus) + (
+            self.settings.pretrained_requirements() if self.on_ssl else [])
 
     # -- features ------------------------------------------------------------------------------
     def raw_items(self, utterances: Sequence[Utterance]) -> list[FrameItem]:
         """SSL features come from (or go to) the disk cache (``cache``); MFCCs from the audio."""
         if not (self.on_ssl and self.settings.cache) or not utterances:
             return super().raw_items(utterances)
-        return [FrameItem(features, self.label_of(utterance)) for (features, _), utterance
+        return [self._item(features, utterance) for (features, _), utterance
                 in zip(self.ssl.cached(utterances), utterances)]
 
     def make_item(self, waveform: Tensor, utterance: Utterance | None, *,
                   words: Sequence[WordTiming] | None = None) -> FrameItem:
         """MFCC frames, or SSL layer outputs of the waveform cut to ``max_seconds``; ``words``
         are not used."""
-        if self.on_ssl:
-            return FrameItem(self.ssl.layer_outputs(self.ssl.truncate(waveform)),
-                             self.label_of(utterance))
-        return FrameItem(self.mfcc(waveform), self.label_of(utterance))
+        frames = (self.ssl.layer_outputs(self.ssl.truncate(waveform)) if self.on_ssl
+                  else self.mfcc(waveform))
+        return self._item(frames, utterance)
+
+    def _item(self, frames: Tensor | np.ndarray, utterance: Utterance | None) -> FrameItem:
+        return FrameItem(frames, self.label_of(utterance), self.affect_of(utterance),
+                         "the recording" if utterance is None else utterance.id)
 
     def item_features(self, item: FrameItem) -> Tensor:
         return _float32(item.frames)
@@ -195,12 +226,16 @@ class TransformerRecipe(Recipe):
 
     def fit_extra(self, train_items: Sequence[FrameItem]) -> None:
         """Per-coefficient mean and standard deviation of every training frame, the class
-        weights of the training labels (``class_weighted``) and, on SSL features, the hash of
-        the front end the model sees."""
+        weights of the training labels (``class_weighted``), the scale of the affect targets
+        and, on SSL features, the hash of the front end the model sees."""
         self.feature_stats = FeatureStats.fit([item.frames for item in train_items])
-        if self.settings.class_weighted:
+        if self.settings.class_weighted and self.predicts_emotion:
             self.class_weights = class_weights([item.label for item in train_items],
                                                self.num_classes)
+        if self.affect_targets:
+            self.affect_scale = AffectScale.fit(self.name, self.affect_targets,
+                                                [item.affect for item in train_items],
+                                                [item.id for item in train_items])
         if self.on_ssl:
             self.ssl.front_end  # noqa: B018  (records the front end's weights hash)
 
@@ -208,6 +243,8 @@ class TransformerRecipe(Recipe):
         state = {} if self.feature_stats is None else self.feature_stats.state()
         if self.class_weights is not None:
             state["class_weights"] = self.class_weights
+        if self.affect_scale is not None:
+            state["affect_scale"] = self.affect_scale.state()
         if self.ssl.weights_hash is not None:
             state["front_end_hash"] = self.ssl.weights_hash
         return state
@@ -215,12 +252,15 @@ class TransformerRecipe(Recipe):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.feature_stats = FeatureStats.from_state(state)
         self.class_weights = state.get("class_weights")
+        if "affect_scale" in state:
+            self.affect_scale = AffectScale.from_state(state["affect_scale"])
         self.ssl.weights_hash = state.get("front_end_hash")
 
     # -- model ---------------------------------------------------------------------------------
     def model_settings(self) -> dict[str, Any]:
         """The model's keyword arguments taken from the settings."""
-        return {key: getattr(self.settings, key) for key in MODEL_KEYS}
+        return {**{key: getattr(self.settings, key) for key in MODEL_KEYS},
+                "affect_dims": len(self.affect_targets)}
 
     def input_dim(self) -> int:
         """The frame size the model reads: n_mfcc, or the SSL front end's hidden size."""
@@ -239,23 +279,39 @@ class TransformerRecipe(Recipe):
     # -- batches -------------------------------------------------------------------------------
     def make_batch(self, items: list[FrameItem]) -> Batch:
         """Standardised frames padded with zeros (B, T, *frame_shape) float32, lengths (B,),
-        labels (B,)."""
+        labels (B,), affect (B, K) values of the affect targets (NaN where unknown)."""
         frames = [_float32(item.frames) for item in items]
         if self.feature_stats is not None:
             frames = [self.feature_stats.apply(f) for f in frames]
         features, lengths = pad_sequences(frames)
         return {"features": features, "lengths": lengths,
-                "labels": torch.tensor([item.label for item in items], dtype=torch.long)}
+                "labels": torch.tensor([item.label for item in items], dtype=torch.long),
+                "affect": torch.tensor([item.affect for item in items],
+                                       dtype=torch.float32).reshape(len(items), -1)}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = model(batch["features"], batch["lengths"])
-        if self.class_weights is None:
-            return F.cross_entropy(logits, batch["labels"])
-        return F.cross_entropy(logits.float(), batch["labels"],
-                               weight=self.class_weights.to(logits.device))
+        """Cross-entropy of the classes (class-weighted with ``class_weighted``) and
+        ``affect_loss`` of each affect target on standardised values, weighted by
+        ``loss_weights``."""
+        outputs = model(batch["features"], batch["lengths"])
+        weights = dict(zip(self.targets, self.loss_weights))
+        loss = outputs.new_zeros((), dtype=torch.float32)
+        if self.predicts_emotion:
+            per_class = (None if self.class_weights is None
+                         else self.class_weights.to(outputs.device))
+            loss = loss + weights[EMOTION] * F.cross_entropy(
+                outputs[:, :self.num_classes].float(), batch["labels"], weight=per_class)
+        if self.affect_targets:
+            loss = loss + weighted_affect_loss(
+                outputs[:, self.num_classes:], batch["affect"], self.affect_scale,
+                self.settings.affect_loss, [weights[name] for name in self.affect_targets])
+        return loss
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
-        return Predictions(model(batch["features"], batch["lengths"]).softmax(dim=1))
+        outputs = model(batch["features"], batch["lengths"]).float()
+        affect = (self.affect_scale.restore(outputs[:, self.num_classes:])
+                  if self.affect_targets else None)
+        return Predictions(outputs[:, :self.num_classes].softmax(dim=1), affect=affect)
 
     def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
         """The last block's frames and their mean over each utterance's valid frames, which

@@ -190,19 +190,23 @@ def classifier_head(embed_dim: int, hidden: Sequence[int], num_classes: int,
 
 
 class FrameTransformer(nn.Module):
-    """features (B, T, input_dim), lengths int64 (B,) or None -> class logits (B, C).
+    """features (B, T, input_dim), lengths int64 (B,) or None -> outputs (B, C + K): class
+    logits (C = num_classes) then affect values (K = affect_dims, the regression head of
+    dimensional emotion; 0 by default).
 
     Input projection to ``embed_dim`` (plus the positional encoding, if any), the blocks,
-    masked mean pooling over valid frames, the 3-FC classifier.  Subclasses choose the blocks'
+    masked mean pooling over valid frames, the 3-FC head.  Subclasses choose the blocks'
     attention."""
 
     def __init__(self, name: str, blocks: List[nn.Module], input_dim: int, embed_dim: int,
                  num_classes: int, classifier_hidden: Optional[Sequence[int]],
-                 dropout: float, positional_encoding: str = "none") -> None:
+                 dropout: float, positional_encoding: str = "none", affect_dims: int = 0) -> None:
         super().__init__()
-        if input_dim < 1 or num_classes < 2:
-            raise ValueError(f"{name}: need input_dim >= 1 and num_classes >= 2, got "
-                             f"input_dim={input_dim}, num_classes={num_classes}")
+        if input_dim < 1 or num_classes == 1 or num_classes < 0 or affect_dims < 0 \
+                or num_classes + affect_dims < 1:
+            raise ValueError(f"{name}: need input_dim >= 1, num_classes 0 or >= 2 and at least "
+                             f"one output, got input_dim={input_dim}, num_classes={num_classes}"
+                             f", affect_dims={affect_dims}")
         if positional_encoding not in POSITIONAL_ENCODINGS:
             raise ValueError(f"{name}: positional_encoding must be one of "
                              f"{POSITIONAL_ENCODINGS}, got {positional_encoding!r}")
@@ -211,10 +215,11 @@ class FrameTransformer(nn.Module):
         self.input_dim = input_dim
         self.embed_dim = embed_dim
         self.num_classes = num_classes
+        self.affect_dims = affect_dims
         self.input_proj = nn.Linear(input_dim, embed_dim)
         self.blocks = nn.ModuleList(blocks)
         hidden = classifier_hidden or (max(embed_dim // 2, 1), max(embed_dim // 4, 1))
-        self.classifier = classifier_head(embed_dim, hidden, num_classes, dropout)
+        self.classifier = classifier_head(embed_dim, hidden, num_classes + affect_dims, dropout)
 
     @torch.jit.export
     def encode(self, features: Tensor, lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -242,13 +247,15 @@ class VanillaTransformer(FrameTransformer):
     """The vanilla-Transformer baseline of MSTR: the same sizes and skeleton with full softmax
     self-attention (``F.scaled_dot_product_attention`` with a key-padding mask).
 
-    features (B, T, input_dim), lengths (B,) or None -> logits (B, num_classes).
+    features (B, T, input_dim), lengths (B,) or None -> logits (B, num_classes) and the
+    ``affect_dims`` affect values after them.
     ``implementation="reference"``: attention written as matmul, masked softmax, matmul."""
 
     def __init__(self, input_dim: int = 1024, num_classes: int = 4, *, embed_dim: int = 1024,
                  num_heads: int = 16, num_blocks: int = 4, ffn_dim: int = 2048,
                  dropout: float = 0.1, classifier_hidden: Optional[Sequence[int]] = None,
-                 implementation: str = "fused", positional_encoding: str = "none") -> None:
+                 implementation: str = "fused", positional_encoding: str = "none",
+                 affect_dims: int = 0) -> None:
         check_implementation(implementation, "VanillaTransformer")
         blocks: List[nn.Module] = [
             EncoderBlock(FullSelfAttention(embed_dim, num_heads,
@@ -256,17 +263,18 @@ class VanillaTransformer(FrameTransformer):
                          embed_dim, ffn_dim, dropout)
             for _ in range(num_blocks)]
         super().__init__("VanillaTransformer", blocks, input_dim, embed_dim, num_classes,
-                         classifier_hidden, dropout, positional_encoding)
+                         classifier_hidden, dropout, positional_encoding, affect_dims)
 
 
 class CombinedLayers(nn.Module):
     """A :class:`FrameTransformer` over SSL layer outputs (B, T, L, D): the learned weighted
     layer sum (``combine``, (B, T, L, D) -> (B, T, D)), then the model. lengths (B,) or None
-    -> logits (B, C)."""
+    -> outputs (B, C + K) as the model's."""
 
     def __init__(self, combine: nn.Module, model: FrameTransformer) -> None:
         super().__init__()
         self.combine, self.model = combine, model
+        self.num_classes, self.affect_dims = model.num_classes, model.affect_dims
 
     def forward(self, layers: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         return self.model(self.combine(layers), lengths)
@@ -280,6 +288,7 @@ class ClassProbabilities(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.num_classes = model.num_classes
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
-        return torch.softmax(self.model(features, lengths), dim=1)
+        return torch.softmax(self.model(features, lengths)[:, :self.num_classes], dim=1)

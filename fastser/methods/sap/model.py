@@ -6,8 +6,9 @@ For an utterance with n valid frames x_0..x_{n-1} (D each) and VAD speech frames
 - the speech frames attend to one another only (multi-head self-attention with keys and
   queries in S), SAP = mean of the attention outputs over S;
 - SR = [GAP, SAP] (2D) -> Linear(2D, 32) -> ReLU -> dropout -> an emotion classifier (C) and a
-  valence/arousal regressor (2), trained jointly. ``pooling="gap"`` or ``"sap"`` keeps one of
-  the two (Table 1's GAP and SAP rows: D features; "gap" never runs the attention).
+  affect regressor (valence and arousal in the paper), trained jointly. ``pooling="gap"`` or
+  ``"sap"`` keeps one of the two (Table 1's GAP and SAP rows: D features; "gap" never runs
+  the attention).
 An utterance in which VAD finds no speech pools all its valid frames instead (``fallback``).
 
 The batched pooling packs each utterance's speech frames to the front (a stable sort of the
@@ -34,7 +35,8 @@ POOLINGS = ("gap+sap", "gap", "sap")
 
 
 class SAPOutput(NamedTuple):
-    """logits (B, C); regression (B, 2) = (valence, arousal), (B, 0) without regressors;
+    """logits (B, C); regression (B, K): one value per affect target (the paper's valence and
+    arousal), (B, 0) without regressors;
     fallback (B,) bool: VAD found no speech, so all valid frames were pooled."""
 
     logits: Tensor
@@ -91,9 +93,10 @@ def speech_frames(lengths: Tensor, speech: Tensor) -> Tuple[Tensor, Tensor, Tens
 class SAPHead(nn.Module):
     """SSL features (B, F, D), frame lengths (B,), VAD speech mask (B, F) -> SAPOutput.
 
-    heads must divide D. regression=False drops the valence/arousal regressor (the output's
-    regression is then (B, 0)). sr_norm standardises SR over the batch (batch norm without
-    affine parameters; running statistics in eval mode and for a training batch of one), an
+    heads must divide D. affect_dims: outputs of the affect regressor (0: none, the output's
+    regression is then (B, 0)); num_classes may be 0 (affect regression only). sr_norm
+    standardises SR over the batch (batch norm without affine parameters; running statistics
+    in eval mode and for a training batch of one), an
     addition to the paper for features whose dimensions spread on very different scales,
     such as those of a randomly initialised SSL model. implementation: "fused" pools the
     batch at once (:meth:`pool`), "reference" one utterance at a time (:meth:`pool_loop`).
@@ -101,7 +104,7 @@ class SAPHead(nn.Module):
 
     def __init__(self, input_dim: int, num_classes: int, *, heads: int = 8,
                  proj_dim: int = 32, dropout: float = 0.1, attention_dropout: float = 0.0,
-                 regression: bool = True, sr_norm: bool = False,
+                 affect_dims: int = 2, sr_norm: bool = False,
                  implementation: str = "fused", pooling: str = "gap+sap") -> None:
         super().__init__()
         if input_dim % heads:
@@ -119,7 +122,7 @@ class SAPHead(nn.Module):
         self.projection = nn.Sequential(nn.Linear(width, proj_dim), nn.ReLU(),
                                         nn.Dropout(dropout))
         self.classifier = nn.Linear(proj_dim, num_classes)
-        self.regressor = nn.Linear(proj_dim, 2 if regression else 0)
+        self.regressor = nn.Linear(proj_dim, affect_dims)
 
     def forward(self, features: Tensor, lengths: Tensor, speech: Tensor) -> SAPOutput:
         sr, fallback = self.pooled(features, lengths, speech)

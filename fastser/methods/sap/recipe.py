@@ -1,6 +1,10 @@
 """The SAP recipe: SSL front end + VAD speech mask + the SAP head (fastser.methods.sap.model),
-trained on 0.5 · class-weighted CE + 0.25 · MAE(valence) + 0.25 · MAE(arousal)
-(``loss_weights``).
+trained on 0.5 · class-weighted CE + 0.25 · MAE(valence) + 0.25 · MAE(arousal), the paper's
+multitask loss (settings ``targets``, ``loss_weights``, ``affect_loss``). ``targets`` may be any
+of the emotion classes and the affect dimensions valence, arousal, dominance: affect only is
+dimensional emotion recognition. Affect values are learnt standardised with the training set's
+statistics (:class:`fastser.train.kit.affect.AffectScale`, stored in the checkpoint) and
+predicted on the corpus' scale.
 
 The front end is a ``transformers`` SSL model (WavLM, HuBERT, wav2vec 2.0; its settings and
 building are shared with MSTR: :mod:`fastser.train.kit.ssl`): pretrained weights (``ssl_path``:
@@ -31,7 +35,6 @@ Settings: :class:`SAPSettings` (``fastser settings sap`` lists them with their d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -45,9 +48,12 @@ from fastser.audio.ssl import SSLFrontEnd, VADSettings, speech_mask
 from fastser.audio.vad import SSL_RECEPTIVE_FIELD, VAD_FRAME_MS
 from fastser.data.collate import pad_sequences
 from fastser.data.corpus import Corpus, Utterance
-from fastser.errors import CorpusError, SettingsError, UserError
+from fastser.errors import SettingsError, UserError
+from fastser.losses.affect import AFFECT_LOSSES
 from fastser.methods.sap.model import POOLINGS, SAPHead, SAPModel
 from fastser.train.kit import AugmentSettings, Preset, class_weights, setting
+from fastser.train.kit.affect import (EMOTION, TARGETS_DOC, AffectScale, check_targets,
+                                      weighted_affect_loss)
 from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
@@ -76,17 +82,22 @@ class SAPSettings(SSLSettings, AugmentSettings):
                            choices=POOLINGS)
     sr_norm: bool = setting(False, "standardise [GAP, SAP] over the batch (batch norm without "
                             "affine parameters; an addition to the paper)")
-    regression: bool = setting(True, "valence/arousal regressors trained with the classifier "
-                               "(false: classification only)")
-    loss_weights: tuple[float, float, float] = setting(
-        (0.5, 0.25, 0.25), "weights of the class-weighted CE, the valence MAE and the arousal "
-        "MAE (CE > 0)", low=0.0)
+    targets: tuple[str, ...] = setting((EMOTION, "valence", "arousal"),
+                                       TARGETS_DOC + "; the paper's: emotion, valence, arousal")
+    loss_weights: tuple[float, ...] | None = setting(
+        None, "weight of each target's loss, in targets order (null: the paper's 0.5 for the "
+        "class-weighted emotion CE and 0.25 for each affect dimension)", low=0.0)
+    affect_loss: str = setting("mae", "loss of each affect dimension (mae: the paper's; ccc: "
+                               "1 - CCC, the metric of dimensional SER)", choices=AFFECT_LOSSES)
 
     def check(self, method: str) -> None:
         super().check(method)
-        if self.loss_weights[0] <= 0:
-            raise SettingsError(f"{method}: setting loss_weights must be (CE, MAE valence, MAE "
-                                f"arousal) with CE > 0; got {self.loss_weights}")
+        check_targets(method, self.targets)
+        if self.loss_weights is not None and (len(self.loss_weights) != len(self.targets)
+                                              or not sum(self.loss_weights) > 0):
+            raise SettingsError(f"{method}: setting loss_weights must give one weight per "
+                                f"target {list(self.targets)}, not all 0; got "
+                                f"{list(self.loss_weights)}")
         if self.speaker_norm and not self.frozen:
             raise SettingsError(f"{method}: setting speaker_norm standardises cached SSL "
                                 "features, so it needs a frozen front end (frozen=True)")
@@ -98,19 +109,36 @@ class SAPSettings(SSLSettings, AugmentSettings):
             raise SettingsError(f"{method}: setting heads ({self.heads}) must divide the SSL "
                                 f"hidden size ({hidden})")
 
+    @classmethod
+    def upgrade(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Settings of earlier releases: ``regression`` (valence/arousal regressors, trained
+        when their loss weights were not both 0) became ``targets``."""
+        values = super().upgrade(values)
+        if "regression" in values:
+            regression = values.pop("regression")
+            if not isinstance(regression, bool):
+                raise SettingsError(f"sap: setting regression (now: targets): expected "
+                                    f"true/false, got {regression!r}")
+            weights = tuple(values.get("loss_weights") or (0.5, 0.25, 0.25))
+            if regression and any(weights[1:]):
+                values.setdefault("targets", (EMOTION, "valence", "arousal"))
+            else:
+                values.setdefault("targets", (EMOTION,))
+                values["loss_weights"] = weights[:1]
+        return values
+
 
 @dataclass
 class SAPItem:
     """One utterance: ``inputs`` are its SSL layer outputs (F, *layer_shape) in the cache
     dtype, or float32 after per-speaker standardisation (frozen front end), or its 16 kHz
-    waveform (N,) float32 (fine-tuning); ``speech`` (F,) bool VAD mask; valence/arousal NaN
-    where unknown."""
+    waveform (N,) float32 (fine-tuning); ``speech`` (F,) bool VAD mask; ``affect``: its
+    values of the recipe's affect targets (NaN where unknown)."""
 
     inputs: np.ndarray | torch.Tensor
     speech: torch.Tensor
     label: int
-    valence: float
-    arousal: float
+    affect: tuple[float, ...]
     id: str
 
 
@@ -136,7 +164,9 @@ class SAPRecipe(Recipe):
                                          "ssl_path": "microsoft/wavlm-large", "layer": "last",
                                          "frozen": False, "max_seconds": 19.0,
                                          "pooling": "gap+sap", "proj_dim": 32,
-                                         "loss_weights": (0.5, 0.25, 0.25), "regression": True,
+                                         "targets": (EMOTION, "valence", "arousal"),
+                                         "loss_weights": (0.5, 0.25, 0.25),
+                                         "affect_loss": "mae",
                                          "sr_norm": False},
                                training={"optimizer": "adamw", "weight_decay": 0.0,
                                          "lr": 3e-5, "batch_size": 64, "epochs": 30,
@@ -148,16 +178,17 @@ class SAPRecipe(Recipe):
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         super().__init__(label_names, **settings)
         self.class_weights: list[float] | None = None
-        self.va_mean: list[float] | None = None
+        self.affect_scale: AffectScale | None = None
         self.ssl = SSLFeatures(self, self.vad)
         self._fallbacks: torch.Tensor | None = None
 
-    # -- front end -----------------------------------------------------------------------------
     @property
-    def regression(self) -> bool:
-        """Whether the model has valence/arousal regressors and the loss uses them."""
-        weights = self.settings.loss_weights
-        return self.settings.regression and (weights[1] > 0 or weights[2] > 0)
+    def loss_weights(self) -> tuple[float, ...]:
+        """The weight of each target's loss (the setting, or the paper's)."""
+        return self.settings.loss_weights or tuple(0.5 if t == EMOTION else 0.25
+                                                   for t in self.targets)
+
+    # -- front end -----------------------------------------------------------------------------
 
     def requirements(self, corpus: Corpus) -> list[str]:
         return self.settings.pretrained_requirements()
@@ -173,26 +204,30 @@ class SAPRecipe(Recipe):
 
     # -- state ---------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        """Class weights, V/A means and the frozen front end's hash, from :meth:`fit_extra`."""
-        return {"class_weights": self.class_weights, "va_mean": self.va_mean,
-                "front_end_hash": self.ssl.weights_hash}
+        """Class weights, the affect scale and the frozen front end's hash, from
+        :meth:`fit_extra`."""
+        return {"class_weights": self.class_weights, "front_end_hash": self.ssl.weights_hash,
+                "affect_scale": None if self.affect_scale is None else self.affect_scale.state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.class_weights = state.get("class_weights")
-        self.va_mean = state.get("va_mean")
         self.ssl.weights_hash = state.get("front_end_hash")
+        if state.get("affect_scale") is not None:
+            self.affect_scale = AffectScale.from_state(state["affect_scale"])
+        elif state.get("va_mean") is not None:  # fastser 0.1: values learnt unscaled
+            self.affect_scale = AffectScale.identity(self.affect_targets)
 
     def fit_extra(self, train_items: Sequence[SAPItem]) -> None:
         """Class weights N / (C · n_c) of the training labels (0 for a class with no training
-        utterance), training V/A means (the regressor's initial bias); every training
-        utterance must have V/A when the loss uses them."""
-        self.class_weights = class_weights([item.label for item in train_items],
-                                           self.num_classes).tolist()
-        if self.regression:
-            missing = [item.id for item in train_items if _missing_va(item)]
-            _raise_missing_va(missing)
-            self.va_mean = [float(np.mean([item.valence for item in train_items])),
-                            float(np.mean([item.arousal for item in train_items]))]
+        utterance) and the scale of the affect targets; every training utterance must have
+        every affect target."""
+        if self.predicts_emotion:
+            self.class_weights = class_weights([item.label for item in train_items],
+                                               self.num_classes).tolist()
+        if self.affect_targets:
+            self.affect_scale = AffectScale.fit(self.name, self.affect_targets,
+                                                [item.affect for item in train_items],
+                                                [item.id for item in train_items])
         if self.settings.frozen:
             self.front_end  # noqa: B018  (records the hash of the front end the model sees)
 
@@ -203,11 +238,9 @@ class SAPRecipe(Recipe):
         layers = self.front_end if s.frozen else front_end
         head = SAPHead(layers.hidden_size, self.num_classes, heads=s.heads,
                        proj_dim=s.proj_dim, dropout=s.dropout,
-                       attention_dropout=s.attention_dropout, regression=self.regression,
-                       sr_norm=s.sr_norm, implementation=s.implementation, pooling=s.pooling)
-        if self.regression and self.va_mean is not None:
-            with torch.no_grad():
-                head.regressor.bias.copy_(torch.tensor(self.va_mean))
+                       attention_dropout=s.attention_dropout,
+                       affect_dims=len(self.affect_targets), sr_norm=s.sr_norm,
+                       implementation=s.implementation, pooling=s.pooling)
         if front_end is not None:
             return SAPModel(head, front_end=front_end)
         return SAPModel(head, combine=self.ssl.layer_combiner())
@@ -235,12 +268,8 @@ class SAPRecipe(Recipe):
 
     def _item(self, inputs: np.ndarray | Tensor, speech: Tensor,
               utterance: Utterance | None) -> SAPItem:
-        if utterance is None:
-            return SAPItem(inputs, speech, -1, math.nan, math.nan, "the recording")
-        valence = math.nan if utterance.valence is None else float(utterance.valence)
-        arousal = math.nan if utterance.arousal is None else float(utterance.arousal)
-        return SAPItem(inputs, speech, self.label_of(utterance), valence, arousal,
-                       utterance.id)
+        return SAPItem(inputs, speech, self.label_of(utterance), self.affect_of(utterance),
+                       "the recording" if utterance is None else utterance.id)
 
     def item_features(self, item: SAPItem) -> Tensor:
         """The item's SSL layer outputs (F, *layer_shape) as float32 (frozen front ends; the
@@ -254,7 +283,7 @@ class SAPRecipe(Recipe):
     def make_batch(self, items: list[SAPItem]) -> Batch:
         """inputs: (B, F, *layer_shape) float32 SSL layer outputs with lengths = frame counts
         (frozen), or (B, N) waveforms with lengths = sample counts (fine-tuning); speech (B, F)
-        bool; labels (B,); targets (B, 2) valence, arousal (NaN where unknown)."""
+        bool; labels (B,); affect (B, K) the affect targets' values (NaN where unknown)."""
         speech, _ = pad_sequences([item.speech for item in items])
         if self.settings.frozen:
             inputs, lengths = pad_sequences([_float32(item.inputs) for item in items])
@@ -262,36 +291,40 @@ class SAPRecipe(Recipe):
             inputs, lengths = pad_sequences([item.inputs for item in items])
         return {"inputs": inputs, "lengths": lengths, "speech": speech,
                 "labels": torch.tensor([item.label for item in items], dtype=torch.long),
-                "targets": torch.tensor([[item.valence, item.arousal] for item in items],
-                                        dtype=torch.float32),
-                "ids": [item.id for item in items],
-                "missing_va": [item.id for item in items if _missing_va(item)]}
+                "affect": torch.tensor([item.affect for item in items],
+                                       dtype=torch.float32).reshape(len(items), -1),
+                "ids": [item.id for item in items]}
 
     # -- training and prediction ---------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        """0.5 · class-weighted CE + 0.25 · MAE valence + 0.25 · MAE arousal (loss_weights)."""
-        if self.class_weights is None:
+        """The weighted sum (``loss_weights``) of the class-weighted emotion CE and each affect
+        target's ``affect_loss`` on standardised values: by default 0.5 · CE + 0.25 · MAE
+        valence + 0.25 · MAE arousal."""
+        if self.predicts_emotion and self.class_weights is None:
             raise RuntimeError("sap: class weights are unset; call fit_extra(train_items) "
                                "before computing the loss")
-        if self.regression:
-            _raise_missing_va(batch["missing_va"])
         out = model(batch["inputs"], batch["lengths"], batch["speech"])
         if model.training:  # the count is of training utterances (not a validation loss's)
             fallbacks = out.fallback.sum()
             self._fallbacks = (fallbacks if self._fallbacks is None
                                else self._fallbacks + fallbacks)
-        weights = torch.tensor(self.class_weights, dtype=out.logits.dtype,
-                               device=out.logits.device)
-        w_ce, w_v, w_a = self.settings.loss_weights
-        loss = w_ce * F.cross_entropy(out.logits.float(), batch["labels"], weight=weights.float())
-        if self.regression:
-            mae = (out.regression.float() - batch["targets"]).abs().mean(dim=0)
-            loss = loss + w_v * mae[0] + w_a * mae[1]
+        weights = dict(zip(self.targets, self.loss_weights))
+        loss = out.regression.new_zeros((), dtype=torch.float32)
+        if self.predicts_emotion:
+            per_class = torch.tensor(self.class_weights, device=out.logits.device)
+            loss = loss + weights[EMOTION] * F.cross_entropy(out.logits.float(), batch["labels"],
+                                                             weight=per_class.float())
+        if self.affect_targets:
+            loss = loss + weighted_affect_loss(
+                out.regression, batch["affect"], self.affect_scale, self.settings.affect_loss,
+                [weights[name] for name in self.affect_targets])
         return loss
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         out = model(batch["inputs"], batch["lengths"], batch["speech"])
-        return Predictions(out.logits.float().softmax(dim=1))
+        affect = (self.affect_scale.restore(out.regression.float()) if self.affect_targets
+                  else None)
+        return Predictions(out.logits.float().softmax(dim=1), affect=affect)
 
     def embed(self, model: nn.Module, batch: Batch) -> Embeddings:
         """SR = [GAP, SAP] over the SSL features (B, 2 * hidden size)."""
@@ -324,14 +357,3 @@ def _float32(inputs: np.ndarray | Tensor) -> Tensor:
     tensor."""
     return torch.from_numpy(np.array(inputs, dtype=np.float32))
 
-
-def _missing_va(item: SAPItem) -> bool:
-    return math.isnan(item.valence) or math.isnan(item.arousal)
-
-
-def _raise_missing_va(ids: Sequence[str]) -> None:
-    if ids:
-        more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
-        raise CorpusError(f"sap: utterance {ids[0]!r}{more} has no valence/arousal label, which "
-                          "the multitask loss needs (set regression=False, or its loss "
-                          "weights to 0, for corpora without them)")

@@ -182,8 +182,10 @@ def test_bad_configuration():
         VanillaTransformer(INPUT_DIM, CLASSES, embed_dim=30, num_heads=4)
     with pytest.raises(ValueError, match="p must be >= 2"):
         MSTR(INPUT_DIM, CLASSES, p=1, **SMALL)
-    with pytest.raises(ValueError, match="num_classes >= 2"):
+    with pytest.raises(ValueError, match="num_classes 0 or >= 2 and at least one output"):
         MSTR(INPUT_DIM, 1, **SMALL)
+    with pytest.raises(ValueError, match="at least one output"):
+        MSTR(INPUT_DIM, 0, **SMALL)
     with pytest.raises(ValueError, match="classifier_hidden must be two positive sizes"):
         MSTR(INPUT_DIM, CLASSES, classifier_hidden=(8,), **SMALL)
     for model_class in (MSTR, VanillaTransformer):

@@ -145,7 +145,7 @@ def test_shapes_and_dropped_regressors():
     out = head()(features, lengths, speech)
     assert out.logits.shape == (6, 4) and out.regression.shape == (6, 2)
     assert out.fallback.dtype == torch.bool
-    out = head(regression=False)(features, lengths, speech)
+    out = head(affect_dims=0)(features, lengths, speech)
     assert out.regression.shape == (6, 0)
 
 

@@ -74,12 +74,13 @@ def test_items_and_batches(corpus, cache_dir, items):
     item = items[0]
     assert item.inputs.dtype == np.float16 and item.inputs.shape[1:] == (3, 32)
     assert item.speech.shape == (item.inputs.shape[0],) and item.speech.dtype == torch.bool
-    assert (item.valence, item.arousal) == (corpus[0].valence, corpus[0].arousal)
+    assert item.affect == (corpus[0].valence, corpus[0].arousal)
     batch = recipe(corpus, cache_dir).collate(items[:5])
     frames = [i.inputs.shape[0] for i in items[:5]]
     assert batch["inputs"].shape == (5, max(frames), 3, 32)
     assert batch["inputs"].dtype == torch.float32 and batch["lengths"].tolist() == frames
-    assert batch["speech"].shape == (5, max(frames)) and batch["missing_va"] == []
+    assert batch["speech"].shape == (5, max(frames))
+    assert torch.equal(batch["affect"], torch.tensor([[u.valence, u.arousal] for u in corpus[:5]]))
     assert batch["labels"].tolist() == [corpus.label_index(u.label) for u in corpus[:5]]
 
 
@@ -125,7 +126,7 @@ def test_item_from_audio_matches_cached_features(corpus, cache_dir, items):
     np.testing.assert_allclose(fresh.inputs.astype(np.float32),
                                items[3].inputs.astype(np.float32), rtol=2e-3, atol=1e-4)
     unlabelled = r.item_from_audio(load_audio(corpus[3].path))
-    assert unlabelled.label == -1 and np.isnan(unlabelled.valence)
+    assert unlabelled.label == -1 and np.isnan(unlabelled.affect).all()
 
 
 def test_class_weights_restored_from_checkpoint(corpus, cache_dir, items, tmp_path):
@@ -136,11 +137,13 @@ def test_class_weights_restored_from_checkpoint(corpus, cache_dir, items, tmp_pa
     Trainer(r, TrainConfig(epochs=1, batch_size=6, progress=False), tmp_path).fit(uneven)
     want = [len(labels) / (4 * c) if c else 0.0 for c in counts]
     np.testing.assert_allclose(r.class_weights, want)
-    assert r.va_mean == pytest.approx([np.mean([i.valence for i in uneven]),
-                                       np.mean([i.arousal for i in uneven])])
+    values = np.array([i.affect for i in uneven])
+    assert r.affect_scale.mean == pytest.approx(tuple(values.mean(0)))
+    assert r.affect_scale.std == pytest.approx(tuple(values.std(0)))
     payload = load_checkpoint(tmp_path / "last.pt", recipe="sap")
     restored = recipe_class("sap").from_state(payload["recipe_state"])
-    assert restored.class_weights == r.class_weights and restored.va_mean == r.va_mean
+    assert restored.class_weights == r.class_weights
+    assert restored.affect_scale == r.affect_scale
     model = restored.build_model()
     model.load_state_dict(payload["model"])
     batch = restored.collate(items[:8])
@@ -151,16 +154,18 @@ def test_class_weights_restored_from_checkpoint(corpus, cache_dir, items, tmp_pa
     assert torch.equal(a, b)
 
 
-def test_loss_is_weighted_ce_plus_va_mae(corpus, cache_dir, items):
+def test_loss_is_weighted_ce_plus_standardised_va_mae(corpus, cache_dir, items):
     r, model = fitted(corpus, cache_dir, items, loss_weights=(0.5, 0.3, 0.2))
     batch = r.collate(items[:8])
     model.eval()
     out = model(batch["inputs"], batch["lengths"], batch["speech"])
     weights = torch.tensor(r.class_weights, dtype=torch.float32)
     ce = torch.nn.functional.cross_entropy(out.logits, batch["labels"], weight=weights)
-    mae = (out.regression - batch["targets"]).abs().mean(dim=0)
+    mean, std = torch.tensor(r.affect_scale.mean), torch.tensor(r.affect_scale.std)
+    mae = (out.regression - (batch["affect"] - mean) / std).abs().mean(dim=0)
     torch.testing.assert_close(r.loss(model, batch), 0.5 * ce + 0.3 * mae[0] + 0.2 * mae[1])
-    assert model.head.regressor.bias.tolist() == pytest.approx(r.va_mean)
+    predicted = r.predict(model, batch).affect  # on the corpus' scale
+    torch.testing.assert_close(predicted, out.regression * std + mean)
 
 
 def test_missing_valence_arousal(corpus, cache_dir, tmp_path):
@@ -168,19 +173,39 @@ def test_missing_valence_arousal(corpus, cache_dir, tmp_path):
     utterances[5] = dataclasses.replace(utterances[5], arousal=None)
     r = recipe(corpus, cache_dir)
     items = r.featurize(utterances)
-    with pytest.raises(CorpusError, match=f"utterance '{utterances[5].id}' has no "
-                                          "valence/arousal label"):
+    with pytest.raises(CorpusError, match=f"sap: training utterance '{utterances[5].id}' has "
+                                          "no arousal value"):
         r.fit_extra(items)
-    r.fit_extra(items[:5])
+    r = recipe(corpus, cache_dir, targets=["emotion"])
+    r.fit_extra(items)
     model = r.build_model()
-    with pytest.raises(CorpusError, match=f"utterance '{utterances[5].id}' has no valence"):
-        r.loss(model, r.collate(items[4:]))
-    for config in ({"regression": False}, {"loss_weights": (1.0, 0.0, 0.0)}):
-        r = recipe(corpus, cache_dir, **config)
-        r.fit_extra(items)
-        model = r.build_model()
-        assert model.head.regressor.out_features == 0
-        assert torch.isfinite(r.loss(model, r.collate(items)))
+    assert model.head.regressor.out_features == 0 and r.loss_weights == (0.5,)
+    assert torch.isfinite(r.loss(model, r.collate(items)))
+
+
+def test_settings_of_earlier_releases_become_targets(corpus, cache_dir):
+    old = {"regression": False, "loss_weights": (0.5, 0.25, 0.25)}
+    assert SAPSettings.build("sap", dict(old)).targets == ("emotion",)
+    assert SAPSettings.build("sap", dict(old)).loss_weights == (0.5,)
+    unused = SAPSettings.build("sap", {"regression": True, "loss_weights": (1.0, 0.0, 0.0)})
+    assert unused.targets == ("emotion",) and unused.loss_weights == (1.0,)
+    kept = SAPSettings.build("sap", {"regression": True, "loss_weights": (0.5, 0.0, 0.5)})
+    assert kept.targets == ("emotion", "valence", "arousal")
+    assert kept.loss_weights == (0.5, 0.0, 0.5)
+
+
+def test_affect_only_regression(corpus, cache_dir, items, tmp_path):
+    r = recipe(corpus, cache_dir, targets=["arousal", "valence"], affect_loss="ccc")
+    assert r.label_names == [] and r.affect_targets == ("arousal", "valence")
+    mine = r.featurize(list(corpus))
+    assert mine[0].label == -1 and mine[0].affect == (corpus[0].arousal, corpus[0].valence)
+    split = speaker_split(corpus, seed=0)
+    train = r.featurize(list(split.train))
+    fit = Trainer(r, TrainConfig(epochs=2, batch_size=4, progress=False),
+                  tmp_path).fit(train, r.featurize(list(split.validation)))
+    val = fit.history[-1]["val"]
+    assert "ua" not in val and set(val) >= {"ccc", "arousal_ccc", "valence_mae"}
+    assert fit.best["ccc"] == max(h["val"]["ccc"] for h in fit.history)
 
 
 def test_vad_fallback_is_counted(corpus, cache_dir, items):
@@ -188,7 +213,7 @@ def test_vad_fallback_is_counted(corpus, cache_dir, items):
     gen = torch.Generator().manual_seed(0)
     silent = r.item_from_audio(1e-4 * torch.randn(16000, generator=gen))
     assert not bool(silent.speech.any())
-    silent.label, silent.valence, silent.arousal = 0, 3.0, 3.0
+    silent.label, silent.affect = 0, (3.0, 3.0)
     assert r.epoch_logs() == {"vad_fallback_utterances": 0}
     r.loss(model, r.collate([silent, items[0], silent]))
     r.loss(model, r.collate([items[1], silent]))
@@ -279,7 +304,10 @@ def test_short_file_in_corpus(corpus, cache_dir, tmp_path):
     ({"ssl_config": "huge"}, "ssl_config must be a JSON object or one of"),
     ({"ssl_kind": "bert"}, r"setting ssl_kind: expected string \(one of"),
     ({"layer": "first"}, r"setting layer: expected string \(one of"),
-    ({"loss_weights": (0.0, 0.5, 0.5)}, "loss_weights must be .* with CE > 0"),
+    ({"loss_weights": (0.0, 0.0, 0.0)}, "loss_weights must give one weight per target"),
+    ({"loss_weights": (0.5, 0.5)}, "loss_weights must give one weight per target"),
+    ({"targets": ("emotion", "joy")}, "targets must name one or more of emotion, valence"),
+    ({"targets": ()}, "targets must name one or more of"),
     ({"loss_weights": (0.5, -0.25, 0.25)}, r"setting loss_weights: expected .* in \[0, inf\)"),
     ({"cache_dtype": "int8"}, r"setting cache_dtype: expected string \(one of"),
     ({"vad_aggressiveness": 5}, r"setting vad_aggressiveness: expected integer in \[0, 3\]"),
@@ -375,8 +403,11 @@ BAD_SETTINGS = [
     ("attention_dropout", 1.0),
     ("sr_norm", None),
     ("regression", "true"),
+    ("targets", ("joy",)),
+    ("targets", ("emotion", "emotion")),
+    ("affect_loss", "l1"),
     ("loss_weights", (1.0, 0.5)),
-    ("loss_weights", (0.0, 0.5, 0.5)),
+    ("loss_weights", (0.0, 0.0, 0.0)),
     ("loss_weights", (0.5, -0.1, 0.5)),
     ("loss_weights", (0.5, 0.2, float("inf"))),
 ]
@@ -402,10 +433,11 @@ def test_cross_setting_checks(corpus):
     r = make_recipe("sap", corpus.labels, ssl_kind="hubert", ssl_seed=7, layer="last",
                     frozen=False, cache=False, cache_dtype="float32", vad_frame_ms=10,
                     vad_aggressiveness=0, heads=8, proj_dim=1, dropout=0.0,
-                    attention_dropout=0.5, sr_norm=True, regression=False,
-                    loss_weights=[1, 0, 0], implementation="reference")
-    assert r.settings.loss_weights == (1.0, 0.0, 0.0) and r.settings.vad_frame_ms == 10
-    assert r.vad.frame_ms == 10 and r.vad.aggressiveness == 0 and not r.regression
+                    attention_dropout=0.5, sr_norm=True, targets=["emotion", "dominance"],
+                    loss_weights=[1, 0], affect_loss="mse", implementation="reference")
+    assert r.settings.loss_weights == (1.0, 0.0) and r.settings.vad_frame_ms == 10
+    assert r.vad.frame_ms == 10 and r.vad.aggressiveness == 0
+    assert r.affect_targets == ("dominance",) and r.settings.affect_loss == "mse"
 
 
 def test_ssl_config_as_json_object(corpus, cache_dir):
