@@ -96,9 +96,9 @@ def test_method_trains_and_predicts_under_cpu_bf16(name, tiny_corpus, tmp_path, 
     assert math.isfinite(result.history[0]["train_loss"])
     model = result.model
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not .bfloat16()
-    full, _ = predict_items(recipe, model, items[32:])
+    full = predict_items(recipe, model, items[32:])[0]
     with precision.autocast("bf16", CPU):
-        half, _ = predict_items(recipe, model, items[32:])
+        half = predict_items(recipe, model, items[32:])[0]
     assert half.probs.dtype == torch.float32
     torch.testing.assert_close(half.probs, full.probs, atol=0.05, rtol=0)
 
