@@ -5,6 +5,7 @@ that adds its parsers; the handlers are thin and call the library.
 - :mod:`.inference`: predict, export
 - :mod:`.bench`: bench
 - :mod:`.corpus`: synth
+- :mod:`.data`: data check, data convert
 - :mod:`.about`: info, demo
 
 A user's mistake (a :class:`fastser.errors.UserError`: bad path, option, setting, audio,
@@ -17,13 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastser.cli import about, bench, corpus, inference, training
+from fastser.cli import about, bench, corpus, data, inference, training
 from fastser.cli._common import CommandError
 from fastser.errors import UserError
 
 __all__ = ["CommandError", "build_parser", "main"]
 
-GROUPS = (training, inference, bench, corpus, about)
+GROUPS = (training, inference, bench, corpus, data, about)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,7 +72,7 @@ def _predict(args: argparse.Namespace) -> int:
             raise CommandError(f"--segments: {recognizer.recipe.name} scores whole utterances")
         if args.out:
             return PredictionTable(args.out, recognizer.labels, segments=args.segments,
-                                   force=args.force)
+                                   force=args.force, affect=recognizer.recipe.affect_targets)
         return TerminalPredictions(as_json=args.json)
 
     return _bulk(args, "predict", open_writer)
@@ -190,8 +190,10 @@ def _bulk_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="emotion of recordings",
-                       description="Label, per-class scores and (segment models) the segment "
-                                   "timeline of each recording, in batches; recordings that "
+                       description="Label, per-class scores, (segment models) the segment "
+                                   "timeline and (models with affect targets) the predicted "
+                                   "valence/arousal/dominance of each recording, in batches; "
+                                   "recordings that "
                                    "cannot be read are reported with the reason. Under "
                                    "torchrun, the processes share the inputs and rank 0 "
                                    "writes the output in input order.")

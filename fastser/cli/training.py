@@ -8,25 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastser.cli._common import (CommandError, add_checkpoint_options, checkpoint_options,
-                                 key_value_pairs, method_names, print_metrics)
+from fastser.cli._common import (CommandError, add_checkpoint_options, add_data_options,
+                                 checkpoint_options, data_options, key_value_pairs,
+                                 method_names, print_metrics)
 
 
 def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """--set pairs, each value parsed and checked by the method's settings."""
     return {key: recipe_cls.Settings.parse(recipe_cls.name, key, value) for key, value in pairs}
-
-
-def _data_options(pairs: list[str] | None) -> dict[str, Any]:
-    """--data-option KEY=VALUE pairs: the corpus reader's options, values read as JSON where
-    they are JSON (true, 7, ...), else as text."""
-    options: dict[str, Any] = {}
-    for key, value in key_value_pairs(pairs, "--data-option"):
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def _train_config(args: argparse.Namespace, model: str | None = None,
@@ -92,16 +81,23 @@ def _leaderboard_settings(models: list[str], pairs: list[tuple[str, str]]
     return per_method
 
 
+def _protocol(args: argparse.Namespace, default: str) -> str:
+    """--protocol, which a fold file (--folds) replaces."""
+    if args.folds is not None and args.protocol is not None:
+        raise CommandError("--folds gives the splits: pass either --folds or --protocol")
+    return args.protocol or default
+
+
 def _train(args: argparse.Namespace) -> int:
     from fastser.distributed import shutdown_distributed
     from fastser.workflows.pipeline import train_model
 
     config, settings = _train_config(args)
+    protocol = _protocol(args, "random")
     try:
-        run = train_model(args.model, args.data, args.out, config, settings=settings,
-                          protocol=args.protocol, fold=args.fold, resume=args.resume,
-                          force=args.force, data_options=_data_options(args.data_option),
-                          num_folds=args.num_folds)
+        run = train_model(args.model, data_options(args), args.out, config, settings=settings,
+                          protocol=protocol, fold=args.fold, resume=args.resume,
+                          force=args.force, num_folds=args.num_folds)
     finally:
         shutdown_distributed()
     if run.result.test:
@@ -115,9 +111,12 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from fastser.workflows.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
-                                 device=args.device or "cpu", **checkpoint_options(args),
-                                 data_options=_data_options(args.data_option))
+    if args.data is None and (args.labels or args.label_map or args.data_option):
+        raise CommandError("--labels, --label-map and --data-option apply to --data; without "
+                           "--data the run's own data, reader options and classes are used")
+    data = data_options(args) if args.data is not None else None
+    result = evaluate_checkpoint(args.checkpoint, data, split=args.split,
+                                 device=args.device or "cpu", **checkpoint_options(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -128,44 +127,44 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _cv(args: argparse.Namespace) -> int:
     from fastser.data.protocols import check_protocol
-    from fastser.data.sources import open_corpus
     from fastser.methods import make_recipe
     from fastser.workflows.cv import parse_seeds, run_cv, run_seeds
 
-    check_protocol(args.protocol)
+    protocol = _protocol(args, "session")
+    if args.folds is None:
+        check_protocol(protocol)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is not None and args.seed is not None:
         raise CommandError("--seed and --seeds: give one of them")
     if len(args.model) > 1:
-        return _leaderboard(args, seeds)
+        return _leaderboard(args, protocol, seeds)
     model = args.model[0]
     config, settings = _train_config(args, model)
     out = Path(args.out)
-    options = _data_options(args.data_option)
-    corpus = open_corpus(args.data, **options)
+    data = data_options(args)
+    corpus = data.open()
     recipe = lambda labels: make_recipe(model, labels, **settings)  # noqa: E731
-    common = dict(data=args.data, data_options=options, num_folds=args.num_folds,
-                  force=args.force)
+    common = dict(data=data, num_folds=args.num_folds, force=args.force)
+    how = f"the folds of {args.folds}" if args.folds else protocol
     if seeds is None:
-        result = run_cv(recipe, corpus, args.protocol, config, out, **common)
-        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, "
+        result = run_cv(recipe, corpus, protocol, config, out, **common)
+        print(f"\n{how} cross-validation of {model} on {args.data}, "
               f"{len(result.folds)} folds (tables and confusion matrices in {out}):")
         dependent = any(f["speaker_dependent"] for f in result.folds)
     else:
-        result = run_seeds(recipe, corpus, args.protocol, config, out, seeds, **common)
-        print(f"\n{args.protocol} cross-validation of {model} on {args.data}, mean of "
+        result = run_seeds(recipe, corpus, protocol, config, out, seeds, **common)
+        print(f"\n{how} cross-validation of {model} on {args.data}, mean of "
               f"{len(seeds)} seeds ± 95% CI over seeds (tables in {out}):")
         dependent = any(f["speaker_dependent"] for run in result.runs.values()
                         for f in run.folds)
     if dependent:
         print("  (speaker-dependent: the folds share speakers between training and test)")
     for name, stat in result.summary.items():
-        print(f"  {name:<14} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
+        print(f"  {name:<16} {stat['mean']:.4f} ± {stat['ci95']:.4f}")
     return 0
 
 
-def _leaderboard(args: argparse.Namespace, seeds: list[int] | None) -> int:
-    from fastser.data.sources import open_corpus
+def _leaderboard(args: argparse.Namespace, protocol: str, seeds: list[int] | None) -> int:
     from fastser.workflows.leaderboard import format_table, leaderboard_title, run_leaderboard
 
     pairs = _leaderboard_settings(args.model, key_value_pairs(args.set))
@@ -177,12 +176,11 @@ def _leaderboard(args: argparse.Namespace, seeds: list[int] | None) -> int:
     if (out / "leaderboard.json").exists() and not args.force:
         raise CommandError(f"{out} already holds a leaderboard (leaderboard.json); choose "
                            "another --out or pass --force (nothing was overwritten)")
-    options = _data_options(args.data_option)
-    corpus = open_corpus(args.data, **options)
-    entries = run_leaderboard(args.model, corpus, args.protocol, configs, settings, out,
-                              data=args.data, data_options=options, num_folds=args.num_folds,
-                              seeds=seeds)
-    print("\n" + format_table(entries, leaderboard_title(args.protocol, args.data, seeds)))
+    data = data_options(args)
+    entries = run_leaderboard(args.model, data.open(), protocol, configs, settings, out,
+                              data=data, num_folds=args.num_folds, seeds=seeds)
+    how = f"the folds of {args.folds}" if args.folds else protocol
+    print("\n" + format_table(entries, leaderboard_title(how, args.data, seeds)))
     print(f"tables, plot and each method's folds in {out}")
     return 0
 
@@ -227,10 +225,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
                             f"(methods: {', '.join(method_names())})")
     else:
         p.add_argument("--model", required=True, choices=method_names(), help="the method")
-    p.add_argument("--data", default="synthetic",
-                   help="synthetic, synthetic:PATH, iemocap:PATH, crema-d:PATH, ravdess:PATH "
-                        "or emodb:PATH (default: synthetic)")
-    _add_data_option(p)
+    add_data_options(p, folds=True)
     p.add_argument("--num-folds", dest="num_folds", type=int,
                    help="folds of the utterance-kfold protocols (default 5 for "
                         "utterance-kfold, 10 for utterance-kfold-val)")
@@ -252,10 +247,11 @@ def _add_training_options(p: argparse.ArgumentParser, *, several: bool = False) 
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better "
                                                 "validation --monitor")
     p.add_argument("--monitor",
-                   help="validation metric (ua, wa, micro_f1, macro_f1, weighted_f1) or loss, "
-                        "that picks the best epoch (--select best) and "
-                        "drives early stopping (default ua; loss: the method's loss on the "
-                        "validation utterances, lower is better)")
+                   help="validation metric (ua, wa, micro_f1, macro_f1, weighted_f1, ccc: the "
+                        "mean CCC of affect targets) or loss, that picks the best epoch "
+                        "(--select best) and drives early stopping (default auto: ua, or ccc "
+                        "for affect-only models; loss: the method's loss on the validation "
+                        "utterances, lower is better)")
     p.add_argument("--select",
                    help="the final model: best (validation epoch by --monitor; default), last "
                         "(epoch) or average (of the last --average-epochs epochs' weights)")
@@ -291,12 +287,6 @@ PROTOCOL_HELP = ("session (leave one session out), speaker (leave one speaker ou
                  "fold: speaker-dependent)")
 
 
-def _add_data_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
-                   help="an option of the corpus reader (repeatable), e.g. "
-                        "improvised_only=true, merge_excited=false or classes=7 for IEMOCAP")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, early-stop on validation voices, test on "
                                      "held-out voices",
@@ -304,9 +294,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "`torchrun --nproc_per_node=N -m fastser train ...` for "
                                    "DistributedDataParallel.")
     _add_training_options(p)
-    p.add_argument("--protocol", default="random",
+    p.add_argument("--protocol",
                    help=f"split: {PROTOCOL_HELP}; train runs one fold (default random)")
-    p.add_argument("--fold", type=int, default=1, help="fold of --protocol (default 1)")
+    p.add_argument("--fold", type=int, default=1,
+                   help="fold of --protocol or --folds (default 1)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(handler=_train)
 
@@ -314,9 +305,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint on its run's held-out speakers "
                                    "(--split test) or on a whole corpus (--split all).")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="corpus source (default: the one the run trained on, with "
-                                  "its reader options)")
-    _add_data_option(p)
+    add_data_options(p, default=None)
     p.add_argument("--split", default="test", choices=("test", "all"))
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
@@ -324,13 +313,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("cv", help="cross-validation over a protocol",
-                       description="One model per fold; per-fold and mean ± 95% CI of WA, UA, "
-                                   "F1 (and pure accuracy), confusion matrices. With several "
+                       description="One model per fold of a protocol or of official folds "
+                                   "(--folds); per-fold and mean ± 95% CI of WA, UA, F1 (and "
+                                   "pure accuracy), of CCC, Pearson's r and MAE for affect "
+                                   "targets; confusion matrices. With several "
                                    "methods (--model all): one cross-validation each and a "
                                    "leaderboard (Markdown, CSV, plot); methods that cannot run "
                                    "on the corpus are skipped with the reason.")
     _add_training_options(p, several=True)
-    p.add_argument("--protocol", default="session", help=f"{PROTOCOL_HELP} (default session)")
+    p.add_argument("--protocol", help=f"{PROTOCOL_HELP} (default session)")
     p.add_argument("--seeds", metavar="SEEDS",
                    help="repeat the cross-validation for each seed and average, e.g. 0-9 or "
                         "0,1,2 (instead of --seed); with several methods, for each of them")

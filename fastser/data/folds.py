@@ -186,8 +186,10 @@ def splits_from_folds(corpus: Corpus, folds: list[Fold], *, validation_speakers:
             return Corpus(f"{corpus.name} {role}", corpus.labels,
                           tuple(by_id[i] for i in parts[role]))
 
+        shared = ({by_id[i].speaker for i in parts["train"]}
+                  & {by_id[i].speaker for i in parts["test"]})
         splits.append(Split(f"fold {fold.name}", part("train"), part("validation"),
-                            part("test")))
+                            part("test"), speaker_dependent=bool(shared)))
     return splits
 
 

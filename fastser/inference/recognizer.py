@@ -35,15 +35,18 @@ class SegmentScore:
 
 @dataclass
 class Recognition:
-    """The predicted label, the class scores and, for segment models, the segment timeline."""
+    """The predicted label and the class scores (None and {} for a model of affect only),
+    for segment models the segment timeline, and for models with affect targets their
+    predicted values (dimension -> value on the scale of the training corpus)."""
 
-    label: str
+    label: str | None
     scores: dict[str, float]
     segments: list[SegmentScore] = field(default_factory=list)
+    affect: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "scores": self.scores,
-                "segments": [vars(s) for s in self.segments]}
+                "segments": [vars(s) for s in self.segments], "affect": self.affect}
 
 
 @dataclass
@@ -192,18 +195,22 @@ class Recognizer:
         return results
 
     def recognise(self, prepared: Sequence[PreparedAudio]) -> list[Recognition]:
-        """Emotion of prepared recordings, as one batch."""
+        """Emotion (and affect values) of prepared recordings, as one batch."""
         with torch.no_grad(), autocast(self.amp, self.device):
             preds = self.recipe.predict(self.model, self._batch(prepared))
         segments: list[torch.Tensor | None] = [None] * len(prepared)
         if preds.segment_probs is not None:
             segments = list(preds.segment_probs.float().cpu().split(
                 preds.segment_counts.tolist()))
+        affect = (preds.affect.float().cpu() if preds.affect is not None
+                  else torch.zeros(len(prepared), 0))
         recognitions = []
-        for one, probs, segment_probs in zip(prepared, preds.probs.float().cpu(), segments):
-            _refuse_non_finite(probs if segment_probs is None else torch.cat(
-                [probs, segment_probs.flatten()]), one.name)
-            recognition = Recognition(*self._labelled(probs))
+        for one, probs, values, segment_probs in zip(prepared, preds.probs.float().cpu(),
+                                                     affect, segments):
+            _refuse_non_finite(torch.cat([probs, values, *(
+                [] if segment_probs is None else [segment_probs.flatten()])]), one.name)
+            recognition = Recognition(*self._labelled(probs), affect=dict(
+                zip(self.recipe.affect_targets, values.tolist())))
             spans = self.recipe.segment_spans(one.num_samples)
             if segment_probs is not None and spans is not None:
                 recognition.segments = [SegmentScore(start, end, *self._labelled(p))
@@ -241,9 +248,11 @@ class Recognizer:
     def _batch(self, prepared: Sequence[PreparedAudio]):
         return move_to(self.recipe.collate([p.item for p in prepared]), self.device)
 
-    def _labelled(self, probs: torch.Tensor) -> tuple[str, dict[str, float]]:
+    def _labelled(self, probs: torch.Tensor) -> tuple[str | None, dict[str, float]]:
+        """(the most probable class, every class' score); (None, {}) for a model of affect
+        only."""
         scores = {label: float(p) for label, p in zip(self.labels, probs)}
-        return max(scores, key=scores.get), scores
+        return (max(scores, key=scores.get) if scores else None), scores
 
 
 def _refuse_non_finite(probs: torch.Tensor, name: str) -> None:

@@ -38,27 +38,29 @@ def check_output(path: Path, *, force: bool, folder: bool = False) -> None:
 class PredictionTable:
     """A CSV or JSONL file of predictions (by the suffix of ``path``).
 
-    CSV: columns ``id, path, segment, start, end, seconds, label, score_<label>..., error,
-    warning``; a recording's row has an empty ``segment``, then (``segments``) one row per
-    segment, numbered from 0, with its span in seconds.  JSONL: one object per recording
-    (``id, path, seconds, label, scores, error, warning`` and, with ``segments``, the list
-    ``segments`` of ``{start, end, label, scores}``)."""
+    CSV: columns ``id, path, segment, start, end, seconds, label, score_<label>...,
+    <dimension>... (the model's affect targets), error, warning``; a recording's row has an
+    empty ``segment``, then (``segments``) one row per segment, numbered from 0, with its span
+    in seconds.  JSONL: one object per recording (``id, path, seconds, label, scores, affect,
+    error, warning`` and, with ``segments``, the list ``segments`` of ``{start, end, label,
+    scores}``)."""
 
     def __init__(self, path: str | Path, labels: Sequence[str], *, segments: bool = False,
-                 force: bool = False) -> None:
+                 force: bool = False, affect: Sequence[str] = ()) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in TABLE_SUFFIXES:
             raise UserError(f"--out {self.path}: the prediction file must end in "
                             f"{' or '.join(TABLE_SUFFIXES)}")
         check_output(self.path, force=force)
-        self.labels, self.segments = list(labels), segments
+        self.labels, self.segments, self.affect = list(labels), segments, list(affect)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file: IO[str] = open(self.partial, "w", newline="", encoding="utf-8")
         self.csv = None
         if self.path.suffix.lower() == ".csv":
             columns = ["id", "path", "segment", "start", "end", "seconds", "label",
-                       *(f"score_{label}" for label in self.labels), "error", "warning"]
+                       *(f"score_{label}" for label in self.labels), *self.affect, "error",
+                       "warning"]
             self.csv = csv.DictWriter(self.file, columns)
             self.csv.writeheader()
 
@@ -73,7 +75,7 @@ class PredictionTable:
             self.csv.writerow(row)
             return
         self.csv.writerow({**row, "start": 0.0, "end": result.seconds,
-                           **self._scored(value.label, value.scores)})
+                           **self._scored(value.label, value.scores), **value.affect})
         if self.segments:
             for number, segment in enumerate(value.segments):
                 self.csv.writerow({"id": row["id"], "path": row["path"], "segment": number,
@@ -92,7 +94,8 @@ def _json_row(result: FileResult, segments: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"id": result.input.id, "path": str(result.input.path),
                            "seconds": result.seconds}
     if isinstance(result.value, Recognition):
-        row.update(label=result.value.label, scores=result.value.scores)
+        row.update(label=result.value.label, scores=result.value.scores,
+                   affect=result.value.affect)
         if segments:
             row["segments"] = [vars(s) for s in result.value.segments]
     row.update(error=result.error, warning="; ".join(result.warnings) or None)
@@ -118,7 +121,10 @@ class TerminalPredictions:
             return
         scores = ", ".join(f"{k} {v:.2f}" for k, v in
                            sorted(value.scores.items(), key=lambda kv: -kv[1]))
-        print(f"{result.input.id}: {value.label} ({scores})", file=self.stream)
+        affect = ", ".join(f"{k} {v:.2f}" for k, v in value.affect.items())
+        print(f"{result.input.id}: " + "; ".join(part for part in (
+            f"{value.label} ({scores})" if value.label else "", affect) if part),
+            file=self.stream)
         for seg in value.segments:
             print(f"  {seg.start:6.2f}-{seg.end:6.2f} s  {seg.label:<10} "
                   f"{seg.scores[seg.label]:.2f}", file=self.stream)

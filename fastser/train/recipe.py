@@ -244,7 +244,7 @@ class Recipe(abc.ABC):
             missing = sum(getattr(u, name) is None for u in corpus)
             if missing:
                 reasons.append(f"its targets include {name}, which {missing} of {len(corpus)} "
-                               "utterance(s) lack")
+                               "utterance(s) lack (choose others: --set targets=...)")
         return reasons
 
     # -- state ---------------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping, MutableMapping
 
 from fastser.data.corpus import Corpus, Utterance
-from fastser.data.protocols import Split, make_splits
 from fastser.checkpoint import load_checkpoint
-from fastser.data.sources import open_corpus
+from fastser.data.protocols import Split
 from fastser.errors import UserError
 from fastser.methods import make_recipe
 from fastser.outputs import write_json
@@ -26,6 +25,7 @@ from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe
 from fastser.train.resume import check_resume
 from fastser.train.trainer import FitResult, TrainConfig, Trainer
+from fastser.workflows.data import FOLDS, DataOptions, as_options
 from fastser.workflows.run_folder import claim
 
 RESULTS = "results.json"
@@ -34,10 +34,11 @@ RESULTS = "results.json"
 @dataclass
 class FoldResult:
     """What one train-then-test run gives: the run (method, data and its reader options, split,
-    settings, training options), training (best validation metrics, seconds, epochs) and the
-    test metrics (UA, WA, F1s, confusion matrix, pure accuracy for segment methods). Written as
-    results.json. ``speaker_dependent``: the split shares speakers between training and test
-    (the utterance-level k-fold protocols)."""
+    settings, training options, class order, fold file), training (best validation metrics,
+    seconds, epochs) and the test metrics (UA, WA, F1s, confusion matrix, pure accuracy for
+    segment methods; CCC, Pearson's r and MAE of affect targets). Written as results.json.
+    ``speaker_dependent``: the split shares speakers between training and test (the
+    utterance-level k-fold protocols, a fold file's folds that do)."""
 
     model: str
     data: str
@@ -54,6 +55,8 @@ class FoldResult:
     data_options: dict[str, Any] = field(default_factory=dict)
     num_folds: int | None = None
     speaker_dependent: bool = False
+    labels: list[str] = field(default_factory=list)
+    folds: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,13 +73,16 @@ class FoldRun:
 
 
 def pick_split(corpus: Corpus, protocol: str, fold: int, seed: int, *,
-               validation_speakers: int = 1, num_folds: int | None = None) -> Split:
+               data: DataOptions | str | None = None, validation_speakers: int = 1,
+               num_folds: int | None = None) -> Split:
     """Fold ``fold`` (1-based) of ``protocol`` (``num_folds``: of the utterance-level k-fold
-    protocols) on ``corpus``."""
-    splits = make_splits(corpus, protocol, seed=seed, validation_speakers=validation_speakers,
-                         num_folds=num_folds)
+    protocols), or of the fold file of ``data``, on ``corpus``."""
+    options = as_options(data or corpus.name)
+    splits = options.splits(corpus, protocol, seed, validation_speakers=validation_speakers,
+                            num_folds=num_folds)
     if not 1 <= fold <= len(splits):
-        raise UserError(f"--fold {fold}: protocol {protocol!r} has folds 1..{len(splits)}")
+        named = f"the fold file {options.folds}" if options.folds else f"protocol {protocol!r}"
+        raise UserError(f"--fold {fold}: {named} has folds 1..{len(splits)}")
     return splits[fold - 1]
 
 
@@ -93,19 +99,20 @@ def featurize_split(recipe: Recipe, split: Split) -> dict[str, Any]:
     return dict(zip((u.id for u in utterances), recipe.featurize(utterances)))
 
 
-def run_info(split: Split, *, data: str, protocol: str, fold: int,
-             data_options: Mapping[str, Any] | None = None,
+def run_info(split: Split, *, data: DataOptions | str, protocol: str, fold: int,
              num_folds: int | None = None) -> dict[str, Any]:
-    """What a checkpoint stores about the run: data source (and its reader's options),
-    protocol, fold (of ``num_folds``), split, the speakers of each part and a digest of the
+    """What a checkpoint stores about the run: the data (source, its reader's options, the
+    class set, the fold file: :meth:`DataOptions.run_info`), protocol ("folds" for a fold
+    file's), fold (of ``num_folds``), split, the speakers of each part and a digest of the
     utterance ids of each part (a resumed run must match all of them:
     :mod:`fastser.train.resume`)."""
+    options = as_options(data)
     parts = {"train": split.train, "validation": split.validation, "test": split.test}
     digest = hashlib.sha256()
     for name, utterances in parts.items():
         digest.update(f"{name}:{','.join(sorted(u.id for u in utterances))};".encode())
-    return {"data": data, "data_options": dict(data_options or {}), "num_folds": num_folds,
-            "protocol": protocol, "fold": fold, "split": split.name,
+    return {**options.run_info(), "num_folds": num_folds,
+            "protocol": FOLDS if options.folds is not None else protocol, "fold": fold, "split": split.name,
             "test_speakers": sorted({u.speaker for u in split.test}),
             "speakers": {name: sorted({u.speaker for u in utterances})
                          for name, utterances in parts.items()},
@@ -121,22 +128,22 @@ def augmented_copies(recipe: Recipe, utterances: list[Utterance],
 
 
 def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: TrainConfig,
-             out_dir: str | Path, *, data: str, protocol: str, fold: int,
+             out_dir: str | Path, *, data: DataOptions | str, protocol: str, fold: int,
              resume: bool = False, force: bool = False,
              copies: MutableMapping[str, list[Any]] | None = None,
-             data_options: Mapping[str, Any] | None = None,
              num_folds: int | None = None) -> FoldRun:
     """Train ``recipe``'s model on ``split.train`` (with the augmented copies the recipe's
     settings ask for; model selection and early stopping on ``split.validation``), test it on
     ``split.test``; ``items`` holds the featurised utterances by id, ``copies`` the augmented
     copies made so far (shared by the folds of a cross-validation). Writes the checkpoints,
-    metrics.jsonl, results.json and confusion.png under ``out_dir`` (rank 0 of a torchrun job
-    tests and writes; the others return empty test metrics). ``data_options`` (the corpus
-    reader's) and ``num_folds`` are recorded, so that ``fastser eval`` rebuilds the split. The
-    caller holds the run folder (:func:`fastser.workflows.run_folder.claim`)."""
+    metrics.jsonl, results.json and (models with emotion classes) confusion.png under
+    ``out_dir`` (rank 0 of a torchrun job tests and writes; the others return empty test
+    metrics). ``data`` (the source, its reader's options, the class set, the fold file) and
+    ``num_folds`` are recorded, so that ``fastser eval`` rebuilds the split. The caller holds
+    the run folder (:func:`fastser.workflows.run_folder.claim`)."""
     out_dir = Path(out_dir)
-    info = run_info(split, data=data, protocol=protocol, fold=fold, data_options=data_options,
-                    num_folds=num_folds)
+    options = as_options(data)
+    info = run_info(split, data=options, protocol=protocol, fold=fold, num_folds=num_folds)
     test_speakers = info["test_speakers"]
     trainer = Trainer(recipe, config, out_dir, run_info=info)
     train = list(split.train)
@@ -144,43 +151,46 @@ def run_fold(recipe: Recipe, items: Mapping[str, Any], split: Split, config: Tra
                       [items[u.id] for u in split.validation] or None, resume=resume,
                       force=force, train_copies=augmented_copies(
                           recipe, train, {} if copies is None else copies))
-    result = FoldResult(recipe.name, data, protocol, fold, split.name, test_speakers,
-                        recipe.settings.to_dict(), asdict(config), fit.best, fit.seconds,
-                        len(fit.history), data_options=data_options, num_folds=num_folds,
-                        speaker_dependent=split.speaker_dependent)
+    result = FoldResult(recipe.name, options.source, info["protocol"], fold, split.name,
+                        test_speakers, recipe.settings.to_dict(), asdict(config), fit.best,
+                        fit.seconds, len(fit.history), data_options=dict(options.reader),
+                        num_folds=num_folds, speaker_dependent=split.speaker_dependent,
+                        labels=list(recipe.label_names), folds=options.folds)
     if not trainer.dist.is_main:
         return FoldRun(fit, result, out_dir)
     result.test = evaluate(recipe, fit.model, [items[u.id] for u in split.test],
                            batch_size=config.eval_batch_size)
-    metrics.plot_confusion_matrix(result.test["confusion"], recipe.label_names,
-                                  out_dir / "confusion.png",
-                                  title=f"{recipe.name} on {split.name} (test)")
+    if "confusion" in result.test:
+        metrics.plot_confusion_matrix(result.test["confusion"], recipe.label_names,
+                                      out_dir / "confusion.png",
+                                      title=f"{recipe.name} on {split.name} (test)")
     write_json(out_dir / RESULTS, result.to_dict())
     return FoldRun(fit, result, out_dir)
 
 
-def train_model(model_name: str, source: str, out_dir: str | Path, config: TrainConfig, *,
-                settings: dict[str, Any] | None = None, protocol: str = "random",
-                fold: int = 1, resume: bool = False, force: bool = False,
-                corpus: Corpus | None = None, data_options: Mapping[str, Any] | None = None,
+def train_model(model_name: str, data: DataOptions | str, out_dir: str | Path,
+                config: TrainConfig, *, settings: dict[str, Any] | None = None,
+                protocol: str = "random", fold: int = 1, resume: bool = False,
+                force: bool = False, corpus: Corpus | None = None,
                 num_folds: int | None = None) -> FoldRun:
-    """``fastser train``: fold ``fold`` of ``protocol`` on the corpus ``source`` (opened with
-    its reader's ``data_options``) through :func:`run_fold`, in the run folder ``out_dir``
+    """``fastser train``: fold ``fold`` of ``protocol`` (or of the fold file of ``data``) on
+    the corpus ``data`` names through :func:`run_fold`, in the run folder ``out_dir``
     (claimed first: an earlier run there is refused unless ``resume`` continues it or
     ``force`` replaces it). A resumed run is compared with the stored one before any audio is
     featurised (``force`` lets the safe differences through)."""
     with claim(out_dir, resume=resume, force=force):
-        corpus = corpus or open_corpus(source, **(data_options or {}))
+        options = as_options(data)
+        corpus = corpus or options.open()
         recipe = make_recipe(model_name, corpus.labels, **(settings or {}))
-        split = pick_split(corpus, protocol, fold, config.seed,
+        split = pick_split(corpus, protocol, fold, config.seed, data=options,
                            validation_speakers=validation_speakers(recipe, config),
                            num_folds=num_folds)
         if resume:
             check_resume(load_checkpoint(Path(out_dir) / "last.pt", recipe=model_name),
                          recipe, asdict(config),
-                         run_info(split, data=source, protocol=protocol, fold=fold,
-                                  data_options=data_options, num_folds=num_folds),
+                         run_info(split, data=options, protocol=protocol, fold=fold,
+                                  num_folds=num_folds),
                          force=force, where=str(out_dir))
         return run_fold(recipe, featurize_split(recipe, split), split, config, out_dir,
-                        data=source, protocol=protocol, fold=fold, resume=resume, force=force,
-                        data_options=data_options, num_folds=num_folds)
+                        data=options, protocol=protocol, fold=fold, resume=resume, force=force,
+                        num_folds=num_folds)

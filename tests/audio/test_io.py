@@ -229,3 +229,30 @@ def test_save_audio_errors_and_pcm_clipping(tmp_path):
     stored, _ = soundfile.read(str(tmp_path / "loud.wav"), dtype="int16")
     assert stored.max() == 32767 and stored.min() == -32768
     np.testing.assert_array_equal(stored, np.clip(np.round(loud * 32768), -32768, 32767))
+
+
+def test_segments_of_a_file(tmp_path, quiet_warnings):
+    """load_audio(start=, end=) reads exactly the frames of [start, end), resampled like the
+    whole file; an end up to END_TOLERANCE past the file is clipped; AudioSpan names them."""
+    from fastser.audio.io import END_TOLERANCE, AudioSpan
+
+    samples = tone(330, 8000, seconds=2.0)
+    path = tmp_path / "long.wav"
+    save_audio(path, samples, 8000)
+    part = load_audio(path, 8000, start=0.5, end=1.25)
+    assert torch.equal(part, torch.from_numpy(samples[4000:10000]))
+    assert load_audio(path, 16000, start=0.5, end=1.25).shape == (12000,)
+    assert torch.equal(load_audio(path, 8000, start=1.5), torch.from_numpy(samples[12000:]))
+    tail = load_audio(path, 8000, start=1.9, end=2.0 + END_TOLERANCE / 2)
+    assert tail.shape == (800,)
+    span = AudioSpan(path, 0.5, 1.25)
+    assert str(span) == f"{path} [0.5-1.25 s]" and span.seconds() == pytest.approx(0.75)
+    assert span.identity()[3:] == [0.5, 1.25] and AudioSpan(path).identity()[3:] == [None, None]
+    assert AudioSpan(path, start=1.5).seconds() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"long.wav \[2.5-end s\]: the segment starts at 2.5 s, "
+                                         "past the end of the 2.000 s file"):
+        load_audio(path, start=2.5)
+    with pytest.raises(ValueError, match="the segment ends at 2.2 s, past the end"):
+        load_audio(path, start=1.0, end=2.2)
+    with pytest.raises(FileNotFoundError, match="audio file not found"):
+        AudioSpan(tmp_path / "none.wav").seconds()

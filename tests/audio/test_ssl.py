@@ -311,6 +311,28 @@ def test_feature_cache(tmp_path, synthetic_audio):
         cached_features(fe, paths, load, tmp_path / "cache", dtype="int8")
 
 
+def test_feature_cache_keeps_segments_of_one_file_apart(tmp_path, synthetic_audio):
+    """Parts of one recording are cached as themselves: their own features, their own key."""
+    import soundfile
+
+    from fastser.audio.io import AudioSpan
+
+    whole = torch.cat(list(synthetic_audio[:2]))
+    soundfile.write(tmp_path / "long.wav", whole.numpy(), 16000, subtype="FLOAT")
+    cut = synthetic_audio[0].shape[0] / 16000
+    spans = [AudioSpan(tmp_path / "long.wav", 0.0, cut), AudioSpan(tmp_path / "long.wav", cut)]
+    fe = front_end(layer="weighted")
+    cached = cached_features(fe, spans, lambda span: span.load(), tmp_path / "cache")
+    for index, audio in enumerate(synthetic_audio[:2]):
+        features, _ = cached.utterance(index)
+        with torch.no_grad():
+            want, _ = fe.layer_outputs(audio[None], torch.tensor([audio.shape[0]]))
+        np.testing.assert_allclose(features.astype(np.float32), want[0].numpy(), rtol=2e-3,
+                                   atol=1e-4)
+    later = cached_features(fe, spans[::-1], lambda span: span.load(), tmp_path / "cache")
+    assert later.created and later.folder != cached.folder
+
+
 def test_feature_cache_rejects_short_audio(tmp_path):
     import soundfile
 

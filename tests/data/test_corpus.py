@@ -104,3 +104,23 @@ def test_corpus_rejects_inconsistent_contents():
         Corpus("bad", ("sad", "sad"))
     with pytest.raises(ValueError, match=r"has label 'sad', not one of \(\)"):
         Corpus("bad", (), (utt(0, "sad", "A", "s"),))
+
+
+def test_segments_affect_and_unlabelled_utterances():
+    u = Utterance("x", "long.wav", None, "s", "t", arousal=2, start=1.5, end=3.0)
+    assert u.label is None and u.affect == (None, 2, None)
+    assert (u.audio.path, u.audio.start, u.audio.end) == ("long.wav", 1.5, 3.0)
+    for fields, message in [({"start": -1.0}, "start must be a time >= 0"),
+                            ({"start": 2.0, "end": 2.0}, r"end must be a time after start \(2.0"),
+                            ({"end": 0.0}, "end must be a time after start"),
+                            ({"valence": float("nan")}, "valence must be a finite number"),
+                            ({"dominance": "high"}, "dominance must be a finite number")]:
+        with pytest.raises(ValueError, match=message):
+            Utterance("x", "a.wav", "sad", "s", "t", **fields)
+    corpus = Corpus("mixed", ("sad",), (utt(0, "sad", "A", "s1"), u))
+    assert corpus.targets() == [0, -1]
+    summary = corpus.summary()
+    assert summary.unlabelled == 1 and summary.labels == {"sad": 1}
+    assert summary.affect == {"valence": 0, "arousal": 1, "dominance": 0}
+    assert summary.by_speaker == {"A": {"sad": 1}, "s": {"sad": 0}}
+    assert summary.hours is None and "1 without an emotion label" in str(summary)

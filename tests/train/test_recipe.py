@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from fastser.audio.io import AudioSpan
-from fastser.data.corpus import Utterance
-from fastser.errors import AudioError, SettingsError, UserError
+from fastser.data.corpus import Corpus, Utterance
+from fastser.errors import AudioError, CorpusError, SettingsError, UserError
+from fastser.methods import recipe_class
 from toy_recipe import LABELS, ToyRecipe
 
 
@@ -25,6 +26,26 @@ def test_labels_are_looked_up_and_unknown_labels_named(tmp_path):
         recipe.label_of(_utterance(tmp_path, "u", "s", "calm"))
     with pytest.raises(UserError, match="needs at least 2 classes"):
         ToyRecipe(["only"])
+    with pytest.raises(CorpusError, match=r"no emotion label, which the targets \['emotion'\]"):
+        recipe.label_of(_utterance(tmp_path, "u", "s", None))
+    assert recipe.targets == ("emotion",) and recipe.affect_targets == ()
+
+
+def test_requirements_name_what_a_corpus_lacks(tmp_path):
+    utterances = [_utterance(tmp_path, "u0", "s", "sad"), _utterance(tmp_path, "u1", "s", None)]
+    corpus = Corpus("c", LABELS, utterances)
+    assert ToyRecipe.requirements(corpus) == [
+        "needs utterances of at least 2 emotion classes, has ['sad']",
+        "1 utterance(s) have no emotion label (leave them out with --labels, or train affect "
+        "targets only)"]
+    assert ToyRecipe.requirements(Corpus("c", LABELS, (
+        utterances[0], _utterance(tmp_path, "u2", "s", "happy")))) == []
+    affect = Corpus("c", (), [Utterance(f"a{i}", "a.wav", None, "s", "s", arousal=float(i))
+                              for i in range(3)])
+    assert recipe_class("mstr").requirements(affect, {"targets": ["arousal"]}) == []
+    assert recipe_class("mstr").requirements(affect, {"targets": ["arousal", "valence"]}) == [
+        "its targets include valence, which 3 of 3 utterance(s) lack (choose others: --set "
+        "targets=...)"]
 
 
 def test_waveform_errors_name_the_method_and_the_utterance(tmp_path):

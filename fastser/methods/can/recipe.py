@@ -220,11 +220,16 @@ class CanRecipe(Recipe):
         return tuple(WordTiming(word, 0.0, 0.0) for word in transcript_words(utterance.transcript))
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        missing = sum(1 for u in corpus if not (u.words or self._untimed_words(u)))
-        if not missing:
-            return []
-        return [f"{missing} of {len(corpus)} utterances have no word timings (CAN cuts the audio "
-                "at word boundaries; with transcripts, segmentation=equal needs only the words)"]
+        """Besides the classes: word timings for every utterance (a transcript is enough
+        with ``segmentation="equal"``)."""
+        reasons = super().requirements(corpus)
+        lacking = sum(1 for u in corpus if not (u.words or self._untimed_words(u)))
+        if lacking:
+            needs = ("word timings or a transcript" if self.settings.segmentation == "equal"
+                     else "word timings (segmentation=equal needs only a transcript)")
+            reasons.append(f"cuts the audio at words: needs {needs}, which {lacking} of "
+                           f"{len(corpus)} utterance(s) lack")
+        return reasons
 
     def _segments(self, words: Sequence[WordTiming],
                   num_samples: int) -> tuple[Tensor, Tensor, list[str]]:

@@ -12,10 +12,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from fastser.data.corpus import Corpus
 from fastser.errors import CorpusError
 from fastser.methods.mmtl.meta import class_weights, weighted_cross_entropy
 from fastser.methods.mmtl.model import AFFECT_CLASSES, CNNLSTMEncoder
-from fastser.data.corpus import Corpus
 from fastser.methods.mmtl.recipe import SegmentItem, SpectrogramRecipe, affect_requirements
 from fastser.train.recipe import Batch
 
@@ -96,7 +96,8 @@ class MTLRecipe(SpectrogramRecipe):
         return MultiTaskNet(self.num_classes, **self.encoder_config())
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        return affect_requirements(corpus)
+        """Besides the classes: affect labels for its auxiliary tasks."""
+        return super().requirements(corpus) + affect_requirements(corpus, per_speaker=False)
 
     def fit_extra(self, train_items: Sequence[SegmentItem]) -> None:
         """Emotion class weights, and per affect task the class weights over the training

@@ -43,11 +43,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vjp, vmap
 
+from fastser.data.corpus import AFFECT
 from fastser.errors import CorpusError
 from fastser.methods.mmtl.model import MMTLNet
 
 #: The affect dimensions, each an auxiliary task of the meta learner.
-AFFECT_NAMES = ("valence", "arousal", "dominance")
+AFFECT_NAMES = AFFECT
 #: Class c of an affect value v: [0, 2) -> 0, [2, 3) -> 1, [3, 4) -> 2, [4, 6] -> 3.
 AFFECT_EDGES = (2.0, 3.0, 4.0)
 AFFECT_RANGE = (0.0, 6.0)

@@ -48,8 +48,8 @@ from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import CorpusError, SettingsError
 from fastser.methods.mmtl.adaptation import ADAPT_OPTIMIZERS, SpeakerAdaptedNet, adapt_meta
 from fastser.methods.mmtl.episodes import EPISODE_DRAWS, SpeakerEpisodes
-from fastser.methods.mmtl.meta import (AFFECT_NAMES, OUTER_UPDATES, class_weights,
-                                       discretise_affect, outer_gradients,
+from fastser.methods.mmtl.meta import (AFFECT_NAMES, AFFECT_RANGE, OUTER_UPDATES,
+                                       class_weights, discretise_affect, outer_gradients,
                                        outer_gradients_sequential, select_tasks,
                                        weighted_cross_entropy)
 from fastser.methods.mmtl.model import (LSTM_SUMMARIES, TABLE1_CONV, TRANSFER_INPUTS, MMTLNet,
@@ -196,13 +196,25 @@ class SegmentItem:
     valid_frames: Tensor
 
 
-def affect_requirements(corpus: Corpus) -> list[str]:
-    """Why a method with affect (auxiliary) tasks cannot train on ``corpus``: no utterance
-    with valence, arousal and dominance."""
-    if any(all(getattr(u, name) is not None for name in AFFECT_NAMES) for u in corpus):
-        return []
-    return [f"no utterance has affect labels ({', '.join(AFFECT_NAMES)}), which the auxiliary "
-            "tasks need"]
+def affect_requirements(corpus: Corpus, *, per_speaker: bool) -> list[str]:
+    """Why ``corpus`` cannot give the affect tasks (valence, arousal and dominance, each
+    discretised on IEMOCAP's scale) of "mtl" (some utterance needs them) or "mmtl"
+    (``per_speaker``: every speaker needs some)."""
+    annotated = [u for u in corpus if all(v is not None for v in u.affect)]
+    reasons = []
+    low, high = AFFECT_RANGE
+    outside = sum(not all(low <= v <= high for v in u.affect) for u in annotated)
+    if outside:
+        reasons.append(f"discretises valence, arousal and dominance on IEMOCAP's 1-5 scale: "
+                       f"{outside} utterance(s) have values outside [{low:g}, {high:g}]")
+    lacking = sorted({u.speaker for u in corpus} - {u.speaker for u in annotated})
+    if per_speaker and lacking:
+        reasons.append(f"its auxiliary tasks need valence, arousal and dominance from every "
+                       f"speaker; {len(lacking)} speaker(s) have none (e.g. {lacking[0]!r})")
+    elif not annotated:
+        reasons.append("its auxiliary tasks need valence, arousal and dominance; no utterance "
+                       "has all three")
+    return reasons
 
 
 def affect_classes(utterance: Utterance) -> Tensor | None:
@@ -384,7 +396,13 @@ class MMTLRecipe(SpectrogramRecipe):
                        **self.encoder_config())
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        return affect_requirements(corpus)
+        """Besides the classes: at least 2 speakers to meta-learn over, each with affect
+        labels."""
+        reasons = super().requirements(corpus) + affect_requirements(corpus, per_speaker=True)
+        if len(corpus.speakers) < 2:
+            reasons.append(f"meta-learns over speakers: needs at least 2, has "
+                           f"{len(corpus.speakers)}")
+        return reasons
 
     def train_batches(self, train_items: Sequence[SegmentItem], batch_size: int, *, seed: int,
                       rank: int, world_size: int) -> TrainBatches:

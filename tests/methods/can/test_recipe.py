@@ -193,6 +193,40 @@ def test_equal_segmentation_needs_words_too():
                                                         for i in range(401)])
 
 
+def test_equal_segmentation_takes_the_transcripts_words_without_timings(corpus):
+    """Without word timings, equal pieces need only the number (and the tokens) of the
+    transcript's words; aligned segmentation still needs the timings."""
+    timed = corpus[0]
+    bare = Utterance("bare", timed.path, timed.label, timed.speaker, timed.session,
+                     transcript="Well, I don't know... really!")
+    waveform = load_audio(timed.path)
+    item = CanRecipe(LABELS, segmentation="equal").item_from_audio(waveform, bare)
+    assert item.words == ("Well", "I", "don't", "know", "really")
+    with_words = Utterance("same", timed.path, timed.label, timed.speaker, timed.session,
+                           words=[WordTiming(w, 0.0, 0.0) for w in item.words])
+    again = CanRecipe(LABELS, segmentation="equal").item_from_audio(waveform, with_words)
+    assert torch.equal(item.frames, again.frames) and torch.equal(item.frame_counts,
+                                                                  again.frame_counts)
+    with pytest.raises(WordTimingsError, match="can: utterance 'bare': no word timings .*"
+                                               "segmentation=equal needs only a transcript"):
+        CanRecipe(LABELS).item_from_audio(waveform, bare)
+
+
+def test_requirements_count_the_utterances_without_words(corpus):
+    from fastser.data.corpus import Corpus
+
+    bare = [Utterance(f"b{i}", "a.wav", "sad", "s", "s", transcript="hi there" if i else None)
+            for i in range(3)]
+    mixed = Corpus("c", LABELS, (*list(corpus)[:2], *bare))
+    assert CanRecipe.requirements(mixed) == [
+        "cuts the audio at words: needs word timings (segmentation=equal needs only a "
+        "transcript), which 3 of 5 utterance(s) lack"]
+    assert CanRecipe.requirements(mixed, {"segmentation": "equal"}) == [
+        "cuts the audio at words: needs word timings or a transcript, which 1 of 5 "
+        "utterance(s) lack"]
+    assert CanRecipe.requirements(corpus) == []
+
+
 def test_audio_shorter_than_one_mfcc_frame_is_rejected():
     recipe = CanRecipe(LABELS)
     assert recipe.min_samples == recipe.mfcc.n_fft == 400  # one 25 ms frame

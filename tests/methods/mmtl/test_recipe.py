@@ -399,6 +399,27 @@ def test_affect_values_outside_the_scale_name_the_utterance(corpus):
     assert isinstance(none, SegmentItem) and none.segments.shape == (1, 50, 25)
 
 
+def test_requirements_name_the_missing_affect_labels(corpus):
+    from fastser.data.corpus import Corpus
+
+    assert [recipe_class(n).requirements(corpus) for n in ("mmtl", "mtl", "stl")] == [[]] * 3
+    speaker = corpus.speakers[0]
+    bare = Corpus("c", corpus.labels, tuple(
+        replace(u, valence=None, arousal=None, dominance=None) if u.speaker == speaker else u
+        for u in corpus))
+    assert recipe_class("mmtl").requirements(bare) == [
+        "its auxiliary tasks need valence, arousal and dominance from every speaker; 1 "
+        f"speaker(s) have none (e.g. {speaker!r})"]
+    assert recipe_class("mtl").requirements(bare) == []
+    odd = Corpus("c", corpus.labels, (replace(corpus[0], valence=7.0), corpus[1]))
+    assert recipe_class("mtl").requirements(odd) == [
+        "discretises valence, arousal and dominance on IEMOCAP's 1-5 scale: 1 utterance(s) "
+        "have values outside [0, 6]"]
+    one = Corpus("c", corpus.labels, tuple(u for u in corpus if u.speaker == speaker))
+    assert "meta-learns over speakers: needs at least 2, has 1" in recipe_class(
+        "mmtl").requirements(one)
+
+
 def test_training_set_errors(corpus, items, tmp_path):
     train, _ = _split(items)
     speaker = train[0].speaker

@@ -11,12 +11,15 @@ import pytest
 import torch
 
 import optest
-from fastser.errors import AudioError, SettingsError
+from fastser.data.protocols import speaker_split
+from fastser.errors import AudioError, SettingsError, UserError
 from fastser.inference import TrainedModel, export_program, export_torchscript
 from fastser.methods import make_recipe, recipe_class
 from fastser.methods.mstr import MSTR, VanillaTransformer
 from fastser.methods.mstr.recipe import (FrameItem, MSTRRecipe, MSTRSettings, TransformerRecipe,
                                          TransformerSettings)
+from fastser.train.evaluation import predict_items
+from fastser.train.metrics import concordance_cc
 from fastser.train.trainer import TrainConfig, Trainer
 
 LABELS = ("neutral", "happy", "sad", "angry")
@@ -418,3 +421,62 @@ def test_the_leaderboard_skips_random_ssl_weights_like_sap(corpus):
         assert cls(LABELS, **SMALL).requirements(corpus) == []
         assert cls(LABELS, **SMALL, features="ssl", ssl_path="/somewhere").requirements(
             corpus) == []
+# ---------------------------------------------------------------- dimensional emotion
+
+AFFECT = ("arousal", "valence")
+
+
+@pytest.mark.parametrize("cls", RECIPES)
+def test_regression_head_loss_and_predictions(cls, corpus):
+    """Emotion and affect targets: one head of C + K outputs; the loss is CE plus 1 - CCC of
+    the standardised values; predictions are restored to the corpus' scale."""
+    recipe = cls(LABELS, **SMALL, targets=["emotion", *AFFECT], loss_weights=[1.0, 0.5, 2.0])
+    items = recipe.featurize(list(corpus))
+    assert items[0].affect == (corpus[0].arousal, corpus[0].valence) and items[0].id == corpus[0].id
+    recipe.fit_extra(items)
+    values = torch.tensor([item.affect for item in items], dtype=torch.float64)
+    assert recipe.affect_scale.mean == pytest.approx(tuple(values.mean(0).tolist()))
+    torch.manual_seed(0)
+    model = recipe.build_model().eval()
+    assert model.classifier[-1].out_features == len(LABELS) + 2
+    batch = recipe.collate(items[:12])
+    outputs = model(batch["features"], batch["lengths"])
+    ce = torch.nn.functional.cross_entropy(outputs[:, :4], batch["labels"])
+    mean, std = torch.tensor(recipe.affect_scale.mean), torch.tensor(recipe.affect_scale.std)
+    standard = (batch["affect"] - mean) / std
+    ccc = [concordance_cc(standard[:, k], outputs[:, 4 + k]) for k in range(2)]
+    torch.testing.assert_close(recipe.loss(model, batch),
+                               ce + 0.5 * (1 - ccc[0]) + 2.0 * (1 - ccc[1]), atol=1e-5, rtol=1e-5)
+    preds = recipe.predict(model, batch)
+    torch.testing.assert_close(preds.probs, outputs[:, :4].softmax(dim=1))
+    torch.testing.assert_close(preds.affect, outputs[:, 4:] * std + mean)
+    restored = cls.from_state(recipe.state())
+    assert restored.affect_scale == recipe.affect_scale and restored.targets == recipe.targets
+
+
+def test_affect_only_training_monitors_ccc_and_predicts_values(corpus, tmp_path):
+    recipe = TransformerRecipe(["ignored", "classes"], **SMALL, targets=["arousal"])
+    assert recipe.label_names == [] and not recipe.predicts_emotion
+    split = speaker_split(corpus, seed=0)
+    fit = Trainer(recipe, TrainConfig(epochs=3, batch_size=8, lr=3e-3, progress=False),
+                  tmp_path).fit(recipe.featurize(list(split.train)),
+                                recipe.featurize(list(split.validation)))
+    val = fit.history[0]["val"]
+    assert set(val) == {"ccc", "arousal_ccc", "arousal_pearson", "arousal_mae"}
+    assert fit.best["ccc"] == max(h["val"]["ccc"] for h in fit.history)
+    test = recipe.featurize(list(split.test))
+    preds, _, truth = predict_items(recipe, fit.model, test)
+    assert preds.probs.shape == (len(test), 0) and preds.affect.shape == (len(test), 1)
+    assert torch.equal(truth[:, 0], torch.tensor([u.arousal for u in split.test]))
+    trained = TrainedModel(recipe, fit.model, {})
+    with pytest.raises(UserError, match="predicts affect only .* nothing to export"):
+        export_torchscript(trained, tmp_path / "m.ts")
+
+
+def test_affect_settings_are_checked():
+    with pytest.raises(SettingsError, match="targets must name one or more of"):
+        TransformerRecipe(LABELS, targets=["joy"])
+    with pytest.raises(SettingsError, match="loss_weights must give one weight per target"):
+        TransformerRecipe(LABELS, targets=["emotion", "arousal"], loss_weights=[1.0])
+    with pytest.raises(SettingsError, match=r"setting affect_loss: expected string \(one of"):
+        TransformerRecipe(LABELS, affect_loss="huber")
