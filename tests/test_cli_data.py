@@ -149,8 +149,8 @@ def test_regression_only_manifest_trains_scores_and_predicts_arousal(data, tmp_p
      "pass either --folds or --protocol"),
     (["train", "--model", "toy", "--folds", "{folds}", "--fold", "3"],
      "--fold 3: the fold file .* has folds 1..2"),
-    (["eval", "--checkpoint", "x.pt", "--labels", "sad,happy"], "--labels and --label-map "
-                                                                "choose the classes of --data"),
+    (["eval", "--checkpoint", "x.pt", "--labels", "sad,happy"],
+     "--labels, --label-map and --data-option apply to --data"),
     (["data", "check", "manifest:{data}/none.csv"], "manifest .*none.csv does not exist"),
 ])
 def test_bad_options_are_one_line_errors(data, tmp_path, capsys, argv, message):

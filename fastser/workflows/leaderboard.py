@@ -26,6 +26,7 @@ from fastser.errors import UserError
 from fastser.methods import make_recipe
 from fastser.train.trainer import TrainConfig
 from fastser.workflows.cv import run_cv, run_seeds
+from fastser.workflows.data import DataOptions, as_options
 
 #: The metrics of the table, in its column order.
 METRICS = ("ua", "wa", "macro_f1")
@@ -54,16 +55,16 @@ class Entry:
 
 def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
                     configs: Mapping[str, TrainConfig], settings: Mapping[str, dict[str, Any]],
-                    out_dir: str | Path, *, data: str | None = None,
-                    data_options: Mapping[str, Any] | None = None,
+                    out_dir: str | Path, *, data: DataOptions | str | None = None,
                     num_folds: int | None = None, seeds: Sequence[int] | None = None,
                     log: Callable[[str], None] = print) -> list[Entry]:
     """Cross-validate each of ``methods`` (with its TrainConfig and settings) on ``corpus``
-    (opened with ``data_options``) under ``protocol`` (``num_folds``: of the utterance-level
-    k-fold protocols), once or once per seed of ``seeds``, skipping those that cannot run;
+    (opened from ``data``) under ``protocol`` (``num_folds``: of the utterance-level k-fold
+    protocols) or the fold file of ``data``, once or once per seed of ``seeds``, skipping those that cannot run;
     write the table and the plot under ``out_dir``; return the rows (ran first, by mean
     UA)."""
     out_dir = Path(out_dir)
+    data = as_options(data or corpus.name)
     entries = []
     for method in methods:
         values = dict(settings.get(method, {}))
@@ -79,8 +80,7 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
         try:
             summary, folds, dependent = _cross_validate(
                 lambda labels, m=method: make_recipe(m, labels, **values), corpus, protocol,
-                configs[method], out_dir / method, seeds, data=data, data_options=data_options,
-                num_folds=num_folds, log=lambda line, m=method: log(f"  {m} {line}"))
+                configs[method], out_dir / method, seeds, data=data, num_folds=num_folds, log=lambda line, m=method: log(f"  {m} {line}"))
         except UserError as error:
             log(f"{method}: failed: {error}")
             entries.append(Entry(method, "failed", changed, reason=str(error)))
@@ -89,8 +89,8 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
                              time.perf_counter() - started, seeds=list(seeds or []),
                              speaker_dependent=dependent))
     entries = ranked(entries)
-    write_leaderboard(entries, out_dir, title=leaderboard_title(protocol, data or corpus.name,
-                                                                seeds))
+    how = f"the folds of {data.folds}" if data.folds else protocol
+    write_leaderboard(entries, out_dir, title=leaderboard_title(how, data.source, seeds))
     return entries
 
 

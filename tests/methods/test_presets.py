@@ -19,7 +19,7 @@ PAPERS = {
     "sap": ("adamw", 3e-5, 64, 30, 1.0, 5, "loss"),
     "mstr": ("adam", 1e-4, 32, 150, None, None, "ua"),
     "transformer": ("adam", 1e-4, 32, 150, None, None, "ua"),
-    "glrf": ("adamw", 1e-3, 16, 30, 5.0, None, "ua"),  # no procedure in the paper: fastser's
+    "glrf": ("adamw", 1e-3, 16, 30, 5.0, None, "auto"),  # no procedure in the paper: fastser's
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from fastser.audio.io import AudioSpan
 from fastser.data.corpus import Corpus, Utterance
 from fastser.errors import AudioError, CorpusError, SettingsError, UserError
-from fastser.methods import recipe_class
+from fastser.methods import make_recipe
 from toy_recipe import LABELS, ToyRecipe
 
 
@@ -34,16 +34,16 @@ def test_labels_are_looked_up_and_unknown_labels_named(tmp_path):
 def test_requirements_name_what_a_corpus_lacks(tmp_path):
     utterances = [_utterance(tmp_path, "u0", "s", "sad"), _utterance(tmp_path, "u1", "s", None)]
     corpus = Corpus("c", LABELS, utterances)
-    assert ToyRecipe.requirements(corpus) == [
+    assert ToyRecipe(LABELS).requirements(corpus) == [
         "needs utterances of at least 2 emotion classes, has ['sad']",
         "1 utterance(s) have no emotion label (leave them out with --labels, or train affect "
         "targets only)"]
-    assert ToyRecipe.requirements(Corpus("c", LABELS, (
+    assert ToyRecipe(LABELS).requirements(Corpus("c", LABELS, (
         utterances[0], _utterance(tmp_path, "u2", "s", "happy")))) == []
     affect = Corpus("c", (), [Utterance(f"a{i}", "a.wav", None, "s", "s", arousal=float(i))
                               for i in range(3)])
-    assert recipe_class("mstr").requirements(affect, {"targets": ["arousal"]}) == []
-    assert recipe_class("mstr").requirements(affect, {"targets": ["arousal", "valence"]}) == [
+    assert make_recipe("mstr", (), targets=["arousal"]).requirements(affect) == []
+    assert make_recipe("mstr", (), targets=["arousal", "valence"]).requirements(affect) == [
         "its targets include valence, which 3 of 3 utterance(s) lack (choose others: --set "
         "targets=...)"]
 

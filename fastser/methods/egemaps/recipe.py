@@ -104,8 +104,9 @@ class EgemapsRecipe(Recipe):
         self.classes: Tensor | None = None  # (P,) the training classes
 
     def requirements(self, corpus: Corpus) -> list[str]:
+        """Besides the classes: the optional opensmile extra."""
         reason = missing_extra()
-        return [] if reason is None else [reason]
+        return super().requirements(corpus) + ([] if reason is None else [reason])
 
     # -- items ---------------------------------------------------------------------------------
     def make_item(self, waveform: Tensor, utterance: Utterance | None, *,

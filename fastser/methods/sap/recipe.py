@@ -191,7 +191,8 @@ class SAPRecipe(Recipe):
     # -- front end -----------------------------------------------------------------------------
 
     def requirements(self, corpus: Corpus) -> list[str]:
-        return self.settings.pretrained_requirements()
+        """Besides the targets' annotations: pretrained SSL weights."""
+        return super().requirements(corpus) + self.settings.pretrained_requirements()
 
     @property
     def vad(self) -> VADSettings:

@@ -3,6 +3,8 @@ path, aligned and equal segmentation, vocabulary and unknown words, settings, pe
 standardisation, bad input, padding invariance, the fused and reference implementations,
 state, export in a fresh process, and a smoke training run."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile
@@ -208,7 +210,7 @@ def test_equal_segmentation_takes_the_transcripts_words_without_timings(corpus):
     assert torch.equal(item.frames, again.frames) and torch.equal(item.frame_counts,
                                                                   again.frame_counts)
     with pytest.raises(WordTimingsError, match="can: utterance 'bare': no word timings .*"
-                                               "segmentation=equal needs only a transcript"):
+                                               "segmentation=equal and a transcript"):
         CanRecipe(LABELS).item_from_audio(waveform, bare)
 
 
@@ -218,13 +220,13 @@ def test_requirements_count_the_utterances_without_words(corpus):
     bare = [Utterance(f"b{i}", "a.wav", "sad", "s", "s", transcript="hi there" if i else None)
             for i in range(3)]
     mixed = Corpus("c", LABELS, (*list(corpus)[:2], *bare))
-    assert CanRecipe.requirements(mixed) == [
+    assert CanRecipe(LABELS).requirements(mixed) == [
         "cuts the audio at words: needs word timings (segmentation=equal needs only a "
         "transcript), which 3 of 5 utterance(s) lack"]
-    assert CanRecipe.requirements(mixed, {"segmentation": "equal"}) == [
+    assert CanRecipe(LABELS, segmentation="equal").requirements(mixed) == [
         "cuts the audio at words: needs word timings or a transcript, which 1 of 5 "
         "utterance(s) lack"]
-    assert CanRecipe.requirements(corpus) == []
+    assert CanRecipe(LABELS).requirements(corpus) == []
 
 
 def test_audio_shorter_than_one_mfcc_frame_is_rejected():
@@ -519,12 +521,13 @@ def test_equal_segmentation_takes_the_transcript_words_without_timings():
     item = equal.item_from_audio(torch.zeros(32000), untimed)
     assert item.words == ("Der", "Lappen", "liegt", "auf", "dem", "Eisschrank")
     assert item.frame_counts.shape == (6,)
-    corpus = Corpus("c", LABELS, (untimed,))
+    other = replace(untimed, id="u2", label="happy")
+    corpus = Corpus("c", LABELS, (untimed, other))
     assert equal.requirements(corpus) == []
     aligned = CanRecipe(LABELS)
     with pytest.raises(WordTimingsError, match="segmentation=equal and a transcript"):
         aligned.item_from_audio(torch.zeros(32000), untimed)
-    assert "1 of 1 utterances have no word timings" in aligned.requirements(corpus)[0]
+    assert "which 2 of 2 utterance(s) lack" in aligned.requirements(corpus)[0]
 
 
 def test_class_weighted_loss_weights_each_class_by_its_training_rarity(items):
