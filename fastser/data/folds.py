@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,6 @@ def _read_emobox(folder: Path) -> list[Fold]:
 
 def _emobox_ids(file: Path, prefixes: set[str]) -> tuple[str, ...]:
     """The ``key`` of every record (the ``<dataset>-`` prefixes seen go to ``prefixes``)."""
-    import json
-
     ids = []
     for number, line in numbered_lines(file):
         if not line.strip():
@@ -146,7 +145,7 @@ def unmatched_ids(corpus: Corpus, folds: list[Fold]) -> list[str]:
                    for i in part if _match(i, fold.prefix, known) is None})
 
 
-def _match(utterance: str, prefix: str | None, known: set[str]) -> str | None:
+def _match(utterance: str, prefix: str | None, known) -> str | None:
     if utterance in known:
         return utterance
     if prefix and utterance.startswith(prefix) and utterance[len(prefix):] in known:
@@ -159,15 +158,10 @@ def splits_from_folds(corpus: Corpus, folds: list[Fold], *, validation_speakers:
     """One :class:`Split` per fold (validation as the module docstring says)."""
     if not folds:
         raise CorpusError("no folds")
-    known = {u.id for u in corpus}
     by_id = {u.id: u for u in corpus}
     splits = []
     for index, fold in enumerate(folds):
-        parts = {}
-        for part in ("train", "test", "validation"):
-            ids = getattr(fold, part)
-            matched = [m for i in ids or () if (m := _match(i, fold.prefix, known)) is not None]
-            parts[part] = None if ids is None else matched
+        parts = {part: _matched(fold, part, by_id) for part in ("train", "test", "validation")}
         overlap = set(parts["train"]) & set(parts["test"])
         if overlap:
             raise CorpusError(f"fold {fold.name}: utterance {sorted(overlap)[0]!r} is in both "
@@ -182,15 +176,20 @@ def splits_from_folds(corpus: Corpus, folds: list[Fold], *, validation_speakers:
             parts["train"], parts["validation"] = _draw_validation(
                 [by_id[i] for i in parts["train"]], {by_id[i].speaker for i in parts["test"]},
                 validation_speakers, np.random.default_rng([seed, index]))
-        def part(role: str) -> Corpus:
-            return Corpus(f"{corpus.name} {role}", corpus.labels,
-                          tuple(by_id[i] for i in parts[role]))
-
         shared = ({by_id[i].speaker for i in parts["train"]}
                   & {by_id[i].speaker for i in parts["test"]})
-        splits.append(Split(f"fold {fold.name}", part("train"), part("validation"),
-                            part("test"), speaker_dependent=bool(shared)))
+        splits.append(Split(f"fold {fold.name}", *(
+            Corpus(f"{corpus.name} {role}", corpus.labels, tuple(by_id[i] for i in parts[role]))
+            for role in ("train", "validation", "test")), speaker_dependent=bool(shared)))
     return splits
+
+
+def _matched(fold: Fold, part: str, by_id: dict) -> list[str] | None:
+    """The corpus ids of a fold's part (None: the fold has no such list)."""
+    ids = getattr(fold, part)
+    if ids is None:
+        return None
+    return [m for i in ids if (m := _match(i, fold.prefix, by_id.keys())) is not None]
 
 
 def _draw_validation(train, test_speakers: set[str], count: int,

@@ -37,7 +37,8 @@ class DataOptions:
         return open_corpus(self.source, labels=self.labels, label_map=self.label_map,
                            **self.reader)
 
-    def read_folds(self) -> list[Fold]:
+    def official_folds(self) -> list[Fold]:
+        """The folds of the fold file (``folds``)."""
         return read_folds(self.folds)
 
     def splits(self, corpus: Corpus, protocol: str, seed: int, *, validation_speakers: int = 1,
@@ -50,7 +51,7 @@ class DataOptions:
         if num_folds is not None:
             raise UserError("--folds gives the folds; --num-folds applies to the generated "
                             "utterance-kfold protocols")
-        return splits_from_folds(corpus, self.read_folds(),
+        return splits_from_folds(corpus, self.official_folds(),
                                  validation_speakers=validation_speakers, seed=seed)
 
     def run_info(self) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def check_data(options: DataOptions, *, seed: int = 0) -> DataReport:
     methods = {name: method_requirements(name, corpus) for name in method_names()}
     report = DataReport(options.source, corpus.labels, corpus.summary(audio=True), methods)
     if options.folds is not None:
-        folds = options.read_folds()
+        folds = options.official_folds()
         report.folds = [{"name": split.name, "train": len(split.train),
                          "validation": len(split.validation), "test": len(split.test)}
                         for split in splits_from_folds(corpus, folds, seed=seed)]

@@ -9,8 +9,8 @@ take this same path). ``segmentation="aligned"`` (default) cuts at the word boun
 split at their midpoint, neighbours sharing ``overlap`` of their duration);
 ``segmentation="equal"`` is the paper's ablation: as many equal pieces as words
 (equal_segments), the word times ignored, so an utterance without word timings but with a
-transcript (EmoDB) takes the transcript's words. With ``speaker_norm``, the frames of an item (its
-word segments back to back) are standardised with its speaker's statistics.
+transcript (EmoDB) takes the transcript's words. With ``speaker_norm``, the frames of an item
+(its word segments back to back) are standardised with its speaker's statistics.
 
 CAN needs word timings also to predict on a new recording:
 ``item_from_audio(waveform, words=...)`` (``fastser predict --words FILE`` with a .wdseg file

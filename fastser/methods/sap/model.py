@@ -96,11 +96,11 @@ class SAPHead(nn.Module):
     heads must divide D. affect_dims: outputs of the affect regressor (0: none, the output's
     regression is then (B, 0)); num_classes may be 0 (affect regression only). sr_norm
     standardises SR over the batch (batch norm without affine parameters; running statistics
-    in eval mode and for a training batch of one), an
-    addition to the paper for features whose dimensions spread on very different scales,
-    such as those of a randomly initialised SSL model. implementation: "fused" pools the
-    batch at once (:meth:`pool`), "reference" one utterance at a time (:meth:`pool_loop`).
-    pooling: one of :data:`POOLINGS` (SR = [GAP, SAP], GAP alone, SAP alone)."""
+    in eval mode and for a training batch of one), an addition to the paper for features
+    whose dimensions spread on very different scales, such as those of a randomly
+    initialised SSL model. implementation: "fused" pools the batch at once (:meth:`pool`),
+    "reference" one utterance at a time (:meth:`pool_loop`). pooling: one of
+    :data:`POOLINGS` (SR = [GAP, SAP], GAP alone, SAP alone)."""
 
     def __init__(self, input_dim: int, num_classes: int, *, heads: int = 8,
                  proj_dim: int = 32, dropout: float = 0.1, attention_dropout: float = 0.0,

@@ -385,8 +385,9 @@ def test_affect_values_outside_the_scale_name_the_utterance(corpus):
     wave = torch.randn(16000)
     with pytest.raises(CorpusError, match=r"mmtl: utterance 'odd_one': valence 7.0 is outside"):
         recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", valence=7.0))
-    with pytest.raises(CorpusError, match=r"(?i)utterance 'odd_one': dominance must be a finite"):
-        recipe.item_from_audio(wave, _utterance(corpus, id="odd_one", dominance=float("nan")))
+    with pytest.raises(CorpusError, match=r"Utterance 'odd_one': dominance must be a finite "
+                                          "number or None, got nan"):  # the record refuses it
+        _utterance(corpus, id="odd_one", dominance=float("nan"))
     with pytest.raises(CorpusError, match=r"'half': has some affect values \(valence, arousal, "
                                           r"dominance\) but not \['arousal'\]"):
         recipe.item_from_audio(wave, _utterance(corpus, id="half", arousal=None))
