@@ -10,9 +10,10 @@ from pathlib import Path
 from fastser.cli._common import CommandError, add_checkpoint_options, checkpoint_options
 from fastser.errors import PathExistsError, UserError
 
-INPUTS_HELP = ("audio files, folders (searched recursively), manifests (.csv, .jsonl: an audio "
-               "path column 'path' (or 'file', 'wav', 'audio', 'filename'), optional 'id', "
-               "'start', 'end') or Kaldi wav.scp files")
+INPUTS_HELP = ("audio files, folders (searched recursively), manifests (.csv, .tsv, .jsonl, "
+               ".json: an audio path column 'path' (or 'file', 'wav', 'audio', 'filename'), "
+               "optional 'id', 'start', 'end'; the training manifests' format) or Kaldi "
+               "wav.scp files")
 
 
 def _read_words(path: str):

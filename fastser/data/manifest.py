@@ -30,6 +30,9 @@ fixes another).
 
 Every mistake is a :class:`~fastser.errors.CorpusError` naming the file and the row (the line
 number): a missing column or field, missing audio, a duplicate id, a malformed value.
+
+:func:`manifest_audio` reads the same files for inference (``fastser predict``, ``embed``):
+only the audio path is required there, and audio is not looked for until it is read.
 """
 
 from __future__ import annotations
@@ -77,13 +80,10 @@ _DATA_ROOT = "{data_root}"
 def read_manifest(path: str | Path) -> Corpus:
     """The corpus a manifest file describes (see the module docstring); its name is the
     manifest's path."""
-    path = require_file("manifest", path)
-    if path.suffix.lower() not in FORMATS:
-        raise UserError(f"manifest {path}: unknown format {path.suffix!r}; use one of "
-                        f"{', '.join(FORMATS)}")
+    path = _manifest_file(path)
     folder = path.parent.resolve()
     utterances, rows, labels = [], {}, {}
-    for row, record in _records(path):
+    for row, record in _records(path, required=("path", "speaker")):
         error = functools.partial(_row_error, path, row)
         utterance = _utterance(record, folder, error)
         if utterance.id in rows:
@@ -99,6 +99,37 @@ def read_manifest(path: str | Path) -> Corpus:
     return Corpus(str(path), tuple(labels), tuple(utterances))
 
 
+def manifest_audio(path: str | Path) -> list[tuple[str, Path, float | None, float | None]]:
+    """The recordings a manifest lists, for inference: (id, audio file, start, end) of every
+    row. Only the audio path is required; the id defaults as in :func:`read_manifest`;
+    start/end (seconds) bound a part of a longer recording. The audio files need not exist
+    (a missing one fails when it is read)."""
+    path = _manifest_file(path)
+    folder = path.parent.resolve()
+    found = []
+    for row, record in _records(path, required=("path",)):
+        error = functools.partial(_row_error, path, row)
+        written = _text(record, "path", error, required=True)
+        start, end = _number(record, "start", error), _number(record, "end", error)
+        if start is not None and start < 0:
+            raise error(f"start must be a time >= 0 s, got {start}")
+        if end is not None and not end > (start or 0.0):
+            raise error(f"end ({end}) must be after start ({start or 0.0})")
+        found.append((_text(record, "id", error) or os.path.splitext(written)[0],
+                      _audio_path(written, folder), start, end))
+    if not found:
+        raise CorpusError(f"{path}: the manifest lists no recordings")
+    return found
+
+
+def _manifest_file(path: str | Path) -> Path:
+    path = require_file("manifest", path)
+    if path.suffix.lower() not in FORMATS:
+        raise UserError(f"manifest {path}: unknown format {path.suffix!r}; use one of "
+                        f"{', '.join(FORMATS)}")
+    return path
+
+
 def _row_error(path: Path, row: int, message: str) -> CorpusError:
     """The error of a row: ``FILE:LINE: message``, or ``FILE: record N: message`` for the
     records of a .json manifest."""
@@ -109,12 +140,13 @@ def _row_error(path: Path, row: int, message: str) -> CorpusError:
 
 # -- rows --------------------------------------------------------------------------------------
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, raw record) of every row: strings (CSV) or JSON values."""
+def _records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, raw record) of every row: strings (CSV) or JSON values; a CSV header
+    must name the ``required`` fields (a JSON record's are checked with its values)."""
     suffix = path.suffix.lower()
     text = read_text(path)
     if suffix in (".csv", ".tsv"):
-        yield from _csv_records(path, text, "\t" if suffix == ".tsv" else None)
+        yield from _csv_records(path, text, "\t" if suffix == ".tsv" else None, required)
     elif suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
@@ -123,7 +155,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _json_records(path, text)
 
 
-def _csv_records(path: Path, text: str, delimiter: str | None):
+def _csv_records(path: Path, text: str, delimiter: str | None, required: tuple[str, ...]):
     header_line = text.split("\n", 1)[0]
     if not header_line.strip():
         raise line_error(path, 1, "expected a header row naming the columns (path, label, "
@@ -134,7 +166,7 @@ def _csv_records(path: Path, text: str, delimiter: str | None):
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [name.strip() for name in next(reader)]
     columns = _columns(header, lambda message: line_error(path, 1, message))
-    for name in ("path", "speaker"):
+    for name in required:
         if name not in columns:
             raise line_error(path, 1, f"no {name} column (named one of "
                              f"{', '.join(FIELDS[name])}); the header is {header}")
@@ -205,8 +237,7 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]
 def _utterance(record: dict[str, Any], folder: Path, error) -> Utterance:
     """The utterance of one raw record (``error(message)``: the row's CorpusError)."""
     raw_path = _text(record, "path", error, required=True)
-    audio = Path(raw_path.replace(_DATA_ROOT, str(folder))).expanduser()
-    audio = Path(os.path.normpath(folder / audio))
+    audio = _audio_path(raw_path, folder)
     if not audio.is_file():
         raise error(f"audio file {raw_path!r} not found ({audio})")
     values = {name: _number(record, name, error) for name in (*AFFECT, "start", "end",
@@ -226,6 +257,13 @@ def _utterance(record: dict[str, Any], folder: Path, error) -> Utterance:
             emotion_span=_span(record.get("emotion_span"), error), **values)
     except CorpusError as exc:
         raise error(str(exc).split(": ", 1)[-1]) from None
+
+
+def _audio_path(written: str, folder: Path) -> Path:
+    """The audio file a row names: relative to the manifest's ``folder`` (or absolute;
+    ``{data_root}`` stands for the folder)."""
+    audio = Path(written.replace(_DATA_ROOT, str(folder))).expanduser()
+    return Path(os.path.normpath(folder / audio))
 
 
 def _text(record: dict[str, Any], name: str, error, *, required: bool = False) -> str | None:

@@ -1,6 +1,6 @@
 """The recordings a bulk command runs over, from what the user names: audio files, folders
-(searched recursively for audio file extensions, case-insensitive), manifests (``.csv`` or
-``.jsonl``: one recording a row) and Kaldi ``wav.scp`` files (``ID PATH`` lines), expanded in
+(searched recursively for audio file extensions, case-insensitive), manifests (the formats of
+:mod:`fastser.data.manifest`: one recording a row) and Kaldi ``wav.scp`` files (``ID PATH`` lines), expanded in
 the order given into one list of :class:`AudioInput`.
 
 - A named path that does not exist, an empty folder, an empty or malformed manifest or
@@ -13,14 +13,12 @@ the order given into one list of :class:`AudioInput`.
 Ids: the path as named or found (files, folders), the wav.scp's utterance id, a manifest's
 ``id`` column (else its path as written, without the extension). Relative paths in a manifest
 are relative to the manifest's folder; in a wav.scp relative to the current folder (Kaldi's
-convention). Manifest columns are those of :mod:`fastser.data` manifests, case-insensitive,
-with the same aliases; only the audio path is required here.
+convention). Manifests are read by :func:`fastser.data.manifest.manifest_audio` (the columns
+and aliases of training manifests; only the audio path is required here).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +28,12 @@ import torch
 
 from fastser.audio.io import SAMPLE_RATE, load_audio
 from fastser.data._files import line_error, numbered_lines
-from fastser.errors import AudioError, CorpusError, MissingPathError, UserError
+from fastser.data.manifest import FORMATS as MANIFEST_SUFFIXES
+from fastser.data.manifest import manifest_audio
+from fastser.errors import CorpusError, MissingPathError, UserError
 
 #: Extensions of the audio files a folder is searched for (what libsndfile decodes).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
-MANIFEST_SUFFIXES = (".csv", ".jsonl")
-#: Manifest field -> the column names that give it (case-insensitive), in order of preference.
-MANIFEST_COLUMNS = {"path": ("path", "file", "wav", "audio", "filename"),
-                    "id": ("id", "key", "utt_id", "utterance_id"),
-                    "start": ("start", "start_time"), "end": ("end", "end_time")}
 
 
 @dataclass(frozen=True)
@@ -113,79 +108,11 @@ def wav_scp_inputs(path: Path) -> list[AudioInput]:
 
 
 def manifest_inputs(path: Path) -> list[AudioInput]:
-    """A CSV or JSONL manifest: one recording a row, its audio in a ``path`` column (or an
-    alias: :data:`MANIFEST_COLUMNS`); optional ``id`` and ``start``/``end`` (seconds)."""
-    rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _csv_rows(path)
-    inputs = []
-    for number, raw in rows:
-        row = _fields(raw)
-        if row.get("path") in (None, ""):
-            raise line_error(path, number, "no audio path (a column path or one of "
-                             f"{MANIFEST_COLUMNS['path'][1:]}); the row has {sorted(raw)}")
-        written = str(row["path"])
-        audio = Path(written) if Path(written).is_absolute() else path.parent / written
-        start, end = (_seconds(path, number, row, key) for key in ("start", "end"))
-        if start is not None and end is not None and not end > start:
-            raise line_error(path, number, f"end ({end}) must be after start ({start})")
-        ident = row.get("id")
-        ident = str(Path(written).with_suffix("")) if ident in (None, "") else str(ident)
-        inputs.append(AudioInput(ident, audio, start, end))
-    if not inputs:
-        raise CorpusError(f"{path}: the manifest lists no recordings")
-    return inputs
-
-
-def _fields(row: dict) -> dict:
-    """The manifest fields of a row, by their fastser names (the first alias present)."""
-    lowered = {str(k).strip().lower(): v for k, v in row.items()}
-    return {field: next(lowered[c] for c in names if c in lowered)
-            for field, names in MANIFEST_COLUMNS.items() if any(c in lowered for c in names)}
-
-
-def _csv_rows(path: Path) -> list[tuple[int, dict]]:
-    lines = [line for _, line in numbered_lines(path)]
-    reader = csv.DictReader(lines)
-    return [(reader.line_num, row) for row in reader]
-
-
-def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise line_error(path, number, f"not a JSON object: {error}") from None
-        if not isinstance(row, dict):
-            raise line_error(path, number, f"not a JSON object: {line.strip()[:60]!r}")
-        rows.append((number, row))
-    return rows
-
-
-def _seconds(path: Path, number: int, row: dict, key: str) -> float | None:
-    value = row.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise line_error(path, number, f"{key} must be a number of seconds, got {value!r}") \
-            from None
-    if not seconds >= 0:
-        raise line_error(path, number, f"{key} must be >= 0 seconds, got {value!r}")
-    return seconds
+    """A manifest: one recording a row (:func:`fastser.data.manifest.manifest_audio`)."""
+    return [AudioInput(*row) for row in manifest_audio(path)]
 
 
 def read_input(item: AudioInput) -> torch.Tensor:
     """The recording's audio, mono float32 (N,) at 16 kHz (its part from start to end, when
     given); AudioError (or MissingPathError) for audio that cannot be used."""
-    waveform = load_audio(item.path, SAMPLE_RATE)
-    if item.start is None and item.end is None:
-        return waveform
-    first = round((item.start or 0.0) * SAMPLE_RATE)
-    last = waveform.shape[0] if item.end is None else round(item.end * SAMPLE_RATE)
-    if first >= waveform.shape[0]:
-        raise AudioError(f"{item.path}: start {item.start} s is past the end of the audio "
-                         f"({waveform.shape[0] / SAMPLE_RATE:.3f} s)")
-    return waveform[first:last]
+    return load_audio(item.path, SAMPLE_RATE, start=item.start, end=item.end)

@@ -89,19 +89,20 @@ def test_csv_and_jsonl_manifests(tmp_path):
     jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     part, whole = list_inputs([jsonl])
     assert part == AudioInput("k", tmp_path / "audio/a0.wav", 0.25, 0.75)
-    assert whole == AudioInput("../audio/a1", jsonl.parent / "../audio/a1.wav")
+    assert whole == AudioInput("../audio/a1", tmp_path / "audio/a1.wav")
     audio = read_input(part)
     torch.testing.assert_close(audio, load_audio(part.path)[4000:12000])
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("m.csv", "id,label\nx,happy\n", r"m.csv:2: no audio path \(a column path or one of"),
-    ("m.csv", "path,label\n,happy\n", r"m.csv:2: no audio path"),
+    ("m.csv", "id,label\nx,happy\n", r"m.csv:1: no path column \(named one of path, file"),
+    ("m.csv", "path,label\n,happy\n", r"m.csv:2: no path \(a field named one of path"),
     ("m.csv", "path,start,end\na.wav,2,1\n", r"m.csv:2: end \(1.0\) must be after start"),
-    ("m.csv", "path,start\na.wav,soon\n", r"m.csv:2: start must be a number of seconds"),
+    ("m.csv", "path,start\na.wav,-1\n", r"m.csv:2: start must be a time >= 0 s"),
+    ("m.csv", "path,start\na.wav,soon\n", r"m.csv:2: start must be a number, got 'soon'"),
     ("m.csv", "path\n", r"m.csv: the manifest lists no recordings"),
-    ("m.jsonl", '{"path": "a.wav"}\n{"path": \n', r"m.jsonl:2: not a JSON object"),
-    ("m.jsonl", '["a.wav"]\n', r"m.jsonl:1: not a JSON object"),
+    ("m.jsonl", '{"path": "a.wav"}\n{"path": \n', r"m.jsonl:2: not valid JSON"),
+    ("m.jsonl", '["a.wav"]\n', r"m.jsonl:1: expected a JSON object, got list"),
 ])
 def test_manifest_errors_name_the_file_and_line(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
@@ -118,5 +119,6 @@ def test_missing_recordings_of_a_manifest_fail_when_read_not_when_listed(tmp_pat
     with pytest.raises(MissingPathError, match="not found: .*gone.wav"):
         read_input(missing)
     late = AudioInput("late", present.path, start=2.0)
-    with pytest.raises(AudioError, match="start 2.0 s is past the end"):
+    with pytest.raises(AudioError, match=r"a0.wav \[2-end s\]: the segment starts at 2.0 s, "
+                                         "past the end of the 1.000 s file"):
         read_input(late)
