@@ -13,15 +13,20 @@ from fastser.checkpoint import save_checkpoint
 from fastser.methods import make_recipe, recipe_class
 
 LABELS = ["neutral", "happy", "sad", "angry"]
-#: Small settings of each method (random weights; the SAP front end is the tiny random one).
+#: Small settings of each method (random weights; the SAP front end is the tiny random one;
+#: no speaker_norm, so that segment-level models stream).
 SMALL = {
-    "glrf": {"channels": 16, "blocks": 2, "heads": 2, "dropout": 0.0},
-    "stl": {"pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)), "lstm_hidden": 16, "embed_dim": 8},
-    "mtl": {"pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)), "lstm_hidden": 16, "embed_dim": 8},
-    "mmtl": {"pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)), "lstm_hidden": 16, "embed_dim": 8},
-    "mstr": {"embed_dim": 16, "num_heads": 2, "num_blocks": 1, "ffn_dim": 32, "dropout": 0.0},
-    "transformer": {"embed_dim": 16, "num_heads": 2, "num_blocks": 1, "ffn_dim": 32,
-                    "dropout": 0.0},
+    "glrf": {"speaker_norm": False, "channels": 16, "blocks": 2, "heads": 2, "dropout": 0.0},
+    "stl": {"speaker_norm": False, "pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)),
+            "lstm_hidden": 16, "embed_dim": 8},
+    "mtl": {"speaker_norm": False, "pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)),
+            "lstm_hidden": 16, "embed_dim": 8},
+    "mmtl": {"speaker_norm": False, "pool": (4, 4), "conv": ((5, 5, 8), (3, 3, 8)),
+             "lstm_hidden": 16, "embed_dim": 8},
+    "mstr": {"speaker_norm": False, "embed_dim": 16, "num_heads": 2, "num_blocks": 1,
+             "ffn_dim": 32, "dropout": 0.0},
+    "transformer": {"speaker_norm": False, "embed_dim": 16, "num_heads": 2, "num_blocks": 1,
+                    "ffn_dim": 32, "dropout": 0.0},
     "sap": {"ssl_config": "tiny", "heads": 2, "cache": False, "dropout": 0.0},
     "can": {"embed_dim": 8, "hidden": 8, "word_hidden": 8, "heads": 2, "dropout": 0.0,
             "vocabulary": ("yes", "no", "maybe")},

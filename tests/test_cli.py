@@ -244,7 +244,9 @@ def test_preset_and_demo_settings_are_the_same_starting_point(corpus_dir, tmp_pa
     assert parsed("--preset", "demo") == parsed("--demo-settings")
     config, settings = parsed("--preset", "demo", "--epochs", "3", "--set", "channels=32")
     assert config.epochs == 3 and config.lr == 2e-3  # the option wins over the preset
-    assert settings == {"channels": 32, "blocks": 2, "heads": 4}
+    assert settings == {"channels": 32, "blocks": 2, "heads": 4, "speaker_norm": False}
+    config, settings = parsed("--epochs", "3")  # no preset: the method's training defaults
+    assert config.epochs == 3 and config.select == "last" and settings == {}
 
 
 def test_help_everywhere():

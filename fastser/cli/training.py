@@ -21,8 +21,8 @@ def _method_settings(recipe_cls, pairs: list[tuple[str, str]]) -> dict[str, Any]
 def _train_config(args: argparse.Namespace, model: str | None = None,
                   pairs: list[tuple[str, str]] | None = None, *, preset_required: bool = True):
     """(TrainConfig, method settings) of ``model`` (default: --model) from the preset (if any;
-    a method without it starts from its defaults unless ``preset_required``), the options and
-    ``pairs`` (default: --set)."""
+    a method without it starts from its defaults unless ``preset_required``) or else the
+    method's training defaults, the options and ``pairs`` (default: --set)."""
     from fastser.methods import recipe_class
     from fastser.train.trainer import COMMAND_LINE_OPTIONS, TrainConfig
 
@@ -34,7 +34,7 @@ def _train_config(args: argparse.Namespace, model: str | None = None,
         raise CommandError(f"--preset {preset_name}: {model} has the presets "
                            f"{', '.join(sorted(cls.presets)) or 'none'}")
     preset = cls.presets.get(preset_name) if preset_name else None
-    training: dict[str, Any] = dict(preset.training) if preset else {}
+    training = dict(preset.training if preset else cls.training_defaults)
     training.update({k: getattr(args, k) for k in COMMAND_LINE_OPTIONS
                      if getattr(args, k) is not None})
     training["progress"] = not args.no_progress
@@ -193,6 +193,7 @@ def _settings(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": [dict(zip(("name", "type", "default", "description"), r))
                                        for r in rows],
+                          "training_defaults": dict(cls.training_defaults),
                           "presets": {name: {"doc": p.doc, "settings": dict(p.settings),
                                              "training": dict(p.training)}
                                       for name, p in cls.presets.items()}}, indent=2))
@@ -201,6 +202,9 @@ def _settings(args: argparse.Namespace) -> int:
     width = max(len(name) for name, *_ in rows)
     for name, kind, default, doc in rows:
         print(f"  {name:<{width}}  {default:<12} {kind}: {doc}")
+    if cls.training_defaults:
+        print("training defaults (without a preset): " + ", ".join(
+            f"{k}={v}" for k, v in cls.training_defaults.items()))
     for name, preset in cls.presets.items():
         changes = ", ".join(f"{k}={v}" for k, v in {**preset.settings, **preset.training}.items())
         print(f"preset {name} ({preset.doc}): {changes}")

@@ -73,7 +73,8 @@ class StreamingRecognizer:
         if recipe.settings.speaker_norm:
             raise UserError(f"{recipe.name}: this model standardises a recording's features with "
                             "the whole recording's statistics (speaker_norm), so a stream's "
-                            "segments cannot be scored before it ends; use fastser predict")
+                            "segments cannot be scored before it ends; use fastser predict, or "
+                            "train a streamable model with --set speaker_norm=false")
         self.recipe, self.scorer, self.device = recipe, scorer, torch.device(device)
         self.features = features
         self.reset()

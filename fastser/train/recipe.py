@@ -165,6 +165,11 @@ class Recipe(abc.ABC):
     #: False for a method whose model is fitted in :meth:`fit_extra` (closed form, scikit-learn):
     #: the trainer then runs one epoch that only evaluates and checkpoints, no optimisation.
     gradient_trained: ClassVar[bool] = True
+    #: The training options (TrainConfig fields) a run of this method starts from when no
+    #: preset is named (``fastser train/cv``; a preset's training options replace them, and the
+    #: command line's options override both): the method's measured defaults
+    #: (bench/RESULTS.md, "Default settings on real speech").
+    training_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
         self.settings = self.Settings.build(self.name, settings)

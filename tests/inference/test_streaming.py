@@ -15,7 +15,7 @@ from fastser.methods.glrf import GLRFRecipe
 from toy_recipe import ToyRecipe
 
 LABELS = ["neutral", "happy", "sad", "angry"]
-SMALL = dict(channels=16, blocks=2, heads=2, dropout=0.0)
+SMALL = dict(channels=16, blocks=2, heads=2, dropout=0.0, speaker_norm=False)
 
 
 @pytest.fixture(autouse=True)

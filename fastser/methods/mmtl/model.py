@@ -38,6 +38,8 @@ from torch import Tensor, nn
 
 #: (time kernel, frequency kernel, output channels) of the paper's three conv layers.
 TABLE1_CONV: tuple[tuple[int, int, int], ...] = ((12, 16, 16), (8, 12, 24), (5, 7, 32))
+#: A smaller stack for the 4x4-pooled (75 x 50) input: the recipes' default (and the demo's).
+SMALL_CONV: tuple[tuple[int, int, int], ...] = ((5, 5, 16), (3, 3, 24), (3, 3, 32))
 #: What FC_1 reads of the BiLSTM: its final states (both directions) or its mean output.
 LSTM_SUMMARIES = ("final", "mean")
 #: What the transfer learner reads: FC_2's affect logits (Table 1) or FC_1's representation.

@@ -52,9 +52,10 @@ from fastser.methods.mmtl.meta import (AFFECT_NAMES, AFFECT_RANGE, OUTER_UPDATES
                                        class_weights, discretise_affect, outer_gradients,
                                        outer_gradients_sequential, select_tasks,
                                        weighted_cross_entropy)
-from fastser.methods.mmtl.model import (LSTM_SUMMARIES, TABLE1_CONV, TRANSFER_INPUTS, MMTLNet,
-                                        SegmentPosteriorMean, utterance_posteriors)
-from fastser.train.kit import AugmentSettings, Preset, setting
+from fastser.methods.mmtl.model import (LSTM_SUMMARIES, SMALL_CONV, TABLE1_CONV,
+                                        TRANSFER_INPUTS, MMTLNet, SegmentPosteriorMean,
+                                        utterance_posteriors)
+from fastser.train.kit import AugmentSettings, Preset, redefault, setting
 from fastser.train.kit.streaming import FixedWindowStream
 from fastser.train.recipe import (Batch, Embeddings, Predictions, Recipe, StepGradients,
                                   StreamingFeatures, TrainBatches)
@@ -65,15 +66,21 @@ SPECTROGRAM = LogSpectrogram(SAMPLE_RATE)
 
 @dataclass(frozen=True, kw_only=True)
 class SpectrogramSettings(AugmentSettings):
-    """Settings of "stl", "mtl" and "mmtl": the input and the CNN-LSTM (Table 1 by default).
-    ``implementation`` only matters to "mmtl" (its outer step)."""
+    """Settings of "stl", "mtl" and "mmtl": the input and the CNN-LSTM. The defaults (a pooled
+    75 x 50 input, a smaller conv stack, speaker_norm) are the measured ones on real speech
+    (bench/RESULTS.md, "Default settings on real speech"); the paper's input and Table 1's
+    network are the paper preset's. ``implementation`` only matters to "mmtl" (its outer
+    step)."""
 
+    speaker_norm: bool = redefault(AugmentSettings, "speaker_norm", True)
     pool: tuple[int, int] = setting(
-        (1, 1), "average pooling factors (time, frequency) of the 300 x 200 spectrogram "
+        (4, 4), "average pooling factors (time, frequency) of the 300 x 200 spectrogram "
         "pieces (1, 1: the paper's unpooled input)", low=1)
     conv: tuple[tuple[int, int, int], ...] = setting(
-        TABLE1_CONV, "conv layers as (time kernel, frequency kernel, channels), each followed "
-        "by ReLU and 2x2 max pooling", low=1)
+        SMALL_CONV, "conv layers as (time kernel, frequency kernel, channels), each followed "
+        "by ReLU and 2x2 max pooling (the paper's: Table 1's)", low=1)
+    #: fastser 0.1's defaults: the paper's input and network, no per-speaker standardisation.
+    defaults_0_1 = {"pool": (1, 1), "conv": TABLE1_CONV, "speaker_norm": False}
     lstm_hidden: int = setting(128, "hidden units per direction of the BiLSTM", low=1)
     lstm_summary: str = setting(
         "final", "what FC_1 reads of the BiLSTM: final (the final states of both directions) or "
@@ -140,7 +147,7 @@ class MMTLSettings(SpectrogramSettings):
         "its memory, which grows with speakers x segments per speaker)", low=1)
 
     #: fastser 0.1 took the outer gradient of Eq. 6-7 alone.
-    defaults_0_1 = {"outer_update": "maml"}
+    defaults_0_1 = {**SpectrogramSettings.defaults_0_1, "outer_update": "maml"}
 
     def check(self, method: str) -> None:
         super().check(method)
@@ -156,8 +163,14 @@ class MMTLSettings(SpectrogramSettings):
 
 
 DEMO = Preset("smaller input (75 x 50) and network for the synthetic corpus",
-              settings={"pool": (4, 4), "conv": ((5, 5, 16), (3, 3, 24), (3, 3, 32))},
+              settings={"pool": (4, 4), "conv": SMALL_CONV, "speaker_norm": False},
               training={"epochs": 8, "batch_size": 8, "lr": 2e-3, "eval_batch_size": 256})
+#: The training of the default settings (measured on real speech, bench/RESULTS.md): the
+#: demo's, 30 epochs, the last epoch's model.
+TRAINING_DEFAULTS = {**DEMO.training, "epochs": 30, "select": "last"}
+#: The paper's input and network (Table 1), which the defaults replace (fastser 0.1's
+#: defaults).
+PAPER_INPUT = dict(SpectrogramSettings.defaults_0_1)
 #: The paper's training (Sec. 3.1.3: Adam, gamma = 0.001), the authors' code for what it
 #: leaves open (300 epochs, a constant learning rate, no clipping); docs/methods.md lists them.
 PAPER_TRAINING = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant",
@@ -165,7 +178,7 @@ PAPER_TRAINING = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedul
 #: The baselines of Table 2 ("CNN-LSTM", "CNN-LSTM+MTL") with MMTL's input, network and
 #: training: batches of 64 utterances (the authors' batch size).
 BASELINE_PAPER = Preset("the paper's input, Table 1 network and training (docs/methods.md)",
-                        settings={"lstm_summary": "mean"},
+                        settings={**PAPER_INPUT, "lstm_summary": "mean"},
                         training={**PAPER_TRAINING, "batch_size": 64})
 #: MMTL as the paper (and, where it is ambiguous, the authors' code) has it; per-speaker
 #: batches of 48 segments (the authors' 64 for the largest speaker, proportionally fewer for
@@ -174,7 +187,8 @@ BASELINE_PAPER = Preset("the paper's input, Table 1 network and training (docs/m
 MMTL_PAPER = Preset("the paper's MMTL: Table 1 (FC_3 on FC_2), Algorithm 1 with the authors' "
                     "outer update, Eq. 1-3's shared samples, Adam test-time adaptation "
                     "(docs/methods.md)",
-                    settings={"lstm_summary": "mean", "transfer_input": "affect_logits",
+                    settings={**PAPER_INPUT, "lstm_summary": "mean",
+                              "transfer_input": "affect_logits",
                               "outer_update": "aggregate", "episode_draws": "same",
                               "alpha": 0.01, "beta": 0.01, "adapt_optimizer": "adam",
                               "adapt_lr": 1e-3, "adapt_steps": 15},
@@ -236,6 +250,7 @@ class SpectrogramRecipe(Recipe):
 
     Settings = SpectrogramSettings
     settings: SpectrogramSettings
+    training_defaults = TRAINING_DEFAULTS
     presets = {"demo": DEMO, "paper": BASELINE_PAPER}
     #: One spectrogram frame (40 ms).
     min_samples = SPECTROGRAM.win_length

@@ -20,7 +20,7 @@ from fastser.train.evaluation import evaluate
 from fastser.train.trainer import TrainConfig, Trainer
 
 LABELS = ["neutral", "happy", "sad", "angry"]
-SMALL = dict(channels=16, blocks=2, heads=2, dropout=0.0)
+SMALL = dict(channels=16, blocks=2, heads=2, dropout=0.0, speaker_norm=False)
 # shorter than a window, one window, one sample short of a second training window, exactly
 # two training windows, two test windows, many windows with a tail
 LENGTHS = [5000, 32000, 35199, 35200, 38400, 51234]

@@ -12,7 +12,7 @@ import torch
 
 from fastser.errors import AudioError, CorpusError, SettingsError
 from fastser.methods import make_recipe, recipe_class
-from fastser.methods.mmtl import MMTLRecipe, SegmentItem, SpeakerEpisodes
+from fastser.methods.mmtl import TABLE1_CONV, MMTLRecipe, SegmentItem, SpeakerEpisodes
 from fastser.train.evaluation import evaluate
 from fastser.train.trainer import TrainConfig, Trainer
 
@@ -371,8 +371,13 @@ def test_registry_and_demo_settings():
         assert cls.name == name
         TrainConfig(**cls.presets["demo"].training)
         cls(["a", "b"], **cls.presets["demo"].settings)
-    assert MMTLRecipe(["a", "b"]).encoder_config()["frames"] == 300  # the paper's input
-    assert MMTLRecipe(["a", "b"]).encoder_config()["bins"] == 200
+    default = MMTLRecipe(["a", "b"])  # a 4x4-pooled input, speaker_norm (measured defaults)
+    assert (default.encoder_config()["frames"], default.encoder_config()["bins"]) == (75, 50)
+    assert default.settings.speaker_norm
+    for name in ("mmtl", "mtl", "stl"):  # the paper preset has the paper's input
+        paper = recipe_class(name)(["a", "b"], **recipe_class(name).presets["paper"].settings)
+        assert (paper.encoder_config()["frames"], paper.encoder_config()["bins"]) == (300, 200)
+        assert not paper.settings.speaker_norm and paper.settings.conv == TABLE1_CONV
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -454,7 +459,7 @@ def test_settings_and_batch_errors(corpus, items):
         MMTLRecipe(corpus.labels, pool=(0, 2))
     with pytest.raises(SettingsError, match="alpha"):
         make_recipe("stl", corpus.labels, alpha=0.1)
-    recipe = MMTLRecipe(corpus.labels)  # the paper's 300 x 200 input
+    recipe = MMTLRecipe(corpus.labels, pool=(1, 1))  # the paper's 300 x 200 input
     with pytest.raises(ValueError, match=r"segments of shape \[\d+, 50, 25\], expected \(n, 300, "
                                          r"200\)"):
         recipe.collate(items[:2])
@@ -569,7 +574,7 @@ def test_speaker_norm_a_lone_recording_is_its_own_speaker():
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(frames.std(0), torch.ones(frames.shape[1], dtype=torch.float64),
                                atol=1e-4, rtol=0)
-    plain = MMTLRecipe(["a", "b"], **TINY).item_from_audio(wave)
+    plain = MMTLRecipe(["a", "b"], speaker_norm=False, **TINY).item_from_audio(wave)
     assert not torch.allclose(plain.segments, item.segments)
     assert torch.equal(plain.valid_frames, item.valid_frames)
 
