@@ -100,7 +100,7 @@ def _stream(args: argparse.Namespace) -> int:
         raise CommandError("reading raw PCM from standard input: give its --rate (16000)")
     recognizer = StreamingRecognizer.from_checkpoint(args.checkpoint, script=False,
                                                      window=args.window, hop=args.hop,
-                                                     **checkpoint_options(args))
+                                                     amp=args.amp, **checkpoint_options(args))
     chunk = max(1, round(args.chunk_ms * SAMPLE_RATE / 1000))
     chunks = (pcm_chunks(sys.stdin.buffer, chunk, args.rate) if args.source == "-"
               else file_chunks(args.source, chunk))
@@ -166,6 +166,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add_checkpoint_options(p)
 
 
+def _amp_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", default="off", choices=("auto", "off", "bf16"),
+                   help="mixed precision (default off; auto: bf16 on GPUs and on CPUs with "
+                        "AMX-BF16 or AVX512-BF16)")
+
+
 def _bulk_options(p: argparse.ArgumentParser) -> None:
     from fastser.inference.recognizer import BATCH_SECONDS
 
@@ -181,9 +187,7 @@ def _bulk_options(p: argparse.ArgumentParser) -> None:
                                    "a .wdseg file or a JSON list of [word, start, end]")
     p.add_argument("--device", help="cpu (default) or cuda; under torchrun each process "
                                     "takes its local GPU")
-    p.add_argument("--amp", default="off", choices=("auto", "off", "bf16"),
-                   help="mixed precision (default off; auto: bf16 on GPUs and on CPUs with "
-                        "AMX-BF16 or AVX512-BF16)")
+    _amp_option(p)
     p.add_argument("--compile", action="store_true", help="run the model under torch.compile")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -232,6 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-ms", type=float, default=100.0,
                    help="milliseconds of audio per chunk (default 100)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _amp_option(p)
     p.set_defaults(handler=_stream)
 
     p = sub.add_parser("export", help="TorchScript, torch.export or ONNX file of a checkpoint",

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fastser.audio.io import SAMPLE_RATE, validate_waveform
 from fastser.errors import AudioError, UserError
 from fastser.inference.checkpoint import load_trained
+from fastser.train.precision import autocast, resolve_amp
 from fastser.train.recipe import Recipe
 
 
@@ -62,10 +63,11 @@ class StreamingRecognizer:
     ``recipe``: the trained model's recipe (a segment-level method: its
     ``streaming_features()`` is not None); ``scorer``: a module with
     ``segment_probs(segments) -> (S, C)``, i.e. the recipe's export module, eager or scripted
-    with TorchScript."""
+    with TorchScript; ``amp``: mixed precision of the scorer (fastser.train.precision; "off"
+    by default)."""
 
     def __init__(self, recipe: Recipe, scorer: nn.Module, *,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", amp: str = "off") -> None:
         features = recipe.streaming_features()
         if features is None:
             raise UserError(f"streaming recognition needs a segment-level method; {recipe.name} "
@@ -76,6 +78,7 @@ class StreamingRecognizer:
                             "segments cannot be scored before it ends; use fastser predict, or "
                             "train a streamable model with --set speaker_norm=false")
         self.recipe, self.scorer, self.device = recipe, scorer, torch.device(device)
+        self.amp = resolve_amp(amp, self.device)
         self.features = features
         self.reset()
 
@@ -83,7 +86,7 @@ class StreamingRecognizer:
     def from_checkpoint(cls, path: str | Path, *, script: bool = True,
                         device: str | torch.device = "cpu", window: float | None = None,
                         hop: float | None = None, settings: Mapping[str, Any] | None = None,
-                        stored_paths: bool = False) -> "StreamingRecognizer":
+                        stored_paths: bool = False, amp: str = "off") -> "StreamingRecognizer":
         """A recogniser for a training checkpoint of a segment-level method; ``script``: run
         the model scripted with TorchScript (the recipe's export module); ``window``/``hop``:
         the segments' length and hop in seconds (None: as trained); ``settings`` and
@@ -96,7 +99,7 @@ class StreamingRecognizer:
         scorer = trained.recipe.export_module(trained.model).eval()
         if script:
             scorer = torch.jit.script(scorer)
-        return cls(trained.recipe, scorer, device=device)
+        return cls(trained.recipe, scorer, device=device, amp=amp)
 
     @property
     def labels(self) -> list[str]:
@@ -153,7 +156,7 @@ class StreamingRecognizer:
     def _score(self, windows: list[Tensor]) -> list[SegmentPrediction]:
         if not windows:
             return []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.amp, self.device):
             probs = self.scorer.segment_probs(torch.stack(windows).to(self.device)).float().cpu()
         window, hop = self.features.window, self.features.hop
         emitted = []

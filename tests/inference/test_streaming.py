@@ -138,6 +138,20 @@ def test_eager_and_scripted_models_agree_and_int16_numpy_chunks_work(trained, sc
     torch.testing.assert_close(results[1], offline.probs[0], atol=1e-6, rtol=1e-5)
 
 
+def test_a_bf16_stream_runs_the_scorer_under_autocast(trained):
+    recipe, model = trained
+    wave = _wave(45000, seed=5)
+    probs = {}
+    for amp in ("off", "bf16"):
+        recognizer = StreamingRecognizer(recipe, recipe.export_module(model), amp=amp)
+        assert recognizer.amp == amp
+        for start in range(0, wave.shape[0], 4000):
+            recognizer.push(wave[start:start + 4000])
+        probs[amp] = recognizer.finish().probs
+    assert probs["bf16"].dtype == torch.float32 and not torch.equal(probs["bf16"], probs["off"])
+    torch.testing.assert_close(probs["bf16"], probs["off"], atol=3e-2, rtol=0)  # bf16 rounding
+
+
 def test_from_checkpoint_runs_the_scripted_model(trained, tmp_path):
     recipe, model = trained
     path = tmp_path / "glrf.pt"
