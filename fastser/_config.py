@@ -49,7 +49,15 @@ def build_config() -> dict[str, Any]:
         "parallel_backend": _parallel_backend(),
         "cpu_bf16": list(cpu_bf16_flags()),
         "cpu_amp_auto": "bf16" if cpu_fast_bf16() else "off",
+        "cpu_float32_methods": _cpu_float32_methods(),
     }
+
+
+def _cpu_float32_methods() -> list[str]:
+    """The methods that keep float32 on the CPU under ``--amp auto`` (``Recipe.cpu_bf16``)."""
+    from fastser.methods import METHODS, recipe_class
+
+    return sorted(m for m in METHODS if not recipe_class(m).cpu_bf16)
 
 
 def _parallel_backend() -> str:
@@ -81,7 +89,7 @@ def show_config(file: TextIO | None = None) -> None:
     gpus = ", ".join(cfg["gpus"]) if cfg["gpus"] else "none visible"
     rows.append(("CUDA at run time", gpus))
     rows.append(("CPU threads", f"{cfg['threads']} ({cfg['parallel_backend']})"))
-    rows.append(("CPU bf16", describe_cpu_bf16()))
+    rows.append(("CPU bf16", describe_cpu_bf16(cfg["cpu_float32_methods"])))
     width = max([len(k) for k, _ in rows] + [len(op) + 2 for op in cfg["ops"]])
     for key, value in rows:
         print(f"{key:<{width}}  {value}", file=out)

@@ -98,7 +98,7 @@ class Recognizer:
         bf16 on GPUs and bf16-capable CPUs); ``compile``: the model under torch.compile."""
         self.recipe, self.model = trained.recipe, trained.model.eval()
         self.device = next(self.model.parameters()).device
-        self.amp = resolve_amp(amp, self.device)
+        self.amp = resolve_amp(amp, self.device, cpu_bf16=self.recipe.cpu_bf16)
         if compile:
             self.model.compile(dynamic=True)
 

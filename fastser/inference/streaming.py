@@ -78,7 +78,7 @@ class StreamingRecognizer:
                             "segments cannot be scored before it ends; use fastser predict, or "
                             "train a streamable model with --set speaker_norm=false")
         self.recipe, self.scorer, self.device = recipe, scorer, torch.device(device)
-        self.amp = resolve_amp(amp, self.device)
+        self.amp = resolve_amp(amp, self.device, cpu_bf16=recipe.cpu_bf16)
         self.features = features
         self.reset()
 

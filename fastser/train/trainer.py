@@ -241,7 +241,7 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.config.amp, self.device)
+        return autocast(self.config.amp, self.device, cpu_bf16=self.recipe.cpu_bf16)
 
     def _checkpoint_payload(self, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
                             step: int, history: list, best: dict | None) -> dict[str, Any]:

@@ -47,6 +47,24 @@ def test_auto_without_override_follows_the_cpu_flags(monkeypatch):
         precision.resolve_amp("fp8", CPU)
 
 
+def test_auto_keeps_float32_on_the_cpu_for_the_methods_that_opt_out(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastser.inference import Recognizer
+    from random_models import random_trained
+
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
+    assert sorted(m for m in METHODS if not recipe_class(m).cpu_bf16) == ["glrf", "mmtl"]
+    assert precision.resolve_amp("auto", CPU, cpu_bf16=False) == "off"
+    assert precision.resolve_amp("bf16", CPU, cpu_bf16=False) == "bf16"  # explicit: kept
+    assert precision.resolve_amp("auto", torch.device("cuda"), cpu_bf16=False) == "bf16"
+    for name, expected in (("glrf", "off"), ("mstr", "bf16")):
+        recipe, model = random_trained(name)
+        assert Recognizer(SimpleNamespace(recipe=recipe, model=model), amp="auto").amp == expected
+    with precision.autocast("auto", CPU, cpu_bf16=False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
 def test_autocast_context(monkeypatch):
     monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
     with precision.autocast("auto", CPU):
@@ -89,7 +107,7 @@ def test_method_trains_and_predicts_under_cpu_bf16(name, tiny_corpus, tmp_path, 
     recipe = demo_recipe(name, tiny_corpus, tmp_path)
     items = recipe.featurize(utterances)
     spy = AutocastSpy(recipe)
-    config = TrainConfig(epochs=1, batch_size=8, progress=False, device="cpu", amp="auto")
+    config = TrainConfig(epochs=1, batch_size=8, progress=False, device="cpu", amp="bf16")
     result = Trainer(recipe, config, tmp_path / "run").fit(items[:32], items[32:])
     assert spy.states and all(on and dtype == torch.bfloat16 and loss == torch.float32
                               for on, dtype, loss in spy.states), spy.states

@@ -76,19 +76,20 @@ def cases(device: torch.device, dtype: torch.dtype, quick: bool) -> list[BenchCa
 
 def streaming_real_time_factor(config: dict[str, Any] | None = None, *, seconds: float = 30.0,
                                chunk: float = 0.1, threads: int = 1, script: bool = True,
-                               seed: int = 0) -> dict[str, float]:
+                               seed: int = 0, amp: str = "off") -> dict[str, float]:
     """Stream ``seconds`` of noise in ``chunk``-second pieces through a freshly initialised
-    GLRF (``config``: recipe settings) and time it (after one warm-up stream);
+    GLRF (``config``: recipe settings, over a streamable model's: no speaker_norm) scored
+    under ``amp`` and time it (after one warm-up stream);
     ``real_time_factor`` = audio seconds / wall seconds (``real_time_factor_cpu``: / the
     process's CPU seconds, which a busy machine inflates less)."""
     from fastser.inference.streaming import StreamingRecognizer
 
-    recipe = GLRFRecipe(LABELS, **(config or {}))
+    recipe = GLRFRecipe(LABELS, **{"speaker_norm": False, **(config or {})})
     torch.manual_seed(seed)
     scorer = recipe.export_module(recipe.build_model().eval())
     if script:
         scorer = torch.jit.script(scorer)
-    recognizer = StreamingRecognizer(recipe, scorer)
+    recognizer = StreamingRecognizer(recipe, scorer, amp=amp)
     wave = 0.1 * torch.randn(int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
     step = max(1, int(chunk * SAMPLE_RATE))
     previous_threads = torch.get_num_threads()

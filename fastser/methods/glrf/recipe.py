@@ -108,6 +108,8 @@ class GLRFRecipe(Recipe):
     # Measured on the EmoDB dev speakers (bench/RESULTS.md): the last epoch, not the best
     # validation epoch of one validation speaker.
     training_defaults = {"select": "last"}
+    # bf16 autocast made a whole cv on a CPU with AVX512-BF16 slower (bench/RESULTS.md)
+    cpu_bf16 = False
     presets = {"demo": Preset("small model for the synthetic corpus",
                               settings={"channels": 48, "blocks": 2, "heads": 4,
                                         "speaker_norm": False},

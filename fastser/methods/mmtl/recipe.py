@@ -404,6 +404,8 @@ class MMTLRecipe(SpectrogramRecipe):
     name = "mmtl"
     Settings = MMTLSettings
     presets = {"demo": DEMO, "paper": MMTL_PAPER}
+    # its per-speaker meta steps of small matrices measured 0.90x in bf16 (bench/RESULTS.md)
+    cpu_bf16 = False
     settings: MMTLSettings
 
     def build_model(self) -> nn.Module:
