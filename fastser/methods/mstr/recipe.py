@@ -110,12 +110,7 @@ class TransformerSettings(SSLSettings, AugmentSettings, ClassWeightSettings):
 
     def check(self, method: str) -> None:
         super().check(method)
-        check_targets(method, self.targets)
-        if self.loss_weights is not None and (len(self.loss_weights) != len(self.targets)
-                                              or not sum(self.loss_weights) > 0):
-            raise SettingsError(f"{method}: setting loss_weights must give one weight per "
-                                f"target {list(self.targets)}, not all 0; got "
-                                f"{list(self.loss_weights)}")
+        check_targets(method, self.targets, self.loss_weights)
         if round(self.hop_ms * SAMPLE_RATE / 1000) < 1:
             raise SettingsError(f"{method}: setting hop_ms ({self.hop_ms}) is shorter than one "
                                 f"sample at {SAMPLE_RATE} Hz")

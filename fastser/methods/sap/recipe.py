@@ -92,12 +92,7 @@ class SAPSettings(SSLSettings, AugmentSettings):
 
     def check(self, method: str) -> None:
         super().check(method)
-        check_targets(method, self.targets)
-        if self.loss_weights is not None and (len(self.loss_weights) != len(self.targets)
-                                              or not sum(self.loss_weights) > 0):
-            raise SettingsError(f"{method}: setting loss_weights must give one weight per "
-                                f"target {list(self.targets)}, not all 0; got "
-                                f"{list(self.loss_weights)}")
+        check_targets(method, self.targets, self.loss_weights)
         if self.speaker_norm and not self.frozen:
             raise SettingsError(f"{method}: setting speaker_norm standardises cached SSL "
                                 "features, so it needs a frozen front end (frozen=True)")

@@ -28,11 +28,17 @@ TARGETS_DOC = (f"what the model predicts: any of {', '.join(TARGETS)} ({EMOTION}
                "the others: regression of affect values)")
 
 
-def check_targets(method: str, targets: Sequence[str]) -> None:
-    """SettingsError unless ``targets`` names one or more of :data:`TARGETS`, each once."""
+def check_targets(method: str, targets: Sequence[str],
+                  loss_weights: Sequence[float] | None = None) -> None:
+    """SettingsError unless ``targets`` names one or more of :data:`TARGETS`, each once, and
+    ``loss_weights`` (None: the method's own) gives one weight per target, not all 0."""
     if not targets or any(t not in TARGETS for t in targets) or len(set(targets)) != len(targets):
         raise SettingsError(f"{method}: setting targets must name one or more of "
                             f"{', '.join(TARGETS)}, each once; got {list(targets)}")
+    if loss_weights is not None and (len(loss_weights) != len(targets)
+                                     or not sum(loss_weights) > 0):
+        raise SettingsError(f"{method}: setting loss_weights must give one weight per target "
+                            f"{list(targets)}, not all 0; got {list(loss_weights)}")
 
 
 def affect_values(utterance: Utterance | None, names: Sequence[str]) -> tuple[float, ...]:

@@ -43,6 +43,11 @@ def test_targets_and_values():
         with pytest.raises(SettingsError, match="m: setting targets must name one or more of "
                                                 "emotion, valence, arousal, dominance"):
             check_targets("m", bad)
+    check_targets("m", ("emotion", "arousal"), (1.0, 0.0))
+    for bad in ((1.0,), (0.0, 0.0), (1.0, 1.0, 1.0)):
+        with pytest.raises(SettingsError, match=r"m: setting loss_weights must give one weight "
+                                                r"per target \['emotion', 'arousal'\]"):
+            check_targets("m", ("emotion", "arousal"), bad)
     u = Utterance("u", "a.wav", None, "s", "s", arousal=2.5)
     assert affect_values(u, ("arousal",)) == (2.5,)
     assert all(math.isnan(v) for v in affect_values(u, ("valence", "dominance")))
