@@ -145,7 +145,7 @@ def _cv(args: argparse.Namespace) -> int:
     corpus = data.open()
     recipe = lambda labels: make_recipe(model, labels, **settings)  # noqa: E731
     common = dict(data=data, num_folds=args.num_folds, force=args.force)
-    how = f"the folds of {args.folds}" if args.folds else protocol
+    how = data.describe_splits(protocol)
     if seeds is None:
         result = run_cv(recipe, corpus, protocol, config, out, **common)
         print(f"\n{how} cross-validation of {model} on {args.data}, "
@@ -179,8 +179,8 @@ def _leaderboard(args: argparse.Namespace, protocol: str, seeds: list[int] | Non
     data = data_options(args)
     entries = run_leaderboard(args.model, data.open(), protocol, configs, settings, out,
                               data=data, num_folds=args.num_folds, seeds=seeds)
-    how = f"the folds of {args.folds}" if args.folds else protocol
-    print("\n" + format_table(entries, leaderboard_title(how, args.data, seeds)))
+    print("\n" + format_table(entries, leaderboard_title(data.describe_splits(protocol),
+                                                          args.data, seeds)))
     print(f"tables, plot and each method's folds in {out}")
     return 0
 

@@ -1,6 +1,7 @@
 """The recordings a bulk command runs over, from what the user names: audio files, folders
 (searched recursively for audio file extensions, case-insensitive), manifests (the formats of
-:mod:`fastser.data.manifest`: one recording a row) and Kaldi ``wav.scp`` files (``ID PATH`` lines), expanded in
+:mod:`fastser.data.manifest`: one recording a row) and Kaldi ``wav.scp`` files (``ID PATH``
+lines), expanded in
 the order given into one list of :class:`AudioInput`.
 
 - A named path that does not exist, an empty folder, an empty or malformed manifest or

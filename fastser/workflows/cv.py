@@ -19,7 +19,7 @@ from fastser.outputs import write_json, write_text
 from fastser.train import metrics
 from fastser.train.recipe import Recipe
 from fastser.train.trainer import TrainConfig
-from fastser.workflows.data import FOLDS, DataOptions, as_options
+from fastser.workflows.data import DataOptions, as_options
 from fastser.workflows.pipeline import run_fold, validation_speakers
 from fastser.workflows.run_folder import claim
 
@@ -77,14 +77,14 @@ def run_cv(make_recipe: Callable[[Sequence[str]], Recipe], corpus: Corpus, proto
            copies: MutableMapping[str, list[Any]] | None = None, force: bool = False,
            log: Callable[[str], None] = print) -> CVResult:
     """Train and test one model per fold of ``protocol`` (``num_folds``: of the utterance-level
-    k-fold protocols), or of the fold file of ``data``, on ``corpus`` (featurised once, for every fold, unless ``items`` by
-    utterance id are given; ``copies``: the augmented training copies made so far, by
-    utterance id, filled as the folds need them), each through
+    k-fold protocols), or of the fold file of ``data``, on ``corpus`` (featurised once, for
+    every fold, unless ``items`` by utterance id are given; ``copies``: the augmented training
+    copies made so far, by utterance id, filled as the folds need them), each through
     :func:`~fastser.workflows.pipeline.run_fold` into ``out_dir/foldNN``; writes ``cv.json``
     (every fold's result + the summary), ``cv.md`` and ``confusion.png`` (summed over folds;
     models with emotion classes). ``data``: the corpus source (with its reader's options,
-    class set and fold file) recorded in the results (default: the corpus name). The run folder is claimed first: an earlier run there is refused
-    unless ``force`` replaces it."""
+    class set and fold file) recorded in the results (default: the corpus name). The run
+    folder is claimed first: an earlier run there is refused unless ``force`` replaces it."""
     out_dir = Path(out_dir)
     with claim(out_dir, force=force, parts=FOLD_FOLDER):
         return _run_cv(make_recipe, corpus, protocol, config, out_dir,
@@ -99,7 +99,7 @@ def _run_cv(make_recipe, corpus: Corpus, protocol: str, config: TrainConfig, out
     splits = data.splits(corpus, protocol, config.seed,
                          validation_speakers=validation_speakers(featurizer, config),
                          num_folds=num_folds)
-    protocol = FOLDS if data.folds is not None else protocol
+    protocol = data.protocol(protocol)
     if items is None:
         items = featurize_corpus(featurizer, corpus)
     copies = {} if copies is None else copies

@@ -1,6 +1,7 @@
 """The data a run uses (a source and its reader's options, the user's class set, official
-folds: ``--data``, ``--data-option``, ``--labels``, ``--label-map``, ``--folds``) and ``fastser data check`` / ``convert``: what a
-user reads about a corpus before training on it, and any corpus written as a manifest."""
+folds: ``--data``, ``--data-option``, ``--labels``, ``--label-map``, ``--folds``) and
+``fastser data check`` / ``convert``: what a user reads about a corpus before training on it,
+and any corpus written as a manifest."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ class DataOptions:
     def open(self) -> Corpus:
         return open_corpus(self.source, labels=self.labels, label_map=self.label_map,
                            **self.reader)
+
+    def protocol(self, protocol: str) -> str:
+        """The protocol a run records: ``protocol``, or "folds" with a fold file."""
+        return FOLDS if self.folds is not None else protocol
+
+    def describe_splits(self, protocol: str) -> str:
+        """The splits in words, for titles: ``protocol``, or the fold file's folds."""
+        return f"the folds of {self.folds}" if self.folds is not None else protocol
 
     def official_folds(self) -> list[Fold]:
         """The folds of the fold file (``folds``)."""

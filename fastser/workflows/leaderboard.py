@@ -60,7 +60,8 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
                     log: Callable[[str], None] = print) -> list[Entry]:
     """Cross-validate each of ``methods`` (with its TrainConfig and settings) on ``corpus``
     (opened from ``data``) under ``protocol`` (``num_folds``: of the utterance-level k-fold
-    protocols) or the fold file of ``data``, once or once per seed of ``seeds``, skipping those that cannot run;
+    protocols) or the fold file of ``data``, once or once per seed of ``seeds``, skipping those
+    that cannot run;
     write the table and the plot under ``out_dir``; return the rows (ran first, by mean
     UA)."""
     out_dir = Path(out_dir)
@@ -80,7 +81,8 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
         try:
             summary, folds, dependent = _cross_validate(
                 lambda labels, m=method: make_recipe(m, labels, **values), corpus, protocol,
-                configs[method], out_dir / method, seeds, data=data, num_folds=num_folds, log=lambda line, m=method: log(f"  {m} {line}"))
+                configs[method], out_dir / method, seeds, data=data, num_folds=num_folds,
+                log=lambda line, m=method: log(f"  {m} {line}"))
         except UserError as error:
             log(f"{method}: failed: {error}")
             entries.append(Entry(method, "failed", changed, reason=str(error)))
@@ -89,8 +91,8 @@ def run_leaderboard(methods: Sequence[str], corpus: Corpus, protocol: str,
                              time.perf_counter() - started, seeds=list(seeds or []),
                              speaker_dependent=dependent))
     entries = ranked(entries)
-    how = f"the folds of {data.folds}" if data.folds else protocol
-    write_leaderboard(entries, out_dir, title=leaderboard_title(how, data.source, seeds))
+    write_leaderboard(entries, out_dir, title=leaderboard_title(data.describe_splits(protocol),
+                                                                data.source, seeds))
     return entries
 
 

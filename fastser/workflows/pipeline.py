@@ -25,7 +25,7 @@ from fastser.train.evaluation import evaluate
 from fastser.train.recipe import Recipe
 from fastser.train.resume import check_resume
 from fastser.train.trainer import FitResult, TrainConfig, Trainer
-from fastser.workflows.data import FOLDS, DataOptions, as_options
+from fastser.workflows.data import DataOptions, as_options
 from fastser.workflows.run_folder import claim
 
 RESULTS = "results.json"
@@ -112,7 +112,7 @@ def run_info(split: Split, *, data: DataOptions | str, protocol: str, fold: int,
     for name, utterances in parts.items():
         digest.update(f"{name}:{','.join(sorted(u.id for u in utterances))};".encode())
     return {**options.run_info(), "num_folds": num_folds,
-            "protocol": FOLDS if options.folds is not None else protocol, "fold": fold, "split": split.name,
+            "protocol": options.protocol(protocol), "fold": fold, "split": split.name,
             "test_speakers": sorted({u.speaker for u in split.test}),
             "speakers": {name: sorted({u.speaker for u in utterances})
                          for name, utterances in parts.items()},
