@@ -56,7 +56,7 @@ from fastser.methods.mstr.transformer import (POSITIONAL_ENCODINGS, ClassProbabi
 from fastser.train.kit import (AugmentSettings, ClassWeightSettings, FeatureStats, Preset,
                                class_weights, redefault, setting)
 from fastser.train.kit.affect import (EMOTION, TARGETS_DOC, AffectScale, check_targets,
-                                      weighted_affect_loss)
+                                      targets_loss)
 from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
@@ -304,18 +304,15 @@ class TransformerRecipe(Recipe):
         ``affect_loss`` of each affect target on standardised values, weighted by
         ``loss_weights``."""
         outputs = model(batch["features"], batch["lengths"])
-        weights = dict(zip(self.targets, self.loss_weights))
-        loss = outputs.new_zeros((), dtype=torch.float32)
+        class_loss = None
         if self.predicts_emotion:
             per_class = (None if self.class_weights is None
                          else self.class_weights.to(outputs.device))
-            loss = loss + weights[EMOTION] * F.cross_entropy(
-                outputs[:, :self.num_classes].float(), batch["labels"], weight=per_class)
-        if self.affect_targets:
-            loss = loss + weighted_affect_loss(
-                outputs[:, self.num_classes:], batch["affect"], self.affect_scale,
-                self.settings.affect_loss, [weights[name] for name in self.affect_targets])
-        return loss
+            class_loss = F.cross_entropy(outputs[:, :self.num_classes].float(), batch["labels"],
+                                         weight=per_class)
+        return targets_loss(self.targets, self.loss_weights, class_loss,
+                            outputs[:, self.num_classes:], batch["affect"], self.affect_scale,
+                            self.settings.affect_loss)
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         outputs = model(batch["features"], batch["lengths"]).float()

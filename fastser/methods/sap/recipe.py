@@ -53,7 +53,7 @@ from fastser.losses.affect import AFFECT_LOSSES
 from fastser.methods.sap.model import POOLINGS, SAPHead, SAPModel
 from fastser.train.kit import AugmentSettings, Preset, class_weights, setting
 from fastser.train.kit.affect import (EMOTION, TARGETS_DOC, AffectScale, check_targets,
-                                      weighted_affect_loss)
+                                      targets_loss)
 from fastser.train.kit.ssl import SSLFeatures, SSLSettings
 from fastser.train.recipe import Batch, Embeddings, Predictions, Recipe
 
@@ -304,17 +304,13 @@ class SAPRecipe(Recipe):
             fallbacks = out.fallback.sum()
             self._fallbacks = (fallbacks if self._fallbacks is None
                                else self._fallbacks + fallbacks)
-        weights = dict(zip(self.targets, self.loss_weights))
-        loss = out.regression.new_zeros((), dtype=torch.float32)
+        class_loss = None
         if self.predicts_emotion:
             per_class = torch.tensor(self.class_weights, device=out.logits.device)
-            loss = loss + weights[EMOTION] * F.cross_entropy(out.logits.float(), batch["labels"],
-                                                             weight=per_class.float())
-        if self.affect_targets:
-            loss = loss + weighted_affect_loss(
-                out.regression, batch["affect"], self.affect_scale, self.settings.affect_loss,
-                [weights[name] for name in self.affect_targets])
-        return loss
+            class_loss = F.cross_entropy(out.logits.float(), batch["labels"],
+                                         weight=per_class.float())
+        return targets_loss(self.targets, self.loss_weights, class_loss, out.regression,
+                            batch["affect"], self.affect_scale, self.settings.affect_loss)
 
     def predict(self, model: nn.Module, batch: Batch) -> Predictions:
         out = model(batch["inputs"], batch["lengths"], batch["speech"])

@@ -96,12 +96,22 @@ class AffectScale:
         return cls(tuple(state["names"]), tuple(state["mean"]), tuple(state["std"]))
 
 
-def weighted_affect_loss(outputs: Tensor, values: Tensor, scale: AffectScale | None, kind: str,
-                         weights: Sequence[float]) -> Tensor:
-    """Σ_k weights[k] · the ``kind`` loss of affect dimension k, between a model's outputs
-    (N, K), standardised, and the true values (N, K) on the corpus' scale."""
-    if scale is None:
-        raise RuntimeError("the affect scale is unset; call fit_extra(train_items) before "
-                           "computing the loss")
-    losses = affect_loss(outputs.float(), scale.standardise(values), kind)
-    return (losses * losses.new_tensor(list(weights))).sum()
+def targets_loss(targets: Sequence[str], loss_weights: Sequence[float],
+                 class_loss: Tensor | None, outputs: Tensor, values: Tensor,
+                 scale: AffectScale | None, kind: str) -> Tensor:
+    """The loss of a model of ``targets``, weighted by ``loss_weights`` (in targets order): the
+    emotion classes' ``class_loss`` (None for a model without them) plus, for each affect
+    target k, the ``kind`` loss between the model's affect outputs (N, K), standardised, and
+    the true values (N, K) on the corpus' scale."""
+    weights = dict(zip(targets, loss_weights))
+    loss = outputs.new_zeros((), dtype=torch.float32)
+    if class_loss is not None:
+        loss = loss + weights[EMOTION] * class_loss
+    affect = [name for name in targets if name != EMOTION]
+    if affect:
+        if scale is None:
+            raise RuntimeError("the affect scale is unset; call fit_extra(train_items) before "
+                               "computing the loss")
+        losses = affect_loss(outputs.float(), scale.standardise(values), kind)
+        loss = loss + (losses * losses.new_tensor([weights[name] for name in affect])).sum()
+    return loss
