@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fastser.checkpoint import save_checkpoint
-from fastser.errors import UserError
+from fastser.errors import SettingsError, UserError
 from fastser.inference.streaming import StreamingRecognizer
 from fastser.methods.glrf import GLRFRecipe
 from toy_recipe import ToyRecipe
@@ -150,6 +150,8 @@ def test_a_bf16_stream_runs_the_scorer_under_autocast(trained):
         probs[amp] = recognizer.finish().probs
     assert probs["bf16"].dtype == torch.float32 and not torch.equal(probs["bf16"], probs["off"])
     torch.testing.assert_close(probs["bf16"], probs["off"], atol=3e-2, rtol=0)  # bf16 rounding
+    with pytest.raises(SettingsError, match="amp must be one of"):
+        StreamingRecognizer(recipe, recipe.export_module(model), amp="half")
 
 
 def test_from_checkpoint_runs_the_scripted_model(trained, tmp_path):
