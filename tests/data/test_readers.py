@@ -55,10 +55,14 @@ def test_crema_d_four_class_and_missing_demographics(crema_root):
     ("1001_DFA_ANG_ZZ.wav", "unknown intensity level code 'ZZ'"),
 ])
 def test_crema_d_bad_file_names(crema_root, name, message):
-    path = crema_root / "AudioWAV" / name
+    assert_file_name_refused(read_crema_d, crema_root, crema_root / "AudioWAV" / name, message)
+
+
+def assert_file_name_refused(reader, root, path, message):
+    """A stray file at ``path`` makes ``reader(root)`` fail naming the file and the problem."""
     touch_wav(path)
     with pytest.raises(CorpusError, match=re.escape(str(path)) + ".*" + re.escape(message)):
-        read_crema_d(crema_root)
+        reader(root)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -178,10 +182,7 @@ def test_emodb_four_class(emodb_root):
     ("03a01Xa.wav", "unknown emotion letter 'X'"),
 ])
 def test_emodb_bad_file_names(emodb_root, name, message):
-    path = emodb_root / "wav" / name
-    touch_wav(path)
-    with pytest.raises(CorpusError, match=re.escape(str(path)) + ".*" + re.escape(message)):
-        read_emodb(emodb_root)
+    assert_file_name_refused(read_emodb, emodb_root, emodb_root / "wav" / name, message)
 
 
 def test_emodb_layout_errors(tmp_path):

@@ -70,25 +70,27 @@ def kernel_selection(logits, lengths, labels, k, device="cpu"):
 
 # --- values and gradients -------------------------------------------------------------------
 
+def assert_matches_reference(device, inputs, **kwargs):
+    """The fused op's values and gradients equal the reference's in every dtype of ``device``."""
+    for dtype in optest.dtypes_for(device):
+        optest.check_against_reference(fused_fn(**kwargs), reference_fn(**kwargs), inputs,
+                                       dtype=dtype, device=device, grad_outputs_in_dtype=True)
+
+
 @pytest.mark.parametrize("device", optest.devices())
 @pytest.mark.parametrize("neutral_class", [None, NEUTRAL])
 @pytest.mark.parametrize("k", KS)
 def test_per_utterance_loss_and_grad_match_reference(device, k, neutral_class):
     inputs = make_batch()
-    kwargs = dict(k=k, neutral_class=neutral_class, negative_weight=0.5, reduction="none")
-    for dtype in optest.dtypes_for(device):
-        optest.check_against_reference(fused_fn(**kwargs), reference_fn(**kwargs), inputs,
-                                       dtype=dtype, device=device, grad_outputs_in_dtype=True)
+    assert_matches_reference(device, inputs, k=k, neutral_class=neutral_class,
+                             negative_weight=0.5, reduction="none")
 
 
 @pytest.mark.parametrize("device", optest.devices())
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_reductions_match_reference_in_every_dtype(device, reduction):
     inputs = make_batch(seed=1)
-    kwargs = dict(k=0.7, neutral_class=NEUTRAL, reduction=reduction)
-    for dtype in optest.dtypes_for(device):
-        optest.check_against_reference(fused_fn(**kwargs), reference_fn(**kwargs), inputs,
-                                       dtype=dtype, device=device, grad_outputs_in_dtype=True)
+    assert_matches_reference(device, inputs, k=0.7, neutral_class=NEUTRAL, reduction=reduction)
 
 
 @pytest.mark.parametrize("device", optest.devices())

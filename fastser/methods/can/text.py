@@ -13,7 +13,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -112,25 +112,31 @@ def _line_word(path: str, line_no: int, line: str, dim: int) -> str:
     return line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
 
 
-def glove_words(path: str | os.PathLike, limit: int | None = None) -> list[str]:
-    """The distinct words (case-folded, first occurrence kept) of a GloVe-format file, in
-    file order (GloVe files list the most frequent words first), at most ``limit``."""
-    path = os.fspath(path)
+def _glove_entries(path: str) -> Iterator[tuple[int, str, str, int]]:
+    """(line number, word, line, the file's vector size) of each non-empty line of a
+    GloVe-format file; a missing or empty file is an error."""
     if not os.path.isfile(path):
         raise MissingPathError(f"GloVe file not found: {path}")
-    words: dict[str, None] = {}
-    dim = 0
+    dim = None
     with open(path, encoding="utf-8", errors="replace") as lines:
         for line_no, line in enumerate(lines, start=1):
             line = line.rstrip()
             if line_no == 1:
                 dim = _file_dimension(path, line)
             if line:
-                words.setdefault(normalize_word(_line_word(path, line_no, line, dim)))
-            if limit is not None and len(words) >= limit:
-                break
-    if not words:
+                yield line_no, _line_word(path, line_no, line, dim), line, dim
+    if dim is None:
         raise CorpusError(f"{path}: the GloVe file is empty")
+
+
+def glove_words(path: str | os.PathLike, limit: int | None = None) -> list[str]:
+    """The distinct words (case-folded, first occurrence kept) of a GloVe-format file, in
+    file order (GloVe files list the most frequent words first), at most ``limit``."""
+    words: dict[str, None] = {}
+    for _, word, _, _ in _glove_entries(os.fspath(path)):
+        words.setdefault(normalize_word(word))
+        if limit is not None and len(words) >= limit:
+            break
     return [w for w in words if w and w not in (PAD, UNK)]
 
 
@@ -147,37 +153,25 @@ def load_glove(path: str | os.PathLike, vocabulary: Vocabulary,
     finite number, an empty file.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MissingPathError(f"GloVe file not found: {path}")
     vectors = torch.zeros(len(vocabulary), dim)
     found = torch.zeros(len(vocabulary), dtype=torch.bool)
-    line_no = 0
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            line = line.rstrip()
-            if line_no == 1:
-                file_dim = _file_dimension(path, line)
-                if file_dim != dim:
-                    raise CorpusError(f"{path}: the vectors have {file_dim} values (line 1) but "
-                                     f"the word embeddings have {dim} dimensions; set "
-                                     f"embed_dim={file_dim} or use a {dim}-d file")
-            if not line:
-                continue
-            word = _line_word(path, line_no, line, dim)
-            index = vocabulary.index.get(normalize_word(word))
-            if index is None or found[index]:
-                continue
-            try:
-                values = np.array(line.rsplit(" ", dim)[1:], dtype=np.float32)
-            except ValueError as error:
-                raise CorpusError(f"{path}, line {line_no}: {error}") from None
-            if not np.isfinite(values).all():
-                raise CorpusError(f"{path}, line {line_no}: the vector of {word!r} has "
-                                 f"non-finite values")
-            vectors[index] = torch.from_numpy(values)
-            found[index] = True
-    if line_no == 0:
-        raise CorpusError(f"{path}: the GloVe file is empty")
+    for line_no, word, line, file_dim in _glove_entries(path):
+        if file_dim != dim:
+            raise CorpusError(f"{path}: the vectors have {file_dim} values (line 1) but "
+                             f"the word embeddings have {dim} dimensions; set "
+                             f"embed_dim={file_dim} or use a {dim}-d file")
+        index = vocabulary.index.get(normalize_word(word))
+        if index is None or found[index]:
+            continue
+        try:
+            values = np.array(line.rsplit(" ", dim)[1:], dtype=np.float32)
+        except ValueError as error:
+            raise CorpusError(f"{path}, line {line_no}: {error}") from None
+        if not np.isfinite(values).all():
+            raise CorpusError(f"{path}, line {line_no}: the vector of {word!r} has "
+                             f"non-finite values")
+        vectors[index] = torch.from_numpy(values)
+        found[index] = True
     missing = tuple(w for w in vocabulary.words if not found[vocabulary.index[w]])
     coverage = GloveCoverage(int(found.sum()), len(vocabulary.words), missing[:20])
     return vectors, found, coverage

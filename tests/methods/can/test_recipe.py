@@ -28,11 +28,6 @@ SMALL = {"embed_dim": 16, "hidden": 8, "word_hidden": 8, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
-def corpus(tiny_corpus):
-    return tiny_corpus
-
-
-@pytest.fixture(scope="module")
 def items(corpus):
     return CanRecipe(LABELS).featurize(list(corpus))
 

@@ -25,11 +25,6 @@ TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 @pytest.fixture(scope="module")
-def corpus(tiny_corpus):
-    return tiny_corpus
-
-
-@pytest.fixture(scope="module")
 def items(corpus):
     return MMTLRecipe(corpus.labels, **TINY).featurize(list(corpus))
 

@@ -29,11 +29,6 @@ RECIPES = [MSTRRecipe, TransformerRecipe]
 
 
 @pytest.fixture(scope="module")
-def corpus(tiny_corpus):
-    return tiny_corpus
-
-
-@pytest.fixture(scope="module")
 def items(corpus):
     return MSTRRecipe(LABELS).featurize(list(corpus))
 
