@@ -1,6 +1,6 @@
 """``python -m fastser`` runs the ``fastser`` command."""
 
-from fastser.cli import main
+from fastser.cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console())

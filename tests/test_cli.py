@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -88,7 +89,10 @@ def test_export_torchscript_runs_without_fastser(trained, tmp_path):
     """The file runs in a process that only loads fastser's library (with the reference
     backend, which has no library, in one that imports fastser)."""
     path = tmp_path / "toy.ts"
-    assert main(["export", "--checkpoint", str(trained / "best.pt"), "--out", str(path)]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["export", "--checkpoint", str(trained / "best.pt"), "--out", str(path)]) == 0
+    assert not [w for w in caught if "torch.jit" in str(w.message)]  # torch's notices are not ours
     reference = optest.reference_backend()
     load = ("import fastser" if reference else
             f"torch.ops.load_library({__import__('fastser').ops.library_path()!r})")
@@ -217,6 +221,20 @@ def test_an_internal_error_keeps_its_traceback(corpus_dir, tmp_path, monkeypatch
                            "--out", str(tmp_path / "x"), "--set", "k=2"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_the_executable_prints_a_warning_once_in_one_line(monkeypatch, capsys):
+    from fastser.cli import about, console
+
+    def warns(args):
+        for _ in range(2):
+            with warnings.catch_warnings():  # as fastser's own code does: Python shows it again
+                warnings.warn("the SSL front end has RANDOM weights", UserWarning)
+        return 0
+
+    monkeypatch.setattr(about, "_info", warns)
+    assert console(["info"]) == 0
+    assert capsys.readouterr().err == "fastser: warning: the SSL front end has RANDOM weights\n"
 
 
 def test_settings_lists_every_setting_with_its_default_and_the_presets(capsys):

@@ -16,6 +16,7 @@ Files are serialised in memory (or a temporary folder) and written atomically
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import inspect
@@ -23,8 +24,9 @@ import io
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -95,18 +97,28 @@ def _example_inputs(trained: TrainedModel,
     return recipe.export_inputs(batch)
 
 
+@contextlib.contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """torch's FutureWarnings that ``torch.jit.script/save/load`` are deprecated silenced: the
+    TorchScript format is fastser's choice (README: the export formats), and the notice,
+    repeated at every call, is nothing a user of the command can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
 def export_torchscript(trained: TrainedModel, path: str | Path) -> Path:
     """Script the inference module, save it with its metadata, reload it and check that it
     gives the eager outputs on an example batch."""
     path = Path(path)
     module, inputs = _module_and_inputs(trained)
-    scripted = torch.jit.script(module)
     buffer = io.BytesIO()
     metadata = json.dumps(_metadata(trained, inputs))
-    torch.jit.save(scripted, buffer, _extra_files={METADATA: metadata})
-    write_bytes(path, buffer.getvalue())
-    with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(path))(*inputs), module(*inputs))
+    with quiet_torchscript():
+        torch.jit.save(torch.jit.script(module), buffer, _extra_files={METADATA: metadata})
+        write_bytes(path, buffer.getvalue())
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.load(str(path))(*inputs), module(*inputs))
     return path
 
 
@@ -132,7 +144,8 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str
     """A TorchScript file exported by fastser and its metadata (fastser's ops are already
     registered in this process, since this module imports fastser)."""
     extra = {METADATA: ""}
-    module = torch.jit.load(str(path), _extra_files=extra)
+    with quiet_torchscript():
+        module = torch.jit.load(str(path), _extra_files=extra)
     return module, json.loads(extra[METADATA]) if extra[METADATA] else {}
 
 

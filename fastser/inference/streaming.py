@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fastser.audio.io import SAMPLE_RATE, validate_waveform
 from fastser.errors import AudioError, UserError
 from fastser.inference.checkpoint import load_trained
+from fastser.inference.export import quiet_torchscript
 from fastser.train.precision import autocast, resolve_amp
 from fastser.train.recipe import Recipe
 
@@ -98,7 +99,8 @@ class StreamingRecognizer:
                             f"a {trained.recipe.name!r} model, which scores whole utterances")
         scorer = trained.recipe.export_module(trained.model).eval()
         if script:
-            scorer = torch.jit.script(scorer)
+            with quiet_torchscript():
+                scorer = torch.jit.script(scorer)
         return cls(trained.recipe, scorer, device=device, amp=amp)
 
     @property

@@ -9,7 +9,6 @@ machine has network access) or from random weights of a configuration, with a lo
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -26,7 +25,6 @@ from fastser.data.synthetic import default_cache_dir
 from fastser.errors import CheckpointError, SettingsError
 from fastser.train.kit.settings import Settings, setting
 
-log = logging.getLogger(__name__)
 
 _COMMON = {"layerdrop": 0.0, "mask_time_prob": 0.0, "feat_extract_norm": "layer",
            "conv_bias": True}
@@ -119,7 +117,7 @@ class SSLFeatures:
 
     def new_front_end(self, *, frozen: bool = True) -> SSLFrontEnd:
         """A front end as the settings describe it (the same weights on every call); random
-        weights raise a :class:`RandomSSLWeightsWarning` and log it."""
+        weights raise a :class:`RandomSSLWeightsWarning`."""
         s = self.settings
         options = {"layer": s.layer, "frozen": frozen}
         if s.ssl_path is not None:
@@ -134,7 +132,6 @@ class SSLFeatures:
                        f"pretrained SSL features; set ssl_path to a model name or a "
                        f"save_pretrained folder")
             warnings.warn(message, RandomSSLWeightsWarning, stacklevel=2)
-            log.warning(message)
             front_end = SSLFrontEnd.from_config(s.ssl_kind, config, seed=s.ssl_seed, **options)
         front_end.check_vad_alignment()
         return front_end
