@@ -54,7 +54,8 @@ def test_auto_keeps_float32_on_the_cpu_for_the_methods_that_opt_out(monkeypatch)
     from random_models import random_trained
 
     monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
-    assert sorted(m for m in METHODS if not recipe_class(m).cpu_bf16) == ["glrf", "mmtl"]
+    assert sorted(m for m in METHODS if not recipe_class(m).cpu_bf16) == ["can", "glrf", "mmtl",
+                                                                         "transformer"]
     assert precision.resolve_amp("auto", CPU, cpu_bf16=False) == "off"
     assert precision.resolve_amp("bf16", CPU, cpu_bf16=False) == "bf16"  # explicit: kept
     assert precision.resolve_amp("auto", torch.device("cuda"), cpu_bf16=False) == "bf16"

@@ -182,6 +182,8 @@ class TransformerRecipe(Recipe):
     name = "transformer"
     Settings = TransformerSettings
     training_defaults = TRAINING_DEFAULTS
+    # bf16 autocast made its whole cv on a CPU with AVX512-BF16 slower (bench/RESULTS.md)
+    cpu_bf16 = False
     presets = {"demo": DEMO, "paper": PAPER}
     min_samples = round(WINDOW_MS * SAMPLE_RATE / 1000)  # one MFCC frame
     settings: TransformerSettings
@@ -342,6 +344,8 @@ class MSTRRecipe(TransformerRecipe):
     Settings = MSTRSettings
     # the last epoch: measured better than the best validation epoch on real speech
     training_defaults = {**TRAINING_DEFAULTS, "select": "last"}
+    # unlike its baseline's, its whole cv ran faster under CPU bf16 (bench/RESULTS.md)
+    cpu_bf16 = True
     settings: MSTRSettings
 
     def build_model(self) -> nn.Module:
