@@ -3,9 +3,9 @@
 ``amp`` is one of :data:`AMP_MODES`. ``"auto"`` is bf16 on CUDA and on CPUs that multiply
 bf16 matrices in hardware (AMX-BF16 or AVX512-BF16, read from /proc/cpuinfo), float32
 elsewhere: without those instructions oneDNN emulates bf16 and it is slower than float32. A
-method whose CPU step measured slower in bf16 opts out of "auto" on the CPU
-(``Recipe.cpu_bf16``: CAN, GLRF, MMTL, the Transformer baseline), so "auto" there means
-float32.
+method whose CPU training measured no faster in bf16 (its step or its whole cross-validation)
+opts out of "auto" on the CPU (``Recipe.cpu_bf16``: CAN, GLRF, MMTL, the Transformer
+baseline), so "auto" there means float32.
 The environment variable ``FASTSER_CPU_BF16=1`` (or ``0``) overrides the CPU detection.
 """
 

@@ -170,9 +170,10 @@ class Recipe(abc.ABC):
     #: command line's options override both): the method's measured defaults
     #: (bench/RESULTS.md, "Default settings on real speech").
     training_defaults: ClassVar[Mapping[str, Any]] = {}
-    #: False for a method whose training step measured no faster in bf16 than in float32 on
-    #: a bf16-capable CPU: ``--amp auto`` then trains and predicts it in float32 on the CPU
-    #: (fastser.train.precision; bench/RESULTS.md, issue 19).
+    #: False for a method whose training (its step or its whole cross-validation) measured
+    #: no faster in bf16 than in float32 on a bf16-capable CPU: ``--amp auto`` then trains
+    #: and predicts it in float32 on the CPU (fastser.train.precision; bench/RESULTS.md,
+    #: issue 19).
     cpu_bf16: ClassVar[bool] = True
 
     def __init__(self, label_names: Sequence[str], **settings: Any) -> None:
